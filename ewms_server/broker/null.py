@@ -1,0 +1,23 @@
+"""The adapter used when no broker is configured: activation succeeds and names no broker."""
+
+from __future__ import annotations
+
+from .base import QueueAccess
+
+
+class NullBrokerAdapter:
+    """Lets the server run (and be tested) alone; the profiles carry no broker and no token."""
+
+    async def activate_workflow(
+        self, workflow_id: str, mqids: list[str]
+    ) -> dict[str, QueueAccess]:
+        return {m: QueueAccess(m, None, None, None) for m in mqids}
+
+    async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:
+        return None
+
+    async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
