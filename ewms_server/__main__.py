@@ -1,0 +1,95 @@
+"""`ewms-server`: run the EWMS REST server, or mint a development token. Wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import replace
+
+from .auth import ROLES, mint_token
+from .config import Config, ConfigError, settings_help
+from .server import Server
+
+LOGGER = logging.getLogger("ewms_server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ewms-server",
+        description="The EWMS workflow management server (REST API + background loops).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (the default)", epilog=settings_help(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = sub.add_parser(
+        "mint-token",
+        help="print a token signed with EWMS_AUTH_SECRET",
+        description="Print a bearer token signed with the local secret EWMS_AUTH_SECRET.",
+    )
+    m.add_argument("--sub", required=True, help="the token subject (who the caller is)")
+    m.add_argument("--role", required=True, choices=ROLES, help="the caller's role")
+    m.add_argument("--expires", type=float, default=3600, help="lifetime in seconds (default 3600)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = Config.from_env(os.environ)
+    except ConfigError as e:
+        print(f"ewms-server: configuration error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "mint-token":
+        if not cfg.auth_secret:
+            print("ewms-server: mint-token needs EWMS_AUTH_SECRET (>= 32 bytes)", file=sys.stderr)
+            return 2
+        if args.expires <= 0:
+            print("ewms-server: --expires must be positive", file=sys.stderr)
+            return 2
+        print(mint_token(cfg.auth_secret, sub=args.sub, role=args.role, expires_s=args.expires,
+                         claim=cfg.auth_role_claim))
+        return 0
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not cfg.auth_configured:
+        if not cfg.dev_mode:
+            print(
+                "ewms-server: no authentication configured. Set EWMS_AUTH_SECRET or "
+                "EWMS_AUTH_OPENID_URL, or EWMS_DEV_MODE=true for a development instance.",
+                file=sys.stderr,
+            )
+            return 2
+        cfg = replace(cfg, auth_secret=secrets.token_urlsafe(48))
+        print("DEVELOPMENT INSTANCE: random signing secret; tokens valid for 24 h:", file=sys.stderr)
+        for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
+            token = mint_token(cfg.auth_secret or "", sub=sub, role=role, expires_s=86400,
+                               claim=cfg.auth_role_claim)
+            print(f"  {role:<10} {token}", file=sys.stderr)
+    if cfg.mongodb_url is None:
+        LOGGER.warning(
+            "EWMS_MONGODB_URL is not set: using an embedded in-memory database; NOTHING IS KEPT "
+            "when the server stops"
+        )
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Server(cfg).run(stop)
+    LOGGER.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Server settings: read once from the environment into a frozen object (never at import)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+
+
+# The one table of settings: parsing, defaults and `--help` all come from here.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("EWMS_REST_HOST", "127.0.0.1", "Address the REST server listens on."),
+    Setting("EWMS_REST_PORT", "8080", "Port the REST server listens on (0 = any free port)."),
+    Setting(
+        "EWMS_MONGODB_URL",
+        None,
+        "MongoDB URL (mongodb://… or mongodb+srv://…). Unset: an embedded in-memory database; "
+        "nothing is kept across restarts.",
+    ),
+    Setting("EWMS_MONGODB_DB", "ewms", "Database name inside MongoDB."),
+    Setting(
+        "EWMS_CLUSTER_LOCATIONS",
+        None,
+        'JSON object: cluster location -> schedd name, or -> {"schedd": …, "collector": …}. '
+        'Default: {"local": "<this host name>"}.',
+    ),
+    Setting("EWMS_AUTH_SECRET", None, "Local HS256 signing secret for tokens (>= 32 bytes)."),
+    Setting("EWMS_AUTH_OPENID_URL", None, "OIDC issuer URL; tokens are checked against its keys."),
+    Setting("EWMS_AUTH_AUDIENCE", None, "Required token audience (with EWMS_AUTH_OPENID_URL)."),
+    Setting("EWMS_AUTH_ROLE_CLAIM", "ewms_role", "Token claim holding the role (a string or list)."),
+    Setting(
+        "EWMS_DEV_MODE",
+        "false",
+        "true: a development instance; with no auth configured it makes a random secret and "
+        "prints ready tokens at start.",
+    ),
+    Setting("EWMS_MAX_BODY_BYTES", str(1024 * 1024), "Largest request body accepted (413 above)."),
+    Setting("EWMS_QUERY_PAGE_DOCS", "1000", "Most documents in one query page."),
+    Setting("EWMS_QUERY_PAGE_BYTES", str(8 * 1024 * 1024), "Most JSON bytes in one query page."),
+    Setting("EWMS_QUERY_MAX_DEPTH", "8", "Deepest nesting accepted in a query filter."),
+    Setting("EWMS_MAX_SUBMIT_ATTEMPTS", "3", "Failed submits after which a taskforce is submit-failed."),
+    Setting("EWMS_STARTER_LEASE_S", "120", "Seconds a taskforce given to one TMS is not offered again."),
+    Setting("EWMS_SUBMIT_RETRY_DELAY_S", "10", "Seconds before a failed submit is offered again."),
+    Setting("EWMS_LOOP_INTERVAL_S", "15", "Longest sleep of a background loop between passes."),
+    Setting("EWMS_ORPHAN_AGE_S", "600", "Age after which parts of an unfinished workflow create are removed."),
+    Setting(
+        "EWMS_BROKER_URL",
+        None,
+        "amqp:// URL with admin credentials of the RabbitMQ broker. Unset: no broker; queue "
+        "profiles name no broker.",
+    ),
+    Setting("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400", "Seconds after a workflow ends before its queues are deleted."),
+    Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+)
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Location:
+    schedd: str
+    collector: str
+
+
+@dataclass(frozen=True)
+class Config:
+    rest_host: str
+    rest_port: int
+    mongodb_url: str | None
+    mongodb_db: str
+    cluster_locations: Mapping[str, Location]
+    auth_secret: str | None
+    auth_openid_url: str | None
+    auth_audience: str | None
+    auth_role_claim: str
+    dev_mode: bool
+    max_body_bytes: int
+    query_page_docs: int
+    query_page_bytes: int
+    query_max_depth: int
+    max_submit_attempts: int
+    starter_lease_s: float
+    submit_retry_delay_s: float
+    loop_interval_s: float
+    orphan_age_s: float
+    broker_url: str | None
+    broker_queue_delete_grace_s: float
+    log_level: str
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Config":
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else _DEFAULTS[name]
+
+        def num(name: str, conv: Callable[[str], Any], minimum: float) -> Any:
+            raw = get(name)
+            try:
+                value = conv(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
+            return value
+
+        def flag(name: str) -> bool:
+            raw = (get(name) or "").lower()
+            if raw not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+            return raw in ("true", "1", "yes")
+
+        secret = get("EWMS_AUTH_SECRET")
+        if secret is not None and len(secret.encode()) < 32:
+            raise ConfigError("EWMS_AUTH_SECRET: must be at least 32 bytes")
+        level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
+        return cls(
+            rest_host=get("EWMS_REST_HOST") or "127.0.0.1",
+            rest_port=num("EWMS_REST_PORT", int, 0),
+            mongodb_url=get("EWMS_MONGODB_URL"),
+            mongodb_db=get("EWMS_MONGODB_DB") or "ewms",
+            cluster_locations=parse_locations(get("EWMS_CLUSTER_LOCATIONS")),
+            auth_secret=secret,
+            auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
+            auth_audience=get("EWMS_AUTH_AUDIENCE"),
+            auth_role_claim=get("EWMS_AUTH_ROLE_CLAIM") or "ewms_role",
+            dev_mode=flag("EWMS_DEV_MODE"),
+            max_body_bytes=num("EWMS_MAX_BODY_BYTES", int, 1024),
+            query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
+            query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
+            query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
+            max_submit_attempts=num("EWMS_MAX_SUBMIT_ATTEMPTS", int, 1),
+            starter_lease_s=num("EWMS_STARTER_LEASE_S", float, 0),
+            submit_retry_delay_s=num("EWMS_SUBMIT_RETRY_DELAY_S", float, 0),
+            loop_interval_s=num("EWMS_LOOP_INTERVAL_S", float, 0.01),
+            orphan_age_s=num("EWMS_ORPHAN_AGE_S", float, 1),
+            broker_url=get("EWMS_BROKER_URL"),
+            broker_queue_delete_grace_s=num("EWMS_BROKER_QUEUE_DELETE_GRACE_S", float, 0),
+            log_level=level,
+            env=dict(env),
+        )
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.auth_secret or self.auth_openid_url)
+
+
+def parse_locations(raw: str | None) -> dict[str, Location]:
+    """`{"loc": "schedd"}` or `{"loc": {"schedd": …, "collector": …}}`; default: local -> host."""
+    if raw is None:
+        return {"local": Location(schedd=socket.gethostname(), collector="")}
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ConfigError(f"EWMS_CLUSTER_LOCATIONS: not JSON ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError("EWMS_CLUSTER_LOCATIONS: expected a non-empty JSON object")
+    out: dict[str, Location] = {}
+    for name, value in data.items():
+        if isinstance(value, str) and value:
+            out[name] = Location(schedd=value, collector="")
+        elif isinstance(value, dict) and isinstance(value.get("schedd"), str) and value["schedd"]:
+            out[name] = Location(schedd=value["schedd"], collector=str(value.get("collector", "")))
+        else:
+            raise ConfigError(
+                f"EWMS_CLUSTER_LOCATIONS: location {name!r} needs a schedd name "
+                '(a string or {"schedd": …})'
+            )
+    return out
+
+
+def settings_help() -> str:
+    lines = ["Settings (environment variables):"]
+    for s in SETTINGS:
+        default = "unset" if s.default is None else repr(s.default)
+        lines.append(f"  {s.name}  (default: {default})\n      {s.help}")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""The stored documents: one TypedDict per collection and sub-document, one factory each."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypedDict
+
+from .ids import new_id
+from .phases import Phase
+
+
+class PhaseChangeLogEntry(TypedDict):
+    target_phase: str
+    timestamp: float
+    was_successful: bool
+    source_event_time: float | None
+    source_entity: str
+    context: str
+
+
+class Workflow(TypedDict):
+    workflow_id: str
+    timestamp: float
+    priority: int
+    deactivated: str | None
+    deactivated_ts: float | None
+    owner: str
+    taskforces_stopped: bool
+    queues_revoked: bool
+    queues_deleted: bool
+
+
+class TaskDirective(TypedDict):
+    task_id: str
+    workflow_id: str
+    cluster_locations: list[str]
+    task_image: str
+    task_args: str
+    task_env: dict[str, str]
+    init_image: str
+    init_args: str
+    init_env: dict[str, str]
+    timestamp: float
+    input_queues: list[str]
+    output_queues: list[str]
+    owner: str
+
+
+class Taskforce(TypedDict):
+    taskforce_uuid: str
+    task_id: str
+    workflow_id: str
+    timestamp: float
+    priority: int
+    collector: str
+    schedd: str
+    cluster_location: str
+    n_workers: int
+    pilot_config: dict[str, Any]
+    worker_config: dict[str, Any]
+    cluster_id: int | None
+    submit_dict: dict[str, Any]
+    job_event_log_fpath: str | None
+    condor_complete_ts: float | None
+    phase: str
+    phase_change_log: list[PhaseChangeLogEntry]
+    compound_statuses: dict[str, dict[str, int]]
+    top_task_errors: dict[str, int]
+    statuses_ts: float | None
+    n_failed_submits: int
+    lease_until: float
+    owner: str
+
+
+class MQProfile(TypedDict):
+    mqid: str
+    workflow_id: str
+    alias: str
+    is_public: bool
+    is_activated: bool
+    auth_token: str | None
+    broker_type: str | None
+    broker_address: str | None
+    timestamp: float
+    owner: str
+
+
+def log_entry(
+    *,
+    target_phase: Phase,
+    was_successful: bool,
+    source_entity: str,
+    context: str = "",
+    source_event_time: float | None = None,
+) -> PhaseChangeLogEntry:
+    return PhaseChangeLogEntry(
+        target_phase=str(target_phase),
+        timestamp=time.time(),
+        was_successful=was_successful,
+        source_event_time=source_event_time,
+        source_entity=source_entity,
+        context=context,
+    )
+
+
+def workflow(*, priority: int, owner: str) -> Workflow:
+    return Workflow(
+        workflow_id=new_id("WF"),
+        timestamp=time.time(),
+        priority=priority,
+        deactivated=None,
+        deactivated_ts=None,
+        owner=owner,
+        taskforces_stopped=False,
+        queues_revoked=False,
+        queues_deleted=False,
+    )
+
+
+def task_directive(
+    *,
+    workflow_id: str,
+    owner: str,
+    task: dict[str, Any],
+    input_queues: list[str],
+    output_queues: list[str],
+) -> TaskDirective:
+    return TaskDirective(
+        task_id=new_id("TK"),
+        workflow_id=workflow_id,
+        cluster_locations=list(task["cluster_locations"]),
+        task_image=task["task_image"],
+        task_args=task.get("task_args", ""),
+        task_env=dict(task.get("task_env", {})),
+        init_image=task.get("init_image", ""),
+        init_args=task.get("init_args", ""),
+        init_env=dict(task.get("init_env", {})),
+        timestamp=time.time(),
+        input_queues=input_queues,
+        output_queues=output_queues,
+        owner=owner,
+    )
+
+
+def taskforce(
+    *,
+    task_id: str,
+    workflow_id: str,
+    owner: str,
+    priority: int,
+    cluster_location: str,
+    schedd: str,
+    collector: str,
+    n_workers: int,
+    pilot_config: dict[str, Any],
+    worker_config: dict[str, Any],
+    phase: Phase,
+    source_entity: str,
+) -> Taskforce:
+    return Taskforce(
+        taskforce_uuid=new_id("TF"),
+        task_id=task_id,
+        workflow_id=workflow_id,
+        timestamp=time.time(),
+        priority=priority,
+        collector=collector,
+        schedd=schedd,
+        cluster_location=cluster_location,
+        n_workers=n_workers,
+        pilot_config=pilot_config,
+        worker_config=worker_config,
+        cluster_id=None,
+        submit_dict={},
+        job_event_log_fpath=None,
+        condor_complete_ts=None,
+        phase=str(phase),
+        phase_change_log=[
+            log_entry(
+                target_phase=phase,
+                was_successful=True,
+                source_entity=source_entity,
+                context="created",
+            )
+        ],
+        compound_statuses={},
+        top_task_errors={},
+        statuses_ts=None,
+        n_failed_submits=0,
+        lease_until=0.0,
+        owner=owner,
+    )
+
+
+def mq_profile(*, workflow_id: str, owner: str, alias: str, is_public: bool) -> MQProfile:
+    return MQProfile(
+        mqid=new_id("Q"),
+        workflow_id=workflow_id,
+        alias=alias,
+        is_public=is_public,
+        is_activated=False,
+        auth_token=None,
+        broker_type=None,
+        broker_address=None,
+        timestamp=time.time(),
+        owner=owner,
+    )
+
+
+PILOT_CONFIG_DEFAULTS: dict[str, Any] = {
+    "tag": "latest",
+    "image_source": "cvmfs",
+    "environment": {},
+    "input_files": [],
+}
+WORKER_CONFIG_DEFAULTS: dict[str, Any] = {
+    "do_transfer_worker_stdouterr": False,
+    "priority": 50,
+    "condor_requirements": "",
+}

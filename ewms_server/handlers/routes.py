@@ -1,0 +1,55 @@
+"""The ordered route table (a test proves no route shadows a later one)."""
+
+from __future__ import annotations
+
+from .base import BaseHandler
+from .meta import HealthHandler, MainHandler, SchemaHandler
+from .task_directives import (
+    QueryTaskDirectivesHandler,
+    TaskDirectiveIDActionsAddWorkersHandler,
+    TaskDirectiveIDHandler,
+)
+from .taskforces import QueryTaskforcesHandler, TaskforceUUIDHandler
+from .tms import (
+    TMSCondorCompleteUUIDHandler,
+    TMSCondorRmUUIDFailedHandler,
+    TMSCondorRmUUIDHandler,
+    TMSCondorSubmitUUIDFailedHandler,
+    TMSCondorSubmitUUIDHandler,
+    TMSPendingStarterHandler,
+    TMSPendingStopperHandler,
+    TMSStatusesTaskforcesHandler,
+)
+from .workflows import (
+    QueryWorkflowsHandler,
+    WorkflowIDActionsAbortHandler,
+    WorkflowIDActionsFinishedHandler,
+    WorkflowIDHandler,
+    WorkflowIDMQProfilesPublicHandler,
+    WorkflowsHandler,
+)
+
+HANDLERS: tuple[type[BaseHandler], ...] = (
+    MainHandler,
+    HealthHandler,
+    SchemaHandler,
+    WorkflowsHandler,
+    WorkflowIDHandler,
+    WorkflowIDActionsAbortHandler,
+    WorkflowIDActionsFinishedHandler,
+    WorkflowIDMQProfilesPublicHandler,
+    QueryWorkflowsHandler,
+    TaskDirectiveIDHandler,
+    TaskDirectiveIDActionsAddWorkersHandler,
+    QueryTaskDirectivesHandler,
+    TaskforceUUIDHandler,
+    QueryTaskforcesHandler,
+    TMSPendingStarterHandler,
+    TMSPendingStopperHandler,
+    TMSCondorSubmitUUIDHandler,
+    TMSCondorSubmitUUIDFailedHandler,
+    TMSCondorRmUUIDHandler,
+    TMSCondorRmUUIDFailedHandler,
+    TMSCondorCompleteUUIDHandler,
+    TMSStatusesTaskforcesHandler,
+)

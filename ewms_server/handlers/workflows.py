@@ -1,0 +1,93 @@
+"""Routes under /v1/workflows and /v1/query/workflows."""
+
+from __future__ import annotations
+
+from ..database import workflows as ops
+from ..database.queries import run_query
+from ..errors import NotFound
+from .base import USERS, BaseHandler
+
+
+class WorkflowsHandler(BaseHandler):
+    ROUTE = r"/v1/workflows"
+    OPENAPI_PATH = "/v1/workflows"
+    ROLES = {"POST": USERS}
+
+    async def post(self) -> None:
+        body = self.body()
+        created = await ops.create_workflow(
+            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body
+        )
+        self.deps.wake("mq_activation")
+        self.send(created)
+
+
+class WorkflowIDHandler(BaseHandler):
+    ROUTE = r"/v1/workflows/(?P<workflow_id>[^/]+)"
+    OPENAPI_PATH = "/v1/workflows/{workflow_id}"
+    ROLES = {"GET": USERS}
+
+    async def get(self, workflow_id: str) -> None:
+        wf = await self.deps.store.get_scoped("workflows", workflow_id, self.caller)
+        if wf is None:
+            raise NotFound(f"no workflow {workflow_id}")
+        self.send(wf)
+
+
+class _DeactivateHandler(BaseHandler):
+    KIND = ""
+    ROLES = {"POST": USERS}
+
+    async def post(self, workflow_id: str) -> None:
+        self.body()  # no body is defined: reject junk rather than ignore it
+        n = await ops.deactivate_workflow(self.deps.store, workflow_id, self.KIND, self.caller)
+        self.deps.wake("mq_activation")
+        self.send({"workflow_id": workflow_id, "n_taskforces": n})
+
+
+class WorkflowIDActionsAbortHandler(_DeactivateHandler):
+    ROUTE = r"/v1/workflows/(?P<workflow_id>[^/]+)/actions/abort"
+    OPENAPI_PATH = "/v1/workflows/{workflow_id}/actions/abort"
+    KIND = "ABORTED"
+
+
+class WorkflowIDActionsFinishedHandler(_DeactivateHandler):
+    ROUTE = r"/v1/workflows/(?P<workflow_id>[^/]+)/actions/finished"
+    OPENAPI_PATH = "/v1/workflows/{workflow_id}/actions/finished"
+    KIND = "FINISHED"
+
+
+class WorkflowIDMQProfilesPublicHandler(BaseHandler):
+    ROUTE = r"/v1/workflows/(?P<workflow_id>[^/]+)/mq-profiles/public"
+    OPENAPI_PATH = "/v1/workflows/{workflow_id}/mq-profiles/public"
+    ROLES = {"GET": USERS}
+
+    async def get(self, workflow_id: str) -> None:
+        if await self.deps.store.get_scoped("workflows", workflow_id, self.caller, ["workflow_id"]) is None:
+            raise NotFound(f"no workflow {workflow_id}")
+        profiles = await self.deps.store.mqprofiles.find(
+            {"workflow_id": workflow_id, "is_public": True, **self.caller.scope()},
+            sort=[("mqid", 1)],
+        )
+        self.send({"mqprofiles": profiles})
+
+
+class QueryWorkflowsHandler(BaseHandler):
+    ROUTE = r"/v1/query/workflows"
+    OPENAPI_PATH = "/v1/query/workflows"
+    ROLES = {"POST": USERS}
+    COLLECTION, KEY = "workflows", "workflows"
+
+    async def post(self) -> None:
+        cfg = self.deps.cfg
+        docs, next_after = await run_query(
+            self.deps.store,
+            self.COLLECTION,
+            self.body(),
+            self.caller,
+            fields=self.deps.query_fields[self.COLLECTION],
+            max_depth=cfg.query_max_depth,
+            page_docs=cfg.query_page_docs,
+            page_bytes=cfg.query_page_bytes,
+        )
+        self.send({self.KEY: docs, "next_after": next_after})

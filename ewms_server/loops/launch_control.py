@@ -1,0 +1,78 @@
+"""Launch control: release activated taskforces to their TMS (pre-launch -> pending-starter),
+finish deactivations a crash interrupted, and remove orphans of interrupted creates."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .. import documents
+from ..database.store import Store
+from ..database.workflows import stop_taskforces
+from ..phases import Phase
+
+LOGGER = logging.getLogger("ewms_server.launch_control")
+ENTITY = "server:launch-control"
+BATCH = 500
+
+
+@dataclass
+class LaunchControl:
+    store: Store
+    orphan_age_s: float
+
+    async def one_pass(self) -> bool:
+        busy = await self._release()
+        await self._finish_deactivations()
+        await self._remove_orphans()
+        return busy
+
+    async def _release(self) -> bool:
+        ready = await self.store.taskforces.find(
+            {"phase": str(Phase.PRE_LAUNCH)}, projection=["workflow_id"], limit=BATCH
+        )
+        for wid in dict.fromkeys(tf["workflow_id"] for tf in ready):
+            wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
+            if wf is None or wf["deactivated"] is not None:
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                continue
+            await self.store.update_many(
+                "taskforces",
+                {"workflow_id": wid, "phase": str(Phase.PRE_LAUNCH)},
+                {
+                    "$set": {"phase": str(Phase.PENDING_STARTER)},
+                    "$push": {
+                        "phase_change_log": documents.log_entry(
+                            target_phase=Phase.PENDING_STARTER, was_successful=True, source_entity=ENTITY
+                        )
+                    },
+                },
+            )
+        return len(ready) == BATCH
+
+    async def _finish_deactivations(self) -> None:
+        for wf in await self.store.workflows.find(
+            {"deactivated": {"$ne": None}, "taskforces_stopped": False},
+            projection=["workflow_id"],
+            limit=BATCH,
+        ):
+            await stop_taskforces(self.store, wf["workflow_id"], ENTITY, "workflow deactivated")
+
+    async def _remove_orphans(self) -> None:
+        """Parts of a create that crashed before its workflow document was written."""
+        cutoff = time.time() - self.orphan_age_s
+        candidates = {
+            d["workflow_id"]
+            for d in await self.store.taskforces.find(
+                {"phase": str(Phase.PRE_MQ_ACTIVATION), "timestamp": {"$lt": cutoff}},
+                projection=["workflow_id"],
+                limit=BATCH,
+            )
+        }
+        for wid in candidates:
+            if await self.store.workflows.find_one({"workflow_id": wid}, projection=["workflow_id"]):
+                continue
+            LOGGER.warning("removing orphaned parts of an interrupted create: %s", wid)
+            for name in ("taskforces", "task_directives", "mqprofiles"):
+                await self.store.by_name(name).delete_many({"workflow_id": wid})

@@ -1,0 +1,127 @@
+"""Queue activation: make a new workflow's queues and credentials, then release its
+taskforces to launch control; revoke and (after a grace period) delete an ended
+workflow's queues. Every step is idempotent, so replicas may run it side by side."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import documents
+from ..broker.base import BrokerAdapter, BrokerUnavailable
+from ..database.store import Store
+from ..database.workflows import stop_taskforces
+from ..phases import Phase
+
+LOGGER = logging.getLogger("ewms_server.mq_activation")
+ENTITY = "server:mq-activation"
+BATCH = 100
+
+
+@dataclass
+class MQActivation:
+    store: Store
+    broker: BrokerAdapter
+    wake_launch: Callable[[], None]
+    delete_grace_s: float
+    retry_s: float = 1.0
+    _retry_after: float = 0.0
+
+    async def one_pass(self) -> bool:
+        busy = await self._activate()
+        await self._retire()
+        return busy
+
+    async def _activate(self) -> bool:
+        if time.time() < self._retry_after:
+            return False
+        pending = await self.store.taskforces.find(
+            {"phase": str(Phase.PRE_MQ_ACTIVATION)}, projection=["workflow_id"], limit=BATCH
+        )
+        done_any = False
+        for wid in dict.fromkeys(tf["workflow_id"] for tf in pending):
+            wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
+            if wf is None:
+                continue  # being created, or an orphan that launch control removes
+            if wf["deactivated"] is not None:
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                continue
+            try:
+                await self._activate_workflow(wid)
+            except BrokerUnavailable as e:
+                # the taskforces stay visibly in pre-mq-activation; retry with backoff
+                self.retry_s = min(self.retry_s * 2, 60.0)
+                self._retry_after = time.time() + self.retry_s
+                LOGGER.warning("broker unavailable (%s); retrying in %.0f s", e, self.retry_s)
+                return False
+            self.retry_s = 1.0
+            done_any = True
+        if done_any:
+            self.wake_launch()
+        return len(pending) == BATCH
+
+    async def _activate_workflow(self, wid: str) -> None:
+        profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
+        mqids = [p["mqid"] for p in profiles]
+        access = await self.broker.activate_workflow(wid, mqids) if mqids else {}
+        for mqid, a in access.items():
+            await self.store.update_one(
+                "mqprofiles",
+                {"mqid": mqid},
+                {
+                    "$set": {
+                        "is_activated": True,
+                        "auth_token": a.auth_token,
+                        "broker_type": a.broker_type,
+                        "broker_address": a.broker_address,
+                    }
+                },
+            )
+        # compare-and-set on the phase: a deactivation that got here first is never undone
+        n = await self.store.update_many(
+            "taskforces",
+            {"workflow_id": wid, "phase": str(Phase.PRE_MQ_ACTIVATION)},
+            {
+                "$set": {"phase": str(Phase.PRE_LAUNCH)},
+                "$push": {
+                    "phase_change_log": documents.log_entry(
+                        target_phase=Phase.PRE_LAUNCH,
+                        was_successful=True,
+                        source_entity=ENTITY,
+                        context=f"{len(mqids)} queue(s) activated",
+                    )
+                },
+            },
+        )
+        LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
+
+    async def _retire(self) -> None:
+        ended = await self.store.workflows.find(
+            {"deactivated": {"$ne": None}, "queues_deleted": False},
+            projection=["workflow_id", "deactivated_ts", "queues_revoked"],
+            limit=BATCH,
+        )
+        now = time.time()
+        for wf in ended:
+            wid = wf["workflow_id"]
+            profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
+            mqids = [p["mqid"] for p in profiles]
+            try:
+                if not wf["queues_revoked"]:
+                    await self.broker.deactivate_workflow(wid, mqids)
+                    await self.store.update_many(
+                        "mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": False}}
+                    )
+                    await self.store.update_one(
+                        "workflows", {"workflow_id": wid}, {"$set": {"queues_revoked": True}}
+                    )
+                if now - (wf["deactivated_ts"] or now) >= self.delete_grace_s:
+                    await self.broker.delete_queues(wid, mqids)
+                    await self.store.update_one(
+                        "workflows", {"workflow_id": wid}, {"$set": {"queues_deleted": True}}
+                    )
+            except BrokerUnavailable as e:
+                LOGGER.warning("broker unavailable while retiring %s: %s", wid, e)
+                return

@@ -1,0 +1,121 @@
+"""The safe subset of MongoDB's filter language accepted by /v1/query/* (pure functions).
+
+Only comparison, set and logical operators are allowed: nothing that runs code ($where,
+$function, $accumulator, $expr), nothing that reaches other collections, no $regex (a
+catastrophic pattern would stall the server). Field paths must start at a field the
+collection's schema knows. Anything else is Invalid (400) before it reaches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from .errors import Invalid
+
+LOGICAL = frozenset({"$and", "$or", "$nor"})
+FIELD_OPERATORS = frozenset(
+    {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$size", "$all",
+     "$elemMatch", "$not", "$type"}
+)
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][^.$\x00]{0,255}$")
+MAX_LIST = 1000
+
+
+def check_filter(query: Any, fields: Iterable[str], max_depth: int) -> None:
+    if not isinstance(query, dict):
+        raise Invalid("body.query: must be an object")
+    _check_doc(query, frozenset(fields), max_depth, 1, "body.query")
+
+
+def _check_doc(query: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
+    if depth > max_depth:
+        raise Invalid(f"{where}: filter nested deeper than {max_depth} levels")
+    for key, value in query.items():
+        if not isinstance(key, str):
+            raise Invalid(f"{where}: keys must be strings")
+        if key.startswith("$"):
+            if key not in LOGICAL:
+                raise Invalid(f"{where}: operator {key} is not allowed here")
+            if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+                raise Invalid(f"{where}.{key}: must be a non-empty list of filters")
+            for i, sub in enumerate(value):
+                if not isinstance(sub, dict):
+                    raise Invalid(f"{where}.{key}[{i}]: must be an object")
+                _check_doc(sub, fields, max_depth, depth + 1, f"{where}.{key}[{i}]")
+        else:
+            _check_path(key, fields, where)
+            _check_condition(value, fields, max_depth, depth + 1, f"{where}.{key}")
+
+
+def _check_path(path: str, fields: frozenset[str], where: str) -> None:
+    parts = path.split(".")
+    if parts[0] not in fields:
+        raise Invalid(f"{where}: unknown field {parts[0]!r}")
+    for part in parts[1:]:
+        if not _SEGMENT.match(part):
+            raise Invalid(f"{where}: bad field path {path!r}")
+
+
+def _check_condition(value: Any, fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
+    if depth > max_depth:
+        raise Invalid(f"{where}: filter nested deeper than {max_depth} levels")
+    if isinstance(value, dict):
+        if any(isinstance(k, str) and k.startswith("$") for k in value):
+            for op, arg in value.items():
+                if op not in FIELD_OPERATORS:
+                    raise Invalid(f"{where}: operator {op} is not allowed")
+                if op in ("$in", "$nin", "$all"):
+                    if not isinstance(arg, list) or len(arg) > MAX_LIST:
+                        raise Invalid(f"{where}.{op}: must be a list of at most {MAX_LIST} values")
+                    for i, item in enumerate(arg):
+                        _check_literal(item, max_depth, depth + 1, f"{where}.{op}[{i}]")
+                elif op == "$elemMatch":
+                    if not isinstance(arg, dict):
+                        raise Invalid(f"{where}.$elemMatch: must be an object")
+                    _check_elem_match(arg, fields, max_depth, depth + 1, f"{where}.$elemMatch")
+                elif op == "$not":
+                    if not isinstance(arg, dict):
+                        raise Invalid(f"{where}.$not: must be an operator object")
+                    _check_condition(arg, fields, max_depth, depth + 1, f"{where}.$not")
+                elif op == "$exists":
+                    if not isinstance(arg, bool):
+                        raise Invalid(f"{where}.$exists: must be true or false")
+                elif op == "$size":
+                    if not isinstance(arg, int) or isinstance(arg, bool) or arg < 0:
+                        raise Invalid(f"{where}.$size: must be a non-negative integer")
+                elif op == "$type":
+                    if not isinstance(arg, str):
+                        raise Invalid(f"{where}.$type: must be a type name")
+                else:
+                    _check_literal(arg, max_depth, depth + 1, f"{where}.{op}")
+            return
+    _check_literal(value, max_depth, depth, where)
+
+
+def _check_elem_match(arg: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
+    if any(isinstance(k, str) and k.startswith("$") for k in arg):
+        _check_condition(arg, fields, max_depth, depth, where)
+        return
+    for key, value in arg.items():  # sub-document fields: any plain name
+        if not isinstance(key, str) or not _SEGMENT.match(key):
+            raise Invalid(f"{where}: bad field name {key!r}")
+        _check_condition(value, fields, max_depth, depth + 1, f"{where}.{key}")
+
+
+def _check_literal(value: Any, max_depth: int, depth: int, where: str) -> None:
+    """A plain value: no operator may hide inside it."""
+    if depth > max_depth:
+        raise Invalid(f"{where}: value nested deeper than {max_depth} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or k.startswith("$"):
+                raise Invalid(f"{where}: operator {k} is not allowed inside a value")
+            _check_literal(v, max_depth, depth + 1, f"{where}.{k}")
+    elif isinstance(value, list):
+        if len(value) > MAX_LIST:
+            raise Invalid(f"{where}: list longer than {MAX_LIST}")
+        for i, v in enumerate(value):
+            _check_literal(v, max_depth, depth + 1, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise Invalid(f"{where}: unsupported value")

@@ -1,0 +1,209 @@
+"""The OpenAPI document, and validators compiled from it once at start.
+
+Requests are checked against their route's parameters and body schema; database writes
+are checked field by field against the collection's component schema (only the fields a
+write touches, not the whole document on every write).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from .errors import Invalid
+
+COLLECTION_COMPONENTS = {
+    "workflows": "WorkflowObject",
+    "task_directives": "TaskDirectiveObject",
+    "taskforces": "TaskforceObject",
+    "mqprofiles": "MQProfileObject",
+}
+
+
+def load_openapi_text() -> str:
+    """From the installed package data, or from the checkout's `schema/` when run in place."""
+    try:
+        return (importlib.resources.files("ewms_server.openapi") / "openapi.json").read_text()
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parent.parent / "schema" / "openapi.json").read_text()
+
+
+def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
+    """Replace `#/components/schemas/X` refs by copies (our schemas are not recursive)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            return _inline_refs(copy.deepcopy(components[ref.rsplit("/", 1)[1]]), components)
+        return {k: _inline_refs(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, components) for v in node]
+    return node
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def describe(error: jsonschema.ValidationError, where: str) -> str:
+    """A message that names the bad field, e.g. `body.tasks[0].n_workers: 'x' is not …`."""
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        field = _path_of(error)
+        names = ", ".join(f"{where}{'.' + field if field else ''}.{e}" for e in extra)
+        return f"unknown field(s): {names}"
+    if error.validator == "required":
+        field = _path_of(error)
+        return f"{where}{'.' + field if field else ''}: {error.message}"
+    field = _path_of(error)
+    message = error.message
+    if len(message) > 300:
+        message = message[:300] + "…"
+    return f"{where}{'.' + field if field else ''}: {message}"
+
+
+def _first_error(validator: Draft202012Validator, instance: Any) -> jsonschema.ValidationError | None:
+    return jsonschema.exceptions.best_match(validator.iter_errors(instance))
+
+
+class OpenAPI:
+    """The parsed document plus compiled validators."""
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text if text is not None else load_openapi_text()
+        self.doc: dict[str, Any] = json.loads(self.text)
+        components = self.doc["components"]["schemas"]
+        self.schemas: dict[str, Any] = {
+            name: _inline_refs(s, components) for name, s in components.items()
+        }
+        self._bodies: dict[tuple[str, str], Draft202012Validator | None] = {}
+        self._body_required: dict[tuple[str, str], bool] = {}
+        self._params: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for path, ops in self.doc["paths"].items():
+            for method, op in ops.items():
+                key = (path, method.upper())
+                self._params[key] = op.get("parameters", [])
+                rb = op.get("requestBody")
+                if rb:
+                    schema = _inline_refs(rb["content"]["application/json"]["schema"], components)
+                    self._bodies[key] = Draft202012Validator(schema)
+                    self._body_required[key] = bool(rb.get("required"))
+                else:
+                    self._bodies[key] = None
+        self._components = {
+            name: Draft202012Validator(s) for name, s in self.schemas.items()
+        }
+
+    # -- requests ------------------------------------------------------------------------
+
+    def operations(self) -> Iterable[tuple[str, str]]:
+        return self._params.keys()
+
+    def has_body(self, path: str, method: str) -> bool:
+        return self._bodies.get((path, method)) is not None
+
+    def body_required(self, path: str, method: str) -> bool:
+        return self._body_required.get((path, method), False)
+
+    def check_body(self, path: str, method: str, body: Any) -> None:
+        validator = self._bodies[(path, method)]
+        if validator is None:
+            return
+        error = _first_error(validator, body)
+        if error is not None:
+            raise Invalid(describe(error, "body"))
+
+    def check_params(
+        self, path: str, method: str, path_args: dict[str, str], query: dict[str, list[bytes]]
+    ) -> dict[str, str]:
+        """Validate path and query parameters; return the query parameters as strings."""
+        out: dict[str, str] = {}
+        known = set()
+        for p in self._params[(path, method)]:
+            name, where, schema = p["name"], p["in"], p["schema"]
+            known.add(name)
+            if where == "path":
+                value: str | None = path_args.get(name)
+            else:
+                values = query.get(name)
+                if values is not None and len(values) > 1:
+                    raise Invalid(f"query.{name}: given more than once")
+                try:
+                    value = values[0].decode() if values else None
+                except UnicodeDecodeError:
+                    raise Invalid(f"query.{name}: not valid UTF-8") from None
+            if value is None:
+                if p.get("required"):
+                    raise Invalid(f"{where}.{name}: required parameter is missing")
+                continue
+            if len(value) > schema.get("maxLength", 1 << 30) or len(value) < schema.get(
+                "minLength", 0
+            ):
+                raise Invalid(
+                    f"{where}.{name}: length must be between {schema.get('minLength', 0)} "
+                    f"and {schema.get('maxLength')}"
+                )
+            if where == "query":
+                out[name] = value
+        unknown = sorted(set(query) - known)
+        if unknown:
+            raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}")
+        return out
+
+    # -- database writes -----------------------------------------------------------------
+
+    def check_document(self, collection: str, doc: dict[str, Any]) -> None:
+        name = COLLECTION_COMPONENTS[collection]
+        error = _first_error(self._components[name], doc)
+        if error is not None:
+            raise ValueError(f"refusing to write an invalid {name}: {describe(error, name)}")
+
+    def check_update(self, collection: str, update: dict[str, Any]) -> None:
+        """Check each value a `$set`/`$push`/`$inc` writes against its field's schema."""
+        component = COLLECTION_COMPONENTS[collection]
+        for op, fields in update.items():
+            for path, value in fields.items():
+                if op == "$set":
+                    self._check_field(component, path, value, item=False)
+                elif op == "$push":
+                    items = value["$each"] if isinstance(value, dict) and "$each" in value else [value]
+                    for item in items:
+                        self._check_field(component, path, item, item=True)
+                elif op == "$inc":
+                    if not isinstance(value, int):
+                        raise ValueError(f"{component}.{path}: $inc by a non-integer")
+                    self._check_field(component, path, 0, item=False)
+                elif op == "$unset":
+                    pass
+                else:
+                    raise ValueError(f"unsupported update operator {op}")
+
+    def _check_field(self, component: str, path: str, value: Any, item: bool) -> None:
+        validator = self._field_validator(component, path, item)
+        error = _first_error(validator, value)
+        if error is not None:
+            raise ValueError(f"refusing to write {component}.{path}: {error.message}")
+
+    @lru_cache(maxsize=512)
+    def _field_validator(self, component: str, path: str, item: bool) -> Draft202012Validator:
+        schema: Any = self.schemas[component]
+        for part in path.split("."):
+            props = schema.get("properties", {})
+            if part in props:
+                schema = props[part]
+            elif isinstance(schema.get("additionalProperties"), dict):
+                schema = schema["additionalProperties"]
+            else:
+                raise ValueError(f"{component} has no field {path!r}")
+        if item:
+            schema = schema["items"]
+        return Draft202012Validator(schema)

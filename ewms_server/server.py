@@ -1,0 +1,122 @@
+"""Builds the application from a Config, runs the REST server and the background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .auth import Authenticator
+from .broker.base import BrokerAdapter
+from .broker.null import NullBrokerAdapter
+from .config import Config
+from .database.driver import open_database
+from .database.store import COLLECTION_FIELDS_FOR_QUERY, Store
+from .deps import Deps
+from .handlers.base import NotFoundHandler
+from .handlers.routes import HANDLERS
+from .loops.base import LoopState, run_loop
+from .loops.launch_control import LaunchControl
+from .loops.mq_activation import MQActivation
+from .schema import COLLECTION_COMPONENTS, OpenAPI
+
+LOGGER = logging.getLogger("ewms_server")
+
+
+def make_broker(cfg: Config) -> BrokerAdapter:
+    if not cfg.broker_url:
+        return NullBrokerAdapter()
+    from .broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
+
+    return RabbitMQBrokerAdapter(RabbitMQSettings.from_env(cfg.env))
+
+
+def make_app(deps: Deps) -> tornado.web.Application:
+    return tornado.web.Application(
+        [(h.ROUTE, h, {"deps": deps}) for h in HANDLERS],
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"deps": deps},
+        compress_response=False,
+    )
+
+
+@dataclass
+class Server:
+    """One server process: `await start()`, then `await stop()` (or `run(stop_event)`)."""
+
+    cfg: Config
+    broker: BrokerAdapter | None = None
+    port: int = 0
+    deps: Deps = field(init=False)
+    _http: Any = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        schema = OpenAPI()
+        store = Store(open_database(cfg.mongodb_url, cfg.mongodb_db), schema)
+        await store.create_indexes()
+        self.broker = self.broker or make_broker(cfg)
+        loops = {
+            "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
+            "launch_control": LoopState("launch_control", cfg.loop_interval_s),
+        }
+        self.deps = Deps(
+            cfg=cfg,
+            store=store,
+            schema=schema,
+            auth=Authenticator(cfg),
+            loops=loops,
+            query_fields={
+                name: frozenset(schema.schemas[comp]["properties"])
+                for name, comp in COLLECTION_COMPONENTS.items()
+                if name in COLLECTION_FIELDS_FOR_QUERY
+            },
+        )
+        activation = MQActivation(
+            store, self.broker, lambda: self.deps.wake("launch_control"), cfg.broker_queue_delete_grace_s
+        )
+        launch = LaunchControl(store, cfg.orphan_age_s)
+        self._tasks = [
+            asyncio.create_task(run_loop(loops["mq_activation"], activation.one_pass, self._stop)),
+            asyncio.create_task(run_loop(loops["launch_control"], launch.one_pass, self._stop)),
+        ]
+        self._http = tornado.httpserver.HTTPServer(
+            make_app(self.deps),
+            max_body_size=cfg.max_body_bytes * 4,  # above this tornado drops the connection
+            xheaders=True,
+        )
+        sockets = tornado.netutil.bind_sockets(cfg.rest_port, cfg.rest_host, family=socket.AF_INET)
+        self._http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        LOGGER.info("listening on http://%s:%d", cfg.rest_host, self.port)
+
+    async def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._http is not None:
+            self._http.stop()
+            try:
+                await asyncio.wait_for(self._http.close_all_connections(), timeout)
+            except asyncio.TimeoutError:
+                LOGGER.warning("connections still open after %.0f s; closing anyway", timeout)
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+        if self.broker is not None:
+            await self.broker.close()
+        self.deps.store.db.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,59 @@
+"""Run a real server on loopback inside the caller's event loop (tests, benchmarks, demos)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+from .auth import mint_token
+from .broker.base import BrokerAdapter
+from .config import Config
+from .server import Server
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    secret: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def deps(self) -> Any:
+        return self.server.deps
+
+    def token(self, *, role: str = "user", sub: str = "alice", expires_s: float = 3600) -> str:
+        return mint_token(self.secret, sub=sub, role=role, expires_s=expires_s)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    *,
+    cluster_locations: Mapping[str, Any] | None = None,
+    mongodb_url: str | None = None,
+    broker: BrokerAdapter | None = None,
+    broker_env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[RunningServer]:
+    """A server on 127.0.0.1 and a free port, with a random signing secret."""
+    secret = secrets.token_urlsafe(48)
+    full_env = {
+        "EWMS_REST_HOST": "127.0.0.1",
+        "EWMS_REST_PORT": "0",
+        "EWMS_AUTH_SECRET": secret,
+        "EWMS_CLUSTER_LOCATIONS": json.dumps(dict(cluster_locations or {"local": "test-schedd"})),
+        **({"EWMS_MONGODB_URL": mongodb_url} if mongodb_url else {}),
+        **dict(broker_env or {}),
+        **dict(env or {}),
+    }
+    server = Server(Config.from_env(full_env), broker=broker)
+    await server.start()
+    try:
+        yield RunningServer(server, secret)
+    finally:
+        await server.stop()
