@@ -75,6 +75,16 @@ def _first_error(validator: Draft202012Validator, instance: Any) -> jsonschema.V
     return jsonschema.exceptions.best_match(validator.iter_errors(instance))
 
 
+def _all_errors(validator: Draft202012Validator, instance: Any, where: str, most: int = 5) -> str | None:
+    """Every problem (up to `most`), each with its field path, in a stable order."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    messages = list(dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors))
+    more = f" (and {len(messages) - most} more)" if len(messages) > most else ""
+    return "; ".join(messages[:most]) + more
+
+
 class OpenAPI:
     """The parsed document plus compiled validators."""
 
@@ -118,9 +128,9 @@ class OpenAPI:
         validator = self._bodies[(path, method)]
         if validator is None:
             return
-        error = _first_error(validator, body)
-        if error is not None:
-            raise Invalid(describe(error, "body"))
+        message = _all_errors(validator, body, "body")
+        if message is not None:
+            raise Invalid(message)
 
     def check_params(
         self, path: str, method: str, path_args: dict[str, str], query: dict[str, list[bytes]]

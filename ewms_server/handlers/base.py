@@ -81,6 +81,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Invalid(f"body: not valid JSON ({e})") from None
         if not isinstance(data, dict):
             raise Invalid("body: must be a JSON object")
+        if not self.deps.schema.has_body(self.OPENAPI_PATH, method):
+            if data:
+                raise Invalid("body: must be empty or {} (this route takes no body)")
+            return data
         self.deps.schema.check_body(self.OPENAPI_PATH, method, data)
         return data
 

@@ -1,0 +1,103 @@
+"""Fixtures shared by every test package: a real server on loopback and its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from rest_tools.client import RestClient
+
+from ewms_server.testing import RunningServer, running_server
+
+SCHEDD = "test-schedd"
+LOCATIONS = {"local": SCHEDD, "remote": {"schedd": "remote-schedd", "collector": "remote-cm"}}
+
+WORKER_CONFIG = {
+    "do_transfer_worker_stdouterr": True,
+    "max_worker_runtime": 600,
+    "n_cores": 1,
+    "priority": 50,
+    "worker_disk": "1G",
+    "worker_memory": "512M",
+}
+
+
+def workflow_body(n_tasks: int = 1, locations: tuple[str, ...] = ("local",), **extra: Any) -> dict[str, Any]:
+    """A valid POST /v1/workflows body: a chain of tasks q0 -> q1 -> ... -> qN."""
+    tasks = [
+        {
+            "cluster_locations": list(locations),
+            "task_image": "docker://busybox",
+            "task_args": f"step {i}",
+            "input_queue_aliases": [f"q{i}"],
+            "output_queue_aliases": [f"q{i + 1}"],
+            "worker_config": copy.deepcopy(WORKER_CONFIG),
+            "n_workers": 2,
+        }
+        for i in range(n_tasks)
+    ]
+    return {"tasks": tasks, "public_queue_aliases": ["q0", f"q{n_tasks}"], **extra}
+
+
+@pytest.fixture(params=["memory", "mongomock"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every API test runs on the embedded engine and on the motor code path (mongomock).
+    tests/server/test_real_mongodb.py overrides this with EWMS_TEST_MONGODB_URL."""
+    return "memory://" if request.param == "memory" else "mongomock://"
+
+
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    """Extra server settings; override in a module to change them."""
+    return {}
+
+
+@pytest.fixture
+async def server(backend: str, server_env: dict[str, str]) -> AsyncIterator[RunningServer]:
+    async with running_server(
+        cluster_locations=LOCATIONS,
+        mongodb_url=backend,
+        env={"EWMS_LOOP_INTERVAL_S": "1", **server_env},
+    ) as srv:
+        yield srv
+
+
+def _client(srv: RunningServer, role: str, sub: str) -> RestClient:
+    return RestClient(srv.url, token=srv.token(role=role, sub=sub), retries=0, timeout=30)
+
+
+@pytest.fixture
+def user(server: RunningServer) -> RestClient:
+    return _client(server, "user", "alice")
+
+
+@pytest.fixture
+def user_b(server: RunningServer) -> RestClient:
+    return _client(server, "user", "bob")
+
+
+@pytest.fixture
+def admin(server: RunningServer) -> RestClient:
+    return _client(server, "admin", "root")
+
+
+@pytest.fixture
+def tms(server: RunningServer) -> RestClient:
+    return _client(server, "system-tms", "tms-1")
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10, interval: float = 0.02
+) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,49 @@
+"""The route table, the handlers and schema/openapi.json describe the same API."""
+
+from __future__ import annotations
+
+import re
+
+from ewms_server.handlers.routes import HANDLERS
+from ewms_server.phases import Phase
+from ewms_server.schema import OpenAPI
+
+
+def _example(openapi_path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "X-1", openapi_path)
+
+
+def test_no_route_shadows_another() -> None:
+    for i, h in enumerate(HANDLERS):
+        path = _example(h.OPENAPI_PATH)
+        first = next(x for x in HANDLERS if re.fullmatch(x.ROUTE, path))
+        assert first is h, f"{h.__name__} is shadowed by {first.__name__}"
+
+
+def test_every_schema_operation_has_a_handler_and_back() -> None:
+    schema = OpenAPI()
+    served = {(h.OPENAPI_PATH, m) for h in HANDLERS for m in h.ROLES}
+    assert served == set(schema.operations())
+    for h in HANDLERS:
+        for method in h.ROLES:
+            assert hasattr(h, method.lower()), f"{h.__name__} lacks {method.lower()}()"
+
+
+def test_handler_names_follow_routes() -> None:
+    for h in HANDLERS:
+        assert h.__name__.endswith("Handler")
+
+
+def test_phase_enum_matches_schema() -> None:
+    schema = OpenAPI()
+    assert schema.schemas["TaskforceObject"]["properties"]["phase"]["enum"] == [str(p) for p in Phase]
+    log = schema.schemas["PhaseChangeLogEntry"]["properties"]["target_phase"]["enum"]
+    assert log == [str(p) for p in Phase]
+
+
+def test_every_schema_field_is_described() -> None:
+    schema = OpenAPI()
+    for name in ("WorkflowObject", "TaskDirectiveObject", "TaskforceObject", "MQProfileObject",
+                 "TaskPostObject", "WorkflowPostObject", "PilotConfigObject", "WorkerConfigObject"):
+        for field, sub in schema.doc["components"]["schemas"][name]["properties"].items():
+            assert "description" in sub or "$ref" in sub, f"{name}.{field} has no description"
