@@ -1,0 +1,10 @@
+# ewms-tms: one per HTCondor access point (schedd). Configure with EWMS_TMS_* (see `ewms-tms --help`).
+FROM python:3.11-slim
+RUN useradd --create-home --uid 1000 tms
+WORKDIR /src
+COPY . /src
+RUN pip install --no-cache-dir /src && rm -rf /src
+USER tms
+WORKDIR /home/tms
+ENV EWMS_TMS_JOB_EVENT_LOG_DIR=/home/tms/jobs
+ENTRYPOINT ["ewms-tms"]

@@ -1,0 +1,35 @@
+"""A stand-in pilot for local-backend tests: chirps like ewms_pilot, per docs/contracts.md.
+
+Behaviour from FAKE_PILOT_MODE: "quick" (chirp and exit 0), "sleep" (chirp, then run until killed),
+"env" (dump its environment to <scratch>/env.<proc>.json, then as quick).
+"""
+
+import json
+import os
+import sys
+import time
+
+
+def chirp(attr: str, value: object) -> None:
+    path = os.environ.get("EWMS_PILOT_CHIRP_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f'HTChirpEWMSPilot{attr}: "{value}"\n')
+
+
+mode = os.environ.get("FAKE_PILOT_MODE", "quick")
+chirp("StartedTimestamp", time.time())
+chirp("Status", "Started")
+if mode == "env":
+    with open(f"env.{os.environ['PROC_ID']}.json", "w") as f:
+        json.dump(dict(os.environ), f)
+    with open(os.environ["EWMS_PILOT_QUEUE_AUTH_FILE"]) as f:
+        json.load(f)  # readable by the job
+chirp("Status", "Tasking")
+chirp("TasksTotal", 1)
+print("pilot output line")
+if mode == "sleep":
+    while True:
+        time.sleep(0.2)
+chirp("Status", "Done")
+sys.exit(0)

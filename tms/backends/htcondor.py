@@ -1,0 +1,75 @@
+"""HTCondorBackend: clusters in a real schedd through the htcondor2 bindings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, Callable
+
+import htcondor2
+
+from ..submit import TASKFORCE_ATTR
+from .base import BackendError, ClusterSpec
+
+LOGGER = logging.getLogger(__name__)
+
+
+def locate_schedd(name: str) -> Any:
+    """The local schedd when ``name`` is this host, else the one the collector knows by ``name``."""
+    if name in (socket.gethostname(), socket.getfqdn(), ""):
+        return htcondor2.Schedd()
+    ad = htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, name)
+    return htcondor2.Schedd(ad)
+
+
+class HTCondorBackend:
+    """All schedd calls are blocking: each goes through ``_call`` (one ``to_thread`` site)."""
+
+    name = "htcondor"
+
+    def __init__(self, schedd_name: str, schedd_factory: Callable[[str], Any] = locate_schedd) -> None:
+        self._schedd_name = schedd_name
+        self._factory = schedd_factory
+        self._schedd: Any = None
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            if self._schedd is None:
+                self._schedd = self._factory(self._schedd_name)
+            try:
+                return getattr(self._schedd, method)(*args, **kwargs)
+            except Exception:
+                self._schedd = None  # re-locate next time (schedd restarted, moved...)
+                raise
+
+        try:
+            return await asyncio.to_thread(call)
+        except htcondor2.HTCondorException as e:
+            raise BackendError(f"schedd {self._schedd_name}: {method} failed: {e}") from e
+        except (RuntimeError, OSError, ValueError) as e:
+            raise BackendError(f"schedd {self._schedd_name}: {method} failed: {e!r}") from e
+
+    async def submit(self, spec: ClusterSpec) -> int:
+        description = htcondor2.Submit(spec.submit_dict)
+        result = await self._call("submit", description, count=spec.n_workers)
+        return int(result.cluster())
+
+    async def find_cluster(self, taskforce_uuid: str) -> int | None:
+        constraint = f'{TASKFORCE_ATTR} == "{taskforce_uuid}"'
+        for method, kwargs in (("query", {"limit": 1}), ("history", {"match": 1})):
+            ads = await self._call(method, constraint=constraint, projection=["ClusterId"], **kwargs)
+            for ad in ads:
+                return int(ad["ClusterId"])
+        return None
+
+    async def remove(self, cluster_id: int, reason: str, proc: int | None = None) -> None:
+        spec = str(cluster_id) if proc is None else f"{cluster_id}.{proc}"
+        await self._call("act", htcondor2.JobAction.Remove, spec, reason=reason)
+
+    async def release(self, cluster_id: int, proc: int) -> None:
+        await self._call("act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy")
+
+    async def close(self) -> None:
+        self._schedd = None
+

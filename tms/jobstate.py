@@ -1,0 +1,178 @@
+"""Per-job and per-cluster state built from job events: pure, no I/O, no htcondor2 import.
+
+A job lives in ``ClusterState.live`` until it ends (terminated / aborted); then it is folded
+into counters and dropped, so memory follows the number of live jobs, not of events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Final
+
+# HTCondor event type numbers (htcondor2.JobEventType values)
+SUBMIT: Final = 0
+EXECUTE: Final = 1
+EVICTED: Final = 4
+TERMINATED: Final = 5
+SHADOW_EXCEPTION: Final = 7
+GENERIC: Final = 8
+ABORTED: Final = 9
+SUSPENDED: Final = 10
+UNSUSPENDED: Final = 11
+HELD: Final = 12
+RELEASED: Final = 13
+RECONNECT_FAILED: Final = 24
+CLUSTER_REMOVE: Final = 36
+
+# job statuses, numbered like HTCondor's JobStatus
+IDLE, RUNNING, REMOVED, COMPLETED, HELD_STATUS, TRANSFERRING_OUTPUT, SUSPENDED_STATUS = 1, 2, 3, 4, 5, 6, 7
+JOB_STATUS_NAMES: Final = {
+    IDLE: "IDLE",
+    RUNNING: "RUNNING",
+    REMOVED: "REMOVED",
+    COMPLETED: "COMPLETED",
+    HELD_STATUS: "HELD",
+    TRANSFERRING_OUTPUT: "TRANSFERRING_OUTPUT",
+    SUSPENDED_STATUS: "SUSPENDED",
+}
+UNKNOWN: Final = "UNKNOWN"
+NO_PILOT_STATUS: Final = "None"  # the pilot has not chirped a status (yet)
+
+# event type -> status the job enters; events missing here leave the status as it is
+_STATUS_AFTER: Final = {
+    SUBMIT: IDLE,
+    EXECUTE: RUNNING,
+    EVICTED: IDLE,
+    SHADOW_EXCEPTION: IDLE,
+    SUSPENDED: SUSPENDED_STATUS,
+    UNSUSPENDED: RUNNING,
+    RELEASED: IDLE,
+    RECONNECT_FAILED: IDLE,
+}
+
+CHIRP_PREFIX: Final = "HTChirpEWMSPilot"
+_CHIRP_PREFIX_LEN: Final = len(CHIRP_PREFIX)
+
+
+def parse_chirp(text: str) -> tuple[str, str] | None:
+    """``HTChirpEWMSPilot<Attr>: "<value>"`` -> (Attr, value); the closing quote may be cut off."""
+    if not text.startswith(CHIRP_PREFIX):
+        return None
+    attr, sep, value = text[_CHIRP_PREFIX_LEN:].partition(": ")
+    if not sep or not attr or not value.startswith('"'):
+        return None
+    value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+    return attr, value
+
+
+class JobState:
+    """What is known about one live job."""
+
+    __slots__ = ("status", "hold_reason", "held_ts", "n_released", "pilot_status", "pilot_error", "acted")
+
+    def __init__(self) -> None:
+        self.status = IDLE
+        self.hold_reason = ""
+        self.held_ts = 0
+        self.n_released = 0
+        self.pilot_status = NO_PILOT_STATUS
+        self.pilot_error = ""
+        self.acted = False  # the hold policy acted on the current hold
+
+    def job_key(self) -> str:
+        if self.status == HELD_STATUS:
+            return f"HELD: {self.hold_reason}"
+        return JOB_STATUS_NAMES.get(self.status, UNKNOWN)
+
+
+class ClusterState:
+    """All jobs of one cluster (one taskforce)."""
+
+    def __init__(self, cluster_id: int, n_workers: int) -> None:
+        self.cluster_id = cluster_id
+        self.n_workers = n_workers
+        self.live: dict[int, JobState] = {}
+        self.ended: set[int] = set()
+        self.ended_counts: Counter[tuple[str, str]] = Counter()
+        self.ended_errors: Counter[str] = Counter()
+        self.removed = False  # saw HTCondor's cluster-removed event
+        self.dirty = True  # changed since statuses were last computed
+
+    # --- applying events ---------------------------------------------------------------------------
+
+    def job(self, proc: int) -> JobState | None:
+        """The live job ``proc``, created on first sight; None once it has ended."""
+        job = self.live.get(proc)
+        if job is None:
+            if proc in self.ended or proc < 0:
+                return None
+            job = self.live[proc] = JobState()
+        return job
+
+    def apply(self, etype: int, proc: int, info: str | None = None, hold_reason: str | None = None,
+              ts: int = 0) -> None:
+        """Apply one event. ``info`` is a generic event's text, ``hold_reason`` a hold's reason."""
+        self.dirty = True
+        if etype == CLUSTER_REMOVE:
+            self.removed = True
+            return
+        job = self.job(proc)
+        if job is None:
+            return
+        if etype == GENERIC:
+            if info is not None:
+                chirp = parse_chirp(info)
+                if chirp is not None:
+                    if chirp[0] == "Status":
+                        job.pilot_status = chirp[1]
+                    elif chirp[0] == "Error":
+                        job.pilot_error = chirp[1]
+            return
+        if etype == TERMINATED or etype == ABORTED:
+            job.status = COMPLETED if etype == TERMINATED else REMOVED
+            self._end(proc, job)
+            return
+        if etype == HELD:
+            job.status = HELD_STATUS
+            job.hold_reason = hold_reason or ""
+            job.held_ts = ts
+            job.acted = False
+            return
+        if etype == RELEASED:
+            job.n_released += 1
+        status = _STATUS_AFTER.get(etype)
+        if status is not None:
+            job.status = status
+
+    def _end(self, proc: int, job: JobState) -> None:
+        del self.live[proc]
+        self.ended.add(proc)
+        self.ended_counts[(job.job_key(), job.pilot_status)] += 1
+        if job.pilot_error:
+            self.ended_errors[job.pilot_error] += 1
+
+    # --- reading state -----------------------------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        """HTCondor no longer has any job of this cluster."""
+        return self.removed or (not self.live and len(self.ended) >= self.n_workers > 0)
+
+    def compound_statuses(self) -> dict[str, dict[str, int]]:
+        counts: Counter[tuple[str, str]] = Counter(self.ended_counts)
+        for job in self.live.values():
+            counts[(job.job_key(), job.pilot_status)] += 1
+        out: dict[str, dict[str, int]] = {}
+        for (job_key, pilot), n in sorted(counts.items()):
+            out.setdefault(job_key, {})[pilot] = n
+        return out
+
+    def top_task_errors(self, limit: int = 10) -> dict[str, int]:
+        errors: Counter[str] = Counter(self.ended_errors)
+        for job in self.live.values():
+            if job.pilot_error:
+                errors[job.pilot_error] += 1
+        return dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+    def held_jobs(self) -> list[tuple[int, JobState]]:
+        return [(p, j) for p, j in self.live.items() if j.status == HELD_STATUS]

@@ -1,0 +1,185 @@
+"""Taskforce -> cluster spec: the pilot's environment, its queue-auth file, the submit description."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from .backends.base import ClusterSpec
+from .config import TmsConfig
+
+AUTH_FILE_NAME = "pilot-queue-auth.json"
+EVENT_LOG_NAME = "job-events.log"
+TASKFORCE_ATTR = "EWMSTaskforceUUID"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class InvalidTaskforce(ValueError):
+    """The taskforce cannot be turned into a cluster (reported to the server as /failed)."""
+
+
+def parse_size(text: str) -> int:
+    """'512M' -> bytes (HTCondor's units: K, M, G, T; a bare number is bytes)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise InvalidTaskforce(f"bad size: {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def taskforce_dir(cfg: TmsConfig, taskforce_uuid: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", taskforce_uuid) or taskforce_uuid.startswith("."):
+        raise InvalidTaskforce(f"unsafe taskforce uuid: {taskforce_uuid!r}")
+    return os.path.join(cfg.job_event_log_dir, taskforce_uuid)
+
+
+def auth_payload(directive: dict[str, Any], mqprofiles: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The secrets file's content: credentials of every queue the task reads or writes."""
+    by_id = {p["mqid"]: p for p in mqprofiles}
+    out = {}
+    for mqid in [*directive.get("input_queues", []), *directive.get("output_queues", [])]:
+        if mqid not in by_id:
+            raise InvalidTaskforce(f"no mq profile for queue {mqid}")
+        p = by_id[mqid]
+        out[mqid] = {k: p.get(k) for k in ("auth_token", "broker_type", "broker_address")}
+    return out
+
+
+def write_private_file(path: str, content: str) -> None:
+    """Write ``content`` readable by the owner only (0600), replacing the file atomically."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def job_environment(
+    taskforce: dict[str, Any], directive: dict[str, Any], *, auth_file: str, runner: str, chirp: str,
+    chirp_file: str | None = None,
+) -> dict[str, str]:
+    """The pilot's environment, per docs/contracts.md section 1. Never contains a secret."""
+    env = {str(k): str(v) for k, v in (taskforce.get("pilot_config") or {}).get("environment", {}).items()}
+    env.update({
+        "EWMS_TASKFORCE_UUID": taskforce["taskforce_uuid"],
+        "EWMS_WORKFLOW_ID": taskforce["workflow_id"],
+        "EWMS_PILOT_TASK_IMAGE": directive.get("task_image") or "",
+        "EWMS_PILOT_TASK_ARGS": directive.get("task_args") or "",
+        "EWMS_PILOT_TASK_ENV_JSON": json.dumps(directive.get("task_env") or {}),
+        "EWMS_PILOT_QUEUE_INCOMING": ",".join(directive.get("input_queues", [])),
+        "EWMS_PILOT_QUEUE_OUTGOING": ",".join(directive.get("output_queues", [])),
+        "EWMS_PILOT_QUEUE_AUTH_FILE": auth_file,
+        "EWMS_PILOT_RUNNER": runner,
+        "EWMS_PILOT_CHIRP": chirp,
+    })
+    if directive.get("init_image"):
+        env["EWMS_PILOT_INIT_IMAGE"] = directive["init_image"]
+        env["EWMS_PILOT_INIT_ARGS"] = directive.get("init_args") or ""
+        env["EWMS_PILOT_INIT_ENV_JSON"] = json.dumps(directive.get("init_env") or {})
+    if chirp_file:
+        env["EWMS_PILOT_CHIRP_FILE"] = chirp_file
+    return env
+
+
+def format_environment(env: dict[str, str]) -> str:
+    """HTCondor's quoted ``environment`` syntax: "A=1 B='x y'" with quotes doubled."""
+    parts = []
+    for key, value in env.items():
+        value = value.replace('"', '""')
+        if any(c in value for c in " \t'"):
+            value = "'" + value.replace("'", "''") + "'"
+        parts.append(f"{key}={value}")
+    return '"' + " ".join(parts) + '"'
+
+
+def pilot_image(cfg: TmsConfig, pilot_config: dict[str, Any]) -> str:
+    tag = pilot_config.get("tag") or "latest"
+    source = pilot_config.get("image_source") or "cvmfs"
+    if source == "cvmfs":
+        return f"{cfg.pilot_image_cvmfs}:{tag}"
+    if source in ("docker", "ghcr", "registry"):
+        return f"{cfg.pilot_image_docker}:{tag}"
+    raise InvalidTaskforce(f"unknown pilot image_source: {source!r}")
+
+
+def requirements(site: str, user: str | None) -> str:
+    parts = [f"({r.strip()})" for r in (site, user or "") if r and r.strip()]
+    return " && ".join(parts)
+
+
+def build_spec(
+    cfg: TmsConfig, taskforce: dict[str, Any], directive: dict[str, Any], mqprofiles: list[dict[str, Any]],
+    *, runner: str, chirp: str,
+) -> tuple[ClusterSpec, dict[str, dict[str, Any]]]:
+    """The cluster spec and the secrets to write into its auth file (kept apart on purpose)."""
+    uuid = taskforce["taskforce_uuid"]
+    wc = taskforce.get("worker_config") or {}
+    pc = taskforce.get("pilot_config") or {}
+    job_dir = taskforce_dir(cfg, uuid)
+    auth_file = os.path.join(job_dir, AUTH_FILE_NAME)
+    log_path = os.path.join(job_dir, EVENT_LOG_NAME)
+    n_workers = int(taskforce["n_workers"])
+    if n_workers < 1:
+        raise InvalidTaskforce(f"n_workers must be >= 1, not {n_workers}")
+    n_cores = int(wc.get("n_cores", 1))
+    memory = str(wc.get("worker_memory", "512M"))
+    disk = str(wc.get("worker_disk", "1G"))
+    runtime = int(wc.get("max_worker_runtime", 24 * 3600))
+    stdouterr = bool(wc.get("do_transfer_worker_stdouterr", False))
+    in_job_auth = AUTH_FILE_NAME if runner != "process" else auth_file  # htcondor transfers it
+    env = job_environment(taskforce, directive, auth_file=in_job_auth, runner=runner, chirp=chirp)
+    submit = {
+        "universe": "container",
+        "container_image": pilot_image(cfg, pc),
+        "executable": cfg.pilot_executable,
+        "transfer_executable": "false",
+        "arguments": "",
+        "environment": format_environment(env),
+        "request_cpus": str(n_cores),
+        "request_memory": memory,
+        "request_disk": disk,
+        "priority": str(int(wc.get("priority", 0))),
+        "allowed_execute_duration": str(runtime),
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT_OR_EVICT",
+        "transfer_input_files": ",".join([auth_file, *pc.get("input_files", [])]),
+        "log": log_path,
+        "output": os.path.join(job_dir, "$(ProcId).out") if stdouterr else "/dev/null",
+        "error": os.path.join(job_dir, "$(ProcId).err") if stdouterr else "/dev/null",
+        f"+{TASKFORCE_ATTR}": f'"{uuid}"',
+        "+EWMSWorkflowID": f'"{taskforce["workflow_id"]}"',
+        "+WantIOProxy": "true",  # condor_chirp
+        "job_ad_information_attrs": TASKFORCE_ATTR,
+    }
+    reqs = requirements(cfg.site_requirements, wc.get("condor_requirements"))
+    if reqs:
+        submit["requirements"] = reqs
+    spec = ClusterSpec(
+        taskforce_uuid=uuid,
+        n_workers=n_workers,
+        submit_dict=submit,
+        environment=env,
+        job_dir=job_dir,
+        job_event_log_fpath=log_path,
+        n_cores=n_cores,
+        memory_bytes=parse_size(memory),
+        disk_bytes=parse_size(disk),
+        max_runtime=runtime,
+        transfer_stdouterr=stdouterr,
+    )
+    return spec, auth_payload(directive, mqprofiles)
+
+
+def prepare_job_dir(spec: ClusterSpec, secrets: dict[str, dict[str, Any]]) -> str:
+    """Create the taskforce's private directory (0700) and its queue-auth file (0600)."""
+    os.makedirs(spec.job_dir, mode=0o700, exist_ok=True)
+    os.chmod(spec.job_dir, 0o700)
+    path = os.path.join(spec.job_dir, AUTH_FILE_NAME)
+    write_private_file(path, json.dumps(secrets))
+    return path
