@@ -81,7 +81,11 @@ class Server:
             },
         )
         activation = MQActivation(
-            store, self.broker, lambda: self.deps.wake("launch_control"), cfg.broker_queue_delete_grace_s
+            store,
+            self.broker,
+            wake_launch=lambda: self.deps.wake("launch_control"),
+            wake_self=lambda: self.deps.wake("mq_activation"),
+            delete_grace_s=cfg.broker_queue_delete_grace_s,
         )
         launch = LaunchControl(store, cfg.orphan_age_s)
         self._tasks = [

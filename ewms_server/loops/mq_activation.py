@@ -4,6 +4,7 @@ workflow's queues. Every step is idempotent, so replicas may run it side by side
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class MQActivation:
     store: Store
     broker: BrokerAdapter
     wake_launch: Callable[[], None]
+    wake_self: Callable[[], None]
     delete_grace_s: float
     retry_s: float = 1.0
     _retry_after: float = 0.0
@@ -54,6 +56,7 @@ class MQActivation:
                 # the taskforces stay visibly in pre-mq-activation; retry with backoff
                 self.retry_s = min(self.retry_s * 2, 60.0)
                 self._retry_after = time.time() + self.retry_s
+                asyncio.get_running_loop().call_later(self.retry_s, self.wake_self)
                 LOGGER.warning("broker unavailable (%s); retrying in %.0f s", e, self.retry_s)
                 return False
             self.retry_s = 1.0

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian machine and run the whole test suite.
+# Idempotent: safe to run again. Used by .ci/run and quoted in README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# -- RabbitMQ on loopback, with the management API (per-workflow users and permissions) -----
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends rabbitmq-server
+fi
+if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+    as_root rabbitmq-server -detached
+fi
+for _ in $(seq 1 60); do
+    as_root rabbitmqctl -q await_startup >/dev/null 2>&1 && break
+    sleep 1
+done
+as_root rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+for _ in $(seq 1 60); do
+    python3 - <<'PY' && break
+import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(("127.0.0.1", 15672)) == 0 else 1)
+PY
+    sleep 1
+done
+
+# -- Python packages from setup.cfg ---------------------------------------------------------
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# -- the suite ------------------------------------------------------------------------------
+exec python3 -m pytest -q "$@"

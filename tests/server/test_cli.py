@@ -1,0 +1,99 @@
+"""`ewms-server` as an operator runs it: --help, config errors, mint-token, dev mode, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import jwt
+import pytest
+
+from ewms_server.config import SETTINGS
+
+SECRET = "s" * 40
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ewms_server", *args], env=full,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_documents_every_setting() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for s in SETTINGS:
+        assert s.name in res.stdout
+    assert "mint-token" in res.stdout
+
+
+def test_refuses_to_start_without_auth() -> None:
+    res = run()
+    assert res.returncode == 2
+    assert "no authentication configured" in res.stderr and "EWMS_DEV_MODE" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [({"EWMS_REST_PORT": "eighty"}, "EWMS_REST_PORT"),
+     ({"EWMS_AUTH_SECRET": "short"}, "at least 32 bytes"),
+     ({"EWMS_CLUSTER_LOCATIONS": "[1]"}, "EWMS_CLUSTER_LOCATIONS"),
+     ({"EWMS_CLUSTER_LOCATIONS": '{"a": {}}'}, "location 'a' needs a schedd"),
+     ({"EWMS_DEV_MODE": "maybe"}, "EWMS_DEV_MODE")],
+)
+def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
+    res = run(env=env)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_mint_token() -> None:
+    res = run("mint-token", "--sub", "carol", "--role", "admin", "--expires", "60",
+              env={"EWMS_AUTH_SECRET": SECRET})
+    assert res.returncode == 0
+    claims = jwt.decode(res.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "carol" and claims["ewms_role"] == "admin"
+    assert 55 <= claims["exp"] - time.time() <= 61
+    assert run("mint-token", "--sub", "x", "--role", "user").returncode == 2  # no secret
+    assert run("mint-token", "--sub", "x", "--role", "root", env={"EWMS_AUTH_SECRET": SECRET}).returncode == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dev_mode_serves_and_stops_on_sigterm() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port)})
+    proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
+                    health = json.loads(r.read())
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        assert health["healthy"] is True and set(health["loops"]) == {"mq_activation", "launch_control"}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "DEVELOPMENT INSTANCE" in err and "system-tms" in err
+    assert "NOTHING IS KEPT" in err
+    token = [line.split()[-1] for line in err.splitlines() if line.strip().startswith("user ")][0]
+    assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"
