@@ -1,0 +1,144 @@
+"""Background loops: crash points repaired, deactivation never undone, exceptions survived."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from rest_tools.client import RestClient
+
+from ewms_server.broker.base import BrokerUnavailable, QueueAccess
+from ewms_server.database.store import Caller
+from ewms_server.database.workflows import create_workflow
+from ewms_server.loops.base import LoopState, run_loop
+from ewms_server.testing import RunningServer, running_server
+from tests.conftest import LOCATIONS, wait_until, workflow_body
+from tests.server.helpers import phase_of, take_starter, wait_phase
+
+
+async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str) -> None:
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend,
+                              env={"EWMS_ORPHAN_AGE_S": "1", "EWMS_LOOP_INTERVAL_S": "0.2"}) as srv:
+        store = srv.deps.store
+        made = await create_workflow(store, srv.deps.cfg.cluster_locations, Caller("alice", "user"), workflow_body())
+        wid = made["workflow"]["workflow_id"]
+        # the crash: everything but the workflow document was written
+        await store.workflows.delete_many({"workflow_id": wid})
+        await store.taskforces.update_many({"workflow_id": wid}, {"$set": {"phase": "pre-mq-activation", "timestamp": 0.0}})
+
+        async def gone() -> bool:
+            counts = [await store.by_name(n).count_documents({"workflow_id": wid})
+                      for n in ("taskforces", "task_directives", "mqprofiles")]
+            return counts == [0, 0, 0]
+
+        srv.deps.wake("launch_control")
+        await wait_until(gone, timeout=10)
+
+
+async def test_interrupted_deactivation_is_finished(server: RunningServer, user: RestClient, tms: RestClient) -> None:
+    made = await user.request("POST", "/v1/workflows", workflow_body())
+    uuid = made["taskforces"][0]["taskforce_uuid"]
+    await take_starter(tms)
+    store = server.deps.store
+    # the crash: the workflow was marked, its taskforces were not reached
+    await store.workflows.update_one({"workflow_id": made["workflow"]["workflow_id"]},
+                                     {"$set": {"deactivated": "ABORTED", "deactivated_ts": 1.0}})
+    server.deps.wake("launch_control")
+    await wait_phase(user, uuid, "cancelled")
+
+
+class FlakyBroker:
+    """A broker that is down for the first `down` activations (a thin stand-in for the
+    adapter seam; the RabbitMQ adapter has its own tests on the real broker)."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.calls = 0
+
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise BrokerUnavailable("connection refused")
+        return {m: QueueAccess(m, f"tok-{m}", "rabbitmq", "amqp://127.0.0.1") for m in mqids}
+
+    async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None: ...
+
+    async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def test_broker_down_keeps_workflow_visible_then_activates(backend: str) -> None:
+    broker = FlakyBroker(down=2)
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker) as srv:
+        user = RestClient(srv.url, token=srv.token(), retries=0)
+        made = await user.request("POST", "/v1/workflows", workflow_body())
+        uuid = made["taskforces"][0]["taskforce_uuid"]
+        await wait_until(lambda: asyncio.sleep(0, broker.calls >= 1))
+        assert await phase_of(user, uuid) == "pre-mq-activation"
+        await wait_phase(user, uuid, "pending-starter", timeout=15)  # backoff 2 s, then 4 s
+        profiles = await user.request("GET", f"/v1/workflows/{made['workflow']['workflow_id']}/mq-profiles/public")
+        assert {p["auth_token"] for p in profiles["mqprofiles"]} == {f"tok-{p['mqid']}" for p in profiles["mqprofiles"]}
+
+
+async def test_abort_while_broker_down_is_not_undone(backend: str) -> None:
+    """The original's activator overwrote a deactivation back to pre-launch."""
+    broker = FlakyBroker(down=1)
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker) as srv:
+        user = RestClient(srv.url, token=srv.token(), retries=0)
+        made = await user.request("POST", "/v1/workflows", workflow_body())
+        uuid = made["taskforces"][0]["taskforce_uuid"]
+        await wait_until(lambda: asyncio.sleep(0, broker.calls >= 1))
+        await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
+        await asyncio.sleep(2.5)  # past the activation retry
+        assert await phase_of(user, uuid) == "cancelled"
+
+
+async def test_loop_survives_exceptions_and_reports_health() -> None:
+    state = LoopState("t", interval_s=0.05)
+    stop = asyncio.Event()
+    calls = 0
+
+    async def one_pass() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RuntimeError("boom")
+        return False
+
+    task = asyncio.create_task(run_loop(state, one_pass, stop))
+    await wait_until(lambda: asyncio.sleep(0, state.last_error is not None))
+    assert not state.healthy() and "boom" in (state.last_error or "")
+    await wait_until(lambda: asyncio.sleep(0, calls >= 3), timeout=5)
+    await wait_until(lambda: asyncio.sleep(0, state.last_error is None))
+    assert state.healthy()
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_wake_runs_a_pass_at_once() -> None:
+    state = LoopState("t", interval_s=60)
+    stop = asyncio.Event()
+    passes = 0
+
+    async def one_pass() -> bool:
+        nonlocal passes
+        passes += 1
+        return False
+
+    task = asyncio.create_task(run_loop(state, one_pass, stop))
+    await wait_until(lambda: asyncio.sleep(0, passes == 1))
+    state.wake.set()
+    await wait_until(lambda: asyncio.sleep(0, passes == 2), timeout=1)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+@pytest.mark.parametrize("kind", ["abort", "finished"])
+async def test_health_endpoint(server: RunningServer, kind: str) -> None:
+    from tornado.httpclient import AsyncHTTPClient
+    import json
+
+    resp = await AsyncHTTPClient().fetch(server.url + "/v1/health")
+    body = json.loads(resp.body)
+    assert body["healthy"] and body["database"]["healthy"]
