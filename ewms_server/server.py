@@ -37,12 +37,32 @@ def make_broker(cfg: Config) -> BrokerAdapter:
     return RabbitMQBrokerAdapter(RabbitMQSettings.from_env(cfg.env))
 
 
+ACCESS = logging.getLogger("tornado.access")
+SLOW_REQUEST_S = 1.0
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log: errors and slow requests always; fast successes only at DEBUG (a line per
+    poll of every TMS would cost more than the poll, and state changes are logged with
+    their subject by the handlers)."""
+    status = handler.get_status()
+    elapsed = handler.request.request_time()
+    if status < 400 and elapsed < SLOW_REQUEST_S:
+        if not ACCESS.isEnabledFor(logging.DEBUG):
+            return
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING if status >= 400 else logging.INFO
+    ACCESS.log(level, "%d %s %.2fms", status, handler._request_summary(), 1000 * elapsed)
+
+
 def make_app(deps: Deps) -> tornado.web.Application:
     return tornado.web.Application(
         [(h.ROUTE, h, {"deps": deps}) for h in HANDLERS],
         default_handler_class=NotFoundHandler,
         default_handler_args={"deps": deps},
         compress_response=False,
+        log_function=log_request,
     )
 
 
@@ -87,7 +107,7 @@ class Server:
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
         )
-        launch = LaunchControl(store, cfg.orphan_age_s)
+        launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
         self._tasks = [
             asyncio.create_task(run_loop(loops["mq_activation"], activation.one_pass, self._stop)),
             asyncio.create_task(run_loop(loops["launch_control"], launch.one_pass, self._stop)),

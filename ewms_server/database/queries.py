@@ -11,7 +11,8 @@ from ..errors import Invalid
 from ..query_filter import check_filter
 from .store import ID_FIELDS, Caller, Store
 
-_AFTER = re.compile(r"^[A-Z]{1,2}-[0-9a-f]{12}-[0-9a-f]{4}-[0-9a-f]{6}$")
+_AFTER = re.compile(r"^(?P<prefix>[A-Z]{1,2})-[0-9a-f]{12}-[0-9a-f]{4}-[0-9a-f]{6}$")
+ID_PREFIXES = {"workflows": "WF", "task_directives": "TK", "taskforces": "TF"}
 
 
 async def run_query(
@@ -40,8 +41,9 @@ async def run_query(
     if scope := caller.scope():
         clauses.append(scope)  # cannot be overridden: ANDed with whatever the caller sent
     if after is not None:
-        if not _AFTER.match(after):
-            raise Invalid("body.after: not a value returned as next_after")
+        m = _AFTER.match(after)
+        if not m or m["prefix"] != ID_PREFIXES[collection]:
+            raise Invalid("body.after: not a next_after value of this query")
         clauses.append({id_field: {"$gt": after}})
     filter_ = {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else {})
     want_id = projection is None or id_field in projection

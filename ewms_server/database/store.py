@@ -62,7 +62,9 @@ class Store:
             if name != "workflows":
                 await self.by_name(name).create_index([("workflow_id", 1)])
             await self.by_name(name).create_index([("owner", 1)])
-        await self.workflows.create_index([("deactivated", 1)])
+        # the loops' repair sweeps: ended workflows not yet fully stopped / retired
+        await self.workflows.create_index([("taskforces_stopped", 1), ("deactivated", 1)])
+        await self.workflows.create_index([("queues_deleted", 1), ("deactivated", 1)])
         await self.taskforces.create_index([("phase", 1)])
         await self.taskforces.create_index([("schedd", 1), ("phase", 1)])
         await self.taskforces.create_index([("task_id", 1)])

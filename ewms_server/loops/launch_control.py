@@ -17,15 +17,23 @@ ENTITY = "server:launch-control"
 BATCH = 500
 
 
+ENDED = ["ABORTED", "FINISHED"]
+
+
 @dataclass
 class LaunchControl:
     store: Store
     orphan_age_s: float
+    sweep_interval_s: float
+    _last_sweep: float = 0.0
 
     async def one_pass(self) -> bool:
         busy = await self._release()
-        await self._finish_deactivations()
-        await self._remove_orphans()
+        # repairs of interrupted writes are rare: sweep on the timer, not on every wake
+        if time.monotonic() - self._last_sweep >= self.sweep_interval_s:
+            self._last_sweep = time.monotonic()
+            await self._finish_deactivations()
+            await self._remove_orphans()
         return busy
 
     async def _release(self) -> bool:
@@ -53,7 +61,7 @@ class LaunchControl:
 
     async def _finish_deactivations(self) -> None:
         for wf in await self.store.workflows.find(
-            {"deactivated": {"$ne": None}, "taskforces_stopped": False},
+            {"taskforces_stopped": False, "deactivated": {"$in": ENDED}},
             projection=["workflow_id"],
             limit=BATCH,
         ):

@@ -101,12 +101,19 @@ class MQActivation:
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
 
     async def _retire(self) -> None:
+        now = time.time()
         ended = await self.store.workflows.find(
-            {"deactivated": {"$ne": None}, "queues_deleted": False},
+            {
+                "queues_deleted": False,
+                "deactivated": {"$in": ["ABORTED", "FINISHED"]},
+                "$or": [
+                    {"queues_revoked": False},
+                    {"deactivated_ts": {"$lte": now - self.delete_grace_s}},
+                ],
+            },
             projection=["workflow_id", "deactivated_ts", "queues_revoked"],
             limit=BATCH,
         )
-        now = time.time()
         for wf in ended:
             wid = wf["workflow_id"]
             profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
