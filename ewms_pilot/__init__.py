@@ -1,0 +1,1 @@
+"""EWMS pilot: consumes task messages, runs each task, publishes its output, chirps status."""

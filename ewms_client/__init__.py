@@ -1,0 +1,1 @@
+"""EWMS user client: library (`EWMSClient`, `queues`) and the `ewms` CLI."""

@@ -1,0 +1,146 @@
+"""The user's EWMS REST client: submit, inspect, end workflows, and find their queues."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import requests
+from rest_tools.client import RestClient
+
+SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
+    ("EWMS_URL", "(required)", "base URL of the EWMS server, e.g. https://ewms.example.org"),
+    ("EWMS_TOKEN", "(required)", "bearer token (JWT) of the user"),
+)
+
+
+class ClientError(Exception):
+    """A failure to show the user as one line (bad input, refused request, unreachable server)."""
+
+
+@dataclass(frozen=True)
+class QueueProfile:
+    mqid: str
+    alias: str
+    is_activated: bool
+    auth_token: str | None
+    broker_type: str | None
+    broker_address: str | None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"QueueProfile(mqid={self.mqid!r}, alias={self.alias!r})"
+
+
+class EWMSClient:
+    def __init__(self, url: str, token: str, *, timeout: float = 30) -> None:
+        if not url:
+            raise ClientError("EWMS_URL is not set")
+        if not token:
+            raise ClientError("EWMS_TOKEN is not set")
+        self.url = url.rstrip("/")
+        self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EWMSClient:
+        return cls(env.get("EWMS_URL", ""), env.get("EWMS_TOKEN", ""))
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._rc.request_seq(method, path, body)
+        except requests.HTTPError as e:
+            raise ClientError(_http_error(e)) from None
+        except requests.RequestException as e:
+            raise ClientError(f"cannot reach the EWMS server at {self.url}: "
+                              f"{type(e).__name__}") from None
+
+    # -- workflows ------------------------------------------------------------------------
+
+    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/workflows", request)  # type: ignore[no-any-return]
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/workflows/{workflow_id}")  # type: ignore
+
+    def abort(self, workflow_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/workflows/{workflow_id}/actions/abort", {})  # type: ignore
+
+    def finish(self, workflow_id: str) -> dict[str, Any]:
+        return self.request(  # type: ignore[no-any-return]
+            "POST", f"/v1/workflows/{workflow_id}/actions/finished", {})
+
+    def query(self, kind: str, query: dict[str, Any],
+              projection: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every matching document, following `next_after` pages."""
+        body: dict[str, Any] = {"query": query}
+        if projection:
+            body["projection"] = projection
+        key = kind.replace("-", "_")
+        while True:
+            page = self.request("POST", f"/v1/query/{kind}", body)
+            yield from page[key]
+            if not page.get("next_after"):
+                return
+            body["after"] = page["next_after"]
+
+    def taskforces(self, workflow_id: str) -> list[dict[str, Any]]:
+        return list(self.query("taskforces", {"workflow_id": workflow_id}))
+
+    def task_directives(self, workflow_id: str) -> list[dict[str, Any]]:
+        return list(self.query("task-directives", {"workflow_id": workflow_id}))
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def public_queues(self, workflow_id: str) -> list[QueueProfile]:
+        resp = self.request("GET", f"/v1/workflows/{workflow_id}/mq-profiles/public")
+        return [QueueProfile(p["mqid"], p.get("alias", ""), bool(p.get("is_activated")),
+                             p.get("auth_token"), p.get("broker_type"), p.get("broker_address"))
+                for p in resp["mqprofiles"]]
+
+    def pick_queue(self, workflow_id: str, alias: str | None, role: str,
+                   wait_s: float = 60) -> QueueProfile:
+        """The public queue named `alias`, or by default the first one tasks read (`role`
+        "push") or the final output (`role` "pull"); waits for its activation."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            profiles = self.public_queues(workflow_id)
+            chosen = self._choose(workflow_id, profiles, alias, role)
+            if chosen.is_activated and chosen.auth_token and chosen.broker_address:
+                return chosen
+            if time.monotonic() >= deadline:
+                raise ClientError(f"queue {chosen.alias!r} is not activated yet "
+                                  f"(waited {wait_s:g} s); try again later")
+            time.sleep(1)
+
+    def _choose(self, workflow_id: str, profiles: list[QueueProfile], alias: str | None,
+                role: str) -> QueueProfile:
+        if not profiles:
+            raise ClientError(f"workflow {workflow_id} has no public queue")
+        if alias is not None:
+            for p in profiles:
+                if p.alias == alias:
+                    return p
+            names = ", ".join(sorted(p.alias for p in profiles))
+            raise ClientError(f"no public queue {alias!r} (public queues: {names})")
+        directives = self.task_directives(workflow_id)
+        inputs = {q for d in directives for q in d.get("input_queues", [])}
+        outputs = {q for d in directives for q in d.get("output_queues", [])}
+        if role == "push":
+            wanted = [p for p in profiles if p.mqid in inputs]
+        else:
+            wanted = [p for p in profiles if p.mqid in outputs and p.mqid not in inputs]
+        if not wanted:
+            what = "that a task reads" if role == "push" else "that is a final output"
+            raise ClientError(f"no public queue {what}; name one with --queue")
+        return wanted[0]
+
+
+def _http_error(e: requests.HTTPError) -> str:
+    resp = e.response
+    if resp is None:
+        return str(e)
+    try:
+        detail = resp.json().get("error") or resp.text
+    except ValueError:
+        detail = resp.text[:200]
+    return f"{resp.status_code} from the EWMS server: {detail}"

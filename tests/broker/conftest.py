@@ -1,0 +1,63 @@
+"""Fixtures for the RabbitMQ adapter tests: a real broker (EWMS_BROKER_URL or the local one)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import AsyncIterator, Callable
+
+import pika
+import pika.exceptions
+import pytest
+import requests
+
+from ewms_pilot.broker import connection_url
+from ewms_server.broker.base import QueueAccess
+from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
+
+BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def broker_settings(**overrides: str) -> RabbitMQSettings:
+    return RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL, **overrides})
+
+
+def management_get(path: str) -> requests.Response:
+    s = broker_settings()
+    return requests.get(s.management_url + path, auth=s.admin_auth, timeout=10)
+
+
+def connect(access: QueueAccess) -> pika.BlockingConnection:
+    assert access.broker_address and access.auth_token
+    return pika.BlockingConnection(
+        pika.URLParameters(connection_url(access.broker_address, access.auth_token)))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def adapter() -> AsyncIterator[RabbitMQBrokerAdapter]:
+    a = RabbitMQBrokerAdapter(broker_settings())
+    yield a
+    await a.close()
+
+
+@pytest.fixture
+async def make_workflow(
+    adapter: RabbitMQBrokerAdapter,
+) -> AsyncIterator[Callable[..., object]]:
+    """Activates workflows with fresh ids; removes their users and queues afterwards."""
+    made: list[tuple[str, list[str]]] = []
+
+    async def make(n_queues: int = 2) -> tuple[str, dict[str, QueueAccess]]:
+        wf = unique("WF")
+        mqids = [unique("Q") for _ in range(n_queues)]
+        made.append((wf, mqids))
+        return wf, await adapter.activate_workflow(wf, mqids)
+
+    yield make
+    for wf, mqids in made:
+        await adapter.deactivate_workflow(wf, mqids)
+        await adapter.delete_queues(wf, mqids)

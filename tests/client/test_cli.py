@@ -1,0 +1,149 @@
+"""The `ewms` CLI against a real server (ewms_server.testing) and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from rest_tools.client import RestClient
+
+from ewms_server.testing import RunningServer, running_server
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "resources" / "examples"
+BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+@pytest.fixture
+async def srv() -> AsyncIterator[RunningServer]:
+    async with running_server(cluster_locations={"local": "my-schedd"},
+                              broker_env={"EWMS_BROKER_URL": BROKER_URL}) as s:
+        yield s
+
+
+def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env | {"EWMS_URL": srv.url, "EWMS_TOKEN": srv.token(role="user", sub=sub)}
+
+
+async def ewms(env: dict[str, str], *args: str, stdin: bytes | None = None,
+               timeout: float = 60) -> tuple[int, str, str]:
+    return await run([sys.executable, "-m", "ewms_client", *args], env, stdin, timeout)
+
+
+async def run(argv: list[str], env: dict[str, str], stdin: bytes | None = None,
+              timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=REPO, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: Path) -> None:
+    env = cli_env(srv)
+    code, out, err = await ewms(env, "submit", str(EXAMPLES / "square.json"))
+    assert code == 0, err
+    wf = out.strip()
+    assert wf.startswith("WF-")
+
+    code, _out, err = await ewms(env, "push", wf, "--lines", str(EXAMPLES / "numbers.txt"))
+    assert code == 0, err
+    assert "pushed 5 message(s) to numbers" in err
+
+    # play the TMS: a pilot with the workflow's queue credentials (here: the public profiles)
+    rc = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
+    profiles = (await rc.request("GET", f"/v1/workflows/{wf}/mq-profiles/public"))["mqprofiles"]
+    by_alias = {p["alias"]: p for p in profiles}
+    auth = tmp_path / "auth.json"
+    fd = os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps({p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type",
+                                                           "broker_address")}
+                             for p in profiles}).encode())
+    os.close(fd)
+    pilot_env = env | {
+        "EWMS_PILOT_TASK_IMAGE": sys.executable,
+        "EWMS_PILOT_TASK_ARGS": "resources/examples/tasks/square.py",
+        "EWMS_PILOT_QUEUE_INCOMING": by_alias["numbers"]["mqid"],
+        "EWMS_PILOT_QUEUE_OUTGOING": by_alias["squares"]["mqid"],
+        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth), "EWMS_PILOT_RUNNER": "process",
+        "EWMS_PILOT_CHIRP": "none", "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
+    }
+    code, _out, err = await run([sys.executable, "-m", "ewms_pilot"], pilot_env)
+    assert code == 0, err
+
+    code, out, err = await ewms(env, "pull", wf, "--out", "-", "--n", "5", "--timeout", "5")
+    assert code == 0, err
+    assert sorted(out.split()) == sorted(["1", "4", "9", "16", "25"])
+
+    code, out, err = await ewms(env, "watch", wf, "--once")
+    assert code == 0, err
+    assert f"workflow {wf}" in out and "pilots finished [" in out
+
+    code, out, err = await ewms(env, "finish", wf)
+    assert code == 0, err
+    assert out.startswith(f"finished {wf}")
+
+
+async def test_pull_to_a_directory_and_push_files(srv: RunningServer, tmp_path: Path) -> None:
+    env = cli_env(srv)
+    code, out, err = await ewms(env, "submit", str(EXAMPLES / "square.json"))
+    assert code == 0, err
+    wf = out.strip()
+    files = []
+    for i, body in enumerate([b"one\nmessage", b"two"]):
+        files.append(tmp_path / f"m{i}")
+        files[-1].write_bytes(body)
+    # push straight to the output queue by alias, then pull it back into files
+    code, _out, err = await ewms(env, "push", wf, "--queue", "squares", *map(str, files))
+    assert code == 0, err
+    out_dir = tmp_path / "results"
+    code, _out, err = await ewms(env, "pull", wf, "--out", str(out_dir), "--timeout", "2")
+    assert code == 0, err
+    assert sorted(p.read_bytes() for p in out_dir.iterdir()) == [b"one\nmessage", b"two"]
+    code, out, err = await ewms(env, "abort", wf)
+    assert code == 0 and out.startswith(f"aborted {wf}"), err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["abort", "WF-nope"], "404 from the EWMS server"),
+    (["push", "WF-nope", "x"], "404 from the EWMS server"),
+    (["submit", "/nonexistent.json"], "cannot read /nonexistent.json"),
+])
+async def test_user_mistakes_are_one_line_errors(srv: RunningServer, args: list[str],
+                                                 message: str) -> None:
+    code, out, err = await ewms(cli_env(srv), *args)
+    assert code == 1 and out == ""
+    assert err.startswith("ewms: error: ") and message in err, err
+    assert "Traceback" not in err
+
+
+async def test_bad_requests_and_settings_are_reported(srv: RunningServer,
+                                                      tmp_path: Path) -> None:
+    env = cli_env(srv)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _out, err = await ewms(env, "submit", str(bad))
+    assert code == 1 and "is not valid JSON" in err
+    bad.write_text(json.dumps({"tasks": []}))
+    code, _out, err = await ewms(env, "submit", str(bad))
+    assert code == 1 and "400 from the EWMS server" in err and "Traceback" not in err
+    code, out, _ = await ewms(env, "submit", str(EXAMPLES / "square.json"))
+    code, _out, err = await ewms(env, "push", out.strip(), "--queue", "nope", "-", stdin=b"x")
+    assert code == 1 and "no public queue 'nope'" in err and "numbers" in err
+    code, _out, err = await ewms({k: v for k, v in env.items() if k != "EWMS_URL"}, "abort", "W")
+    assert code == 1 and "EWMS_URL is not set" in err
+
+
+async def test_another_user_cannot_reach_the_workflow(srv: RunningServer) -> None:
+    code, out, _ = await ewms(cli_env(srv, "alice"), "submit", str(EXAMPLES / "square.json"))
+    assert code == 0
+    code, _out, err = await ewms(cli_env(srv, "mallory"), "pull", out.strip(), "--out", "-")
+    assert code == 1 and ("404" in err or "403" in err) and "Traceback" not in err
