@@ -6,6 +6,8 @@ into counters and dropped, so memory follows the number of live jobs, not of eve
 
 from __future__ import annotations
 
+import re
+
 from collections import Counter
 from typing import Final
 
@@ -54,6 +56,15 @@ CHIRP_PREFIX: Final = "HTChirpEWMSPilot"
 _CHIRP_PREFIX_LEN: Final = len(CHIRP_PREFIX)
 
 
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(value: str) -> str:
+    """ClassAd string escapes (``\\"``, ``\\\\``, ``\\n``...), as the pilot writes them."""
+    return _ESCAPE.sub(lambda m: _UNESCAPED.get(m[1], m[1]), value)
+
+
 def parse_chirp(text: str) -> tuple[str, str] | None:
     """``HTChirpEWMSPilot<Attr>: "<value>"`` -> (Attr, value); the closing quote may be cut off."""
     if not text.startswith(CHIRP_PREFIX):
@@ -61,8 +72,12 @@ def parse_chirp(text: str) -> tuple[str, str] | None:
     attr, sep, value = text[_CHIRP_PREFIX_LEN:].partition(": ")
     if not sep or not attr or not value.startswith('"'):
         return None
-    value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
-    return attr, value
+    body = value[1:-1]
+    if len(value) > 1 and value.endswith('"') and (len(body) - len(body.rstrip("\\"))) % 2 == 0:
+        value = body  # a closing quote (not an escaped one)
+    else:
+        value = value[1:]
+    return attr, (_unescape(value) if "\\" in value else value)
 
 
 class JobState:

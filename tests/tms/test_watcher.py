@@ -150,3 +150,14 @@ async def test_hold_policy_releases_then_removes(tmp_path: Any) -> None:
     await watcher.read_logs()
     await watcher.apply_hold_policy(now=2061)
     assert backend.calls == [("release", 5, 0), ("remove", 5, 0)]
+
+
+def test_chirp_lines_written_by_the_pilot_parse_back() -> None:
+    """The seam between ewms_pilot (writer) and the watcher (reader)."""
+    from ewms_pilot.chirp import chirp_line
+    from tms.jobstate import parse_chirp
+
+    for value in ["Tasking", 'say "hi"', "back\\slash\\", "two\nlines", "tab\tx", "z" * 2000]:
+        attr, got = parse_chirp(chirp_line("Error", value)) or ("", "")
+        assert attr == "Error"
+        assert got == value if len(value) < 900 else value.startswith(got) and len(got) > 900
