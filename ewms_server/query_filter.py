@@ -20,6 +20,10 @@ FIELD_OPERATORS = frozenset(
 )
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][^.$\x00]{0,255}$")
 MAX_LIST = 1000
+TYPE_NAMES = frozenset({"double", "string", "object", "array", "bool", "int", "long", "number"})
+"""$type aliases of JSON values that every backend implements (others are a database error)."""
+INT64 = (-(2**63), 2**63 - 1)
+"""Integers a MongoDB filter can hold (BSON has no larger ones)."""
 
 
 def check_filter(query: Any, fields: Iterable[str], max_depth: int) -> None:
@@ -82,11 +86,11 @@ def _check_condition(value: Any, fields: frozenset[str], max_depth: int, depth: 
                     if not isinstance(arg, bool):
                         raise Invalid(f"{where}.$exists: must be true or false")
                 elif op == "$size":
-                    if not isinstance(arg, int) or isinstance(arg, bool) or arg < 0:
+                    if not isinstance(arg, int) or isinstance(arg, bool) or not 0 <= arg <= INT64[1]:
                         raise Invalid(f"{where}.$size: must be a non-negative integer")
                 elif op == "$type":
-                    if not isinstance(arg, str):
-                        raise Invalid(f"{where}.$type: must be a type name")
+                    if not isinstance(arg, str) or arg not in TYPE_NAMES:
+                        raise Invalid(f"{where}.$type: must be one of {', '.join(sorted(TYPE_NAMES))}")
                 else:
                     _check_literal(arg, max_depth, depth + 1, f"{where}.{op}")
             return
@@ -111,11 +115,15 @@ def _check_literal(value: Any, max_depth: int, depth: int, where: str) -> None:
         for k, v in value.items():
             if not isinstance(k, str) or k.startswith("$"):
                 raise Invalid(f"{where}: operator {k} is not allowed inside a value")
+            if "\x00" in k:
+                raise Invalid(f"{where}: a key may not contain NUL")
             _check_literal(v, max_depth, depth + 1, f"{where}.{k}")
     elif isinstance(value, list):
         if len(value) > MAX_LIST:
             raise Invalid(f"{where}: list longer than {MAX_LIST}")
         for i, v in enumerate(value):
             _check_literal(v, max_depth, depth + 1, f"{where}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        raise Invalid(f"{where}: integer out of the 64-bit range")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         raise Invalid(f"{where}: unsupported value")

@@ -1,0 +1,664 @@
+"""Every route x every kind of caller, against the real server on both backends.
+
+The table MATRIX says, for each operation of schema/openapi.json, the status each caller gets:
+no token, an expired token, a token with a wrong signature (claiming admin), user A (alice,
+who owns the objects in the paths), user B (bob), the TMS and an admin. Each cell runs on
+fresh objects when the route changes state, so every cell is independent of the others and
+the allowed cells really succeed (a TMS transition is offered a taskforce in the phase it
+accepts). Besides the status, every cell checks:
+
+- a refused cell (401/403/404) changes nothing in the database;
+- no user ever receives a queue credential (`auth_token`) of another user's workflow, nor of a
+  pilot-only (non-public) queue of its own;
+- a state-changing request is logged naming the actual subject ("... by user:alice"), and the
+  transitions it makes name it in `phase_change_log.source_entity`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
+
+import jwt
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from ewms_server.auth import mint_token
+from ewms_server.broker.base import QueueAccess
+from ewms_server.handlers.routes import HANDLERS
+from ewms_server.schema import load_openapi_text
+from ewms_server.testing import RunningServer, running_server
+from tests.conftest import LOCATIONS, SCHEDD, wait_until, workflow_body
+
+IDENTITIES = ("none", "expired", "badsig", "alice", "bob", "tms", "admin")
+ENTITY = {"alice": "user:alice", "bob": "user:bob", "tms": "system-tms:tms-1", "admin": "admin:root"}
+SUBJECT_ROLE = {"alice": ("alice", "user"), "bob": ("bob", "user"), "tms": ("tms-1", "system-tms"),
+                "admin": ("root", "admin")}
+WRONG_SECRET = "not-the-server-secret-but-long-enough-0123456789"
+
+WF = "/v1/workflows/{workflow_id}"
+TD = "/v1/task-directives/{task_id}"
+TF = "/v1/taskforces/{taskforce_uuid}"
+
+# fmt: off
+MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int]] = {
+    # operation                                                          none  exp  sig alice bob  tms admin
+    ("GET",  "/v1/"):                                                    (401, 401, 401, 200, 200, 200, 200),
+    ("GET",  "/v1/health"):                                              (200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/schema/openapi"):                                      (200, 200, 200, 200, 200, 200, 200),
+    ("POST", "/v1/workflows"):                                           (401, 401, 401, 200, 200, 403, 200),
+    ("GET",  WF):                                                        (401, 401, 401, 200, 404, 403, 200),
+    ("POST", WF + "/actions/abort"):                                     (401, 401, 401, 200, 404, 403, 200),
+    ("POST", WF + "/actions/finished"):                                  (401, 401, 401, 200, 404, 403, 200),
+    ("GET",  WF + "/mq-profiles/public"):                                (401, 401, 401, 200, 404, 403, 200),
+    ("POST", "/v1/query/workflows"):                                     (401, 401, 401, 200, 200, 403, 200),
+    ("GET",  TD):                                                        (401, 401, 401, 200, 404, 403, 200),
+    ("POST", TD + "/actions/add-workers"):                               (401, 401, 401, 200, 404, 403, 200),
+    ("POST", "/v1/query/task-directives"):                               (401, 401, 401, 200, 200, 403, 200),
+    ("GET",  TF):                                                        (401, 401, 401, 200, 404, 200, 200),
+    ("POST", "/v1/query/taskforces"):                                    (401, 401, 401, 200, 200, 200, 200),
+    ("GET",  "/v1/tms/pending-starter/taskforces"):                      (401, 401, 401, 403, 403, 200, 200),
+    ("GET",  "/v1/tms/pending-stopper/taskforces"):                      (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}"):        (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}"):            (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"):     (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"):      (401, 401, 401, 403, 403, 200, 200),
+    ("POST", "/v1/tms/statuses/taskforces"):                             (401, 401, 401, 403, 403, 200, 200),
+}
+# fmt: on
+
+SUBMIT_BODY = {
+    "cluster_id": 4242,
+    "n_workers": 2,
+    "submit_dict": {"executable": "/bin/true"},
+    "job_event_log_fpath": "/var/log/ewms/tf.log",
+}
+SECRET_RE = re.compile(r"mq-secret-Q-[0-9a-f-]+")
+
+
+class TokenBroker:
+    """A broker adapter that issues a distinct, recognisable credential per queue."""
+
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
+        return {m: QueueAccess(m, f"mq-secret-{m}", "rabbitmq", "amqp://broker.test") for m in mqids}
+
+    async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:
+        return None
+
+    async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def server(backend: str) -> AsyncIterator[RunningServer]:
+    """The conftest server, with a broker that hands out queue credentials (to look for leaks)."""
+    async with running_server(
+        cluster_locations=LOCATIONS,
+        mongodb_url=backend,
+        broker=TokenBroker(),
+        env={"EWMS_LOOP_INTERVAL_S": "1"},
+    ) as srv:
+        yield srv
+
+
+# -- the harness -------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    text: str
+    headers: Any
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text) if self.text else None
+
+
+@dataclass
+class Req:
+    path: str
+    body: dict[str, Any] | None = None
+    query: dict[str, str] | None = None
+    ids: dict[str, Any] = field(default_factory=dict)
+    """The objects the request is about, for the per-cell checks."""
+
+
+class Ctx:
+    def __init__(self, srv: RunningServer) -> None:
+        self.srv = srv
+        self.http = AsyncHTTPClient()
+        self.store = srv.deps.store
+        self.tokens: dict[str, str | None] = {
+            "none": None,
+            "expired": srv.token(role="admin", sub="alice", expires_s=-120),
+            "badsig": mint_token(WRONG_SECRET, sub="alice", role="admin"),
+        }
+        for ident, (sub, role) in SUBJECT_ROLE.items():
+            self.tokens[ident] = srv.token(role=role, sub=sub)
+        self._shared: dict[str, Any] | None = None
+
+    async def call(
+        self,
+        ident: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        *,
+        token: str | None = None,
+        authorization: str | None = None,
+    ) -> Reply:
+        headers = {"Content-Type": "application/json"}
+        tok = token if token is not None else self.tokens.get(ident)
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        elif tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        url = self.srv.url + path + (f"?{urlencode(query)}" if query else "")
+        raw = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        r = await self.http.fetch(
+            url, method=method, body=raw, headers=headers, raise_error=False,
+            allow_nonstandard_methods=True, request_timeout=30,
+        )
+        return Reply(r.code, r.body.decode() if r.body else "", r.headers)
+
+    async def ok(self, ident: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        r = await self.call(ident, method, path, body)
+        assert r.status == 200, (method, path, r.status, r.text)
+        return r.json
+
+    # -- fixtures objects, always alice's ----------------------------------------------
+
+    async def new_workflow(self, *, submitted: int = 0) -> dict[str, Any]:
+        """A fresh 2-task workflow of alice (queues q0 -> q1 -> q2, q1 pilot-only), its
+        taskforces in pending-starter; the first `submitted` of them in condor-submit."""
+        created = await self.ok("alice", "POST", "/v1/workflows", workflow_body(n_tasks=2))
+        uuids = [tf["taskforce_uuid"] for tf in created["taskforces"]]
+        await self.wait_phases(uuids, "pending-starter")
+        for uuid in uuids[:submitted]:
+            await self.ok("tms", "POST", f"/v1/tms/condor-submit/taskforces/{uuid}", SUBMIT_BODY)
+        return created
+
+    async def taskforce_in(self, phase: str) -> str:
+        """A fresh taskforce of alice in `phase`: pending-starter, condor-submit or pending-stopper."""
+        if phase == "pending-starter":
+            return (await self.new_workflow())["taskforces"][0]["taskforce_uuid"]
+        created = await self.new_workflow(submitted=1)
+        uuid = created["taskforces"][0]["taskforce_uuid"]
+        if phase == "pending-stopper":
+            wid = created["workflow"]["workflow_id"]
+            await self.ok("alice", "POST", f"/v1/workflows/{wid}/actions/abort")
+        tf = await self.store.taskforces.find_one({"taskforce_uuid": uuid})
+        assert tf["phase"] == phase
+        return uuid
+
+    async def shared(self) -> dict[str, Any]:
+        """One workflow of alice for the read-only routes."""
+        if self._shared is None:
+            self._shared = await self.new_workflow()
+        return self._shared
+
+    async def wait_phases(self, uuids: list[str], phase: str) -> None:
+        async def check() -> bool:
+            docs = await self.store.taskforces.find({"taskforce_uuid": {"$in": uuids}}, projection=["phase"])
+            return len(docs) == len(uuids) and all(d["phase"] == phase for d in docs)
+
+        await wait_until(check, timeout=10)
+
+    async def settle(self) -> None:
+        """Wait until the background loops have nothing left to do (so snapshots are stable)."""
+
+        async def check() -> bool:
+            moving = await self.store.taskforces.find(
+                {"phase": {"$in": ["pre-mq-activation", "pre-launch"]}}, projection=["phase"]
+            )
+            retiring = await self.store.workflows.find(
+                {"deactivated": {"$ne": None},
+                 "$or": [{"queues_revoked": False}, {"taskforces_stopped": False}]},
+                projection=["workflow_id"],
+            )
+            return not moving and not retiring
+
+        await wait_until(check, timeout=10)
+
+    async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for name in ("workflows", "task_directives", "taskforces", "mqprofiles"):
+            docs = await self.store.by_name(name).find({})
+            out[name] = sorted((_plain(d) for d in docs), key=lambda d: json.dumps(d, sort_keys=True))
+        return out
+
+    async def secrets(self) -> dict[str, dict[str, Any]]:
+        """Every queue credential issued so far -> its profile."""
+        return {p["auth_token"]: p for p in await self.store.mqprofiles.find({}) if p.get("auth_token")}
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    d = dict(doc)
+    d.pop("_id", None)
+    return json.loads(json.dumps(d, default=str))
+
+
+# -- what each route needs, and what a successful call must have done --------------------
+
+Prepare = Callable[[Ctx], Awaitable[Req]]
+Check = Callable[[Ctx, str, Req, Any], Awaitable[None]]
+
+
+async def _wf_shared(ctx: Ctx) -> Req:
+    created = await ctx.shared()
+    wid = created["workflow"]["workflow_id"]
+    return Req(f"/v1/workflows/{wid}", ids={"workflow_id": wid})
+
+
+def _deactivate(action: str) -> Prepare:
+    async def prepare(ctx: Ctx) -> Req:
+        created = await ctx.new_workflow(submitted=1)  # one taskforce in HTCondor, one not yet
+        wid = created["workflow"]["workflow_id"]
+        uuids = [tf["taskforce_uuid"] for tf in created["taskforces"]]
+        return Req(f"/v1/workflows/{wid}/actions/{action}", ids={"workflow_id": wid, "uuids": uuids})
+
+    return prepare
+
+
+def _check_deactivated(kind: str) -> Check:
+    async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+        wid = req.ids["workflow_id"]
+        assert body == {"workflow_id": wid, "n_taskforces": 2}
+        wf = await ctx.store.workflows.find_one({"workflow_id": wid})
+        assert wf["deactivated"] == kind
+        submitted, waiting = req.ids["uuids"]
+        for uuid, phase in ((submitted, "pending-stopper"), (waiting, "cancelled")):
+            tf = await ctx.store.taskforces.find_one({"taskforce_uuid": uuid})
+            assert tf["phase"] == phase
+            last = tf["phase_change_log"][-1]
+            assert (last["target_phase"], last["source_entity"]) == (phase, ENTITY[ident])
+
+    return check
+
+
+async def _mq_public(ctx: Ctx) -> Req:
+    req = await _wf_shared(ctx)
+    req.path += "/mq-profiles/public"
+    return req
+
+
+async def _check_mq_public(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    profiles = body["mqprofiles"]
+    assert sorted(p["alias"] for p in profiles) == ["q0", "q2"]  # q1 connects the tasks only
+    assert all(p["workflow_id"] == req.ids["workflow_id"] and p["is_public"] for p in profiles)
+    assert all(SECRET_RE.fullmatch(p["auth_token"] or "") for p in profiles)
+
+
+async def _check_get_workflow(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["workflow_id"] == req.ids["workflow_id"] and body["owner"] == "alice"
+
+
+def _query(collection_key: str) -> tuple[Prepare, Check]:
+    async def prepare(ctx: Ctx) -> Req:
+        created = await ctx.shared()
+        return Req(
+            f"/v1/query/{collection_key.replace('_', '-')}",
+            body={"query": {"workflow_id": created["workflow"]["workflow_id"]}},
+            ids={"workflow_id": created["workflow"]["workflow_id"]},
+        )
+
+    async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+        docs = body[collection_key]
+        if ident == "bob":
+            assert docs == [] and body["next_after"] is None
+        else:
+            expected = {"workflows": 1, "task_directives": 2, "taskforces": 2}[collection_key]
+            assert len(docs) == expected
+            assert all(d["workflow_id"] == req.ids["workflow_id"] and d["owner"] == "alice" for d in docs)
+
+    return prepare, check
+
+
+async def _td_shared(ctx: Ctx) -> Req:
+    created = await ctx.shared()
+    tid = created["task_directives"][0]["task_id"]
+    return Req(f"/v1/task-directives/{tid}", ids={"task_id": tid})
+
+
+async def _check_get_td(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["task_id"] == req.ids["task_id"] and body["owner"] == "alice"
+
+
+async def _add_workers(ctx: Ctx) -> Req:
+    req = await _td_shared(ctx)
+    req.path += "/actions/add-workers"
+    req.body = {"cluster_location": "remote", "n_workers": 3}
+    return req
+
+
+async def _check_add_workers(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["task_id"] == req.ids["task_id"] and body["n_workers"] == 3
+    assert body["owner"] == "alice"  # the workflow's owner, even when an admin adds them
+    assert body["schedd"] == "remote-schedd"
+    assert body["phase_change_log"][0]["source_entity"] == ENTITY[ident]
+
+
+async def _tf_shared(ctx: Ctx) -> Req:
+    created = await ctx.shared()
+    uuid = created["taskforces"][0]["taskforce_uuid"]
+    return Req(f"/v1/taskforces/{uuid}", ids={"uuid": uuid})
+
+
+async def _check_get_tf(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["taskforce_uuid"] == req.ids["uuid"] and body["owner"] == "alice"
+
+
+async def _pending_starter(ctx: Ctx) -> Req:
+    uuid = await ctx.taskforce_in("pending-starter")
+    await ctx.store.taskforces.update_many({"taskforce_uuid": {"$ne": uuid}}, {"$set": {"lease_until": 1e12}})
+    return Req("/v1/tms/pending-starter/taskforces", query={"schedd": SCHEDD}, ids={"uuid": uuid})
+
+
+async def _check_pending_starter(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["taskforce"]["taskforce_uuid"] == req.ids["uuid"]
+    # the TMS gets the pilots' credentials of exactly that task's queues
+    td = body["task_directive"]
+    assert {p["mqid"] for p in body["mqprofiles"]} == {*td["input_queues"], *td["output_queues"]}
+    assert all(SECRET_RE.fullmatch(p["auth_token"]) for p in body["mqprofiles"])
+
+
+async def _pending_stopper(ctx: Ctx) -> Req:
+    uuid = await ctx.taskforce_in("pending-stopper")
+    await ctx.store.taskforces.update_many({"taskforce_uuid": {"$ne": uuid}}, {"$set": {"lease_until": 1e12}})
+    return Req("/v1/tms/pending-stopper/taskforces", query={"schedd": SCHEDD}, ids={"uuid": uuid})
+
+
+async def _check_pending_stopper(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["taskforce_uuid"] == req.ids["uuid"] and body["phase"] == "pending-stopper"
+
+
+def _tms_post(
+    action: str, from_phase: str, body: dict[str, Any] | None, to_phase: str, *, failed: bool = False
+) -> tuple[Prepare, Check]:
+    """A TMS report on a fresh taskforce in `from_phase`; a success leaves it in `to_phase`."""
+
+    async def prepare(ctx: Ctx) -> Req:
+        uuid = await ctx.taskforce_in(from_phase)
+        path = f"/v1/tms/{action}/taskforces/{uuid}" + ("/failed" if failed else "")
+        return Req(path, body=copy.deepcopy(body), ids={"uuid": uuid})
+
+    async def check(ctx: Ctx, ident: str, req: Req, resp: Any) -> None:
+        assert resp == {"taskforce_uuid": req.ids["uuid"]}
+        tf = await ctx.store.taskforces.find_one({"taskforce_uuid": req.ids["uuid"]})
+        assert tf["phase"] == to_phase
+        last = tf["phase_change_log"][-1]
+        assert (last["source_entity"], last["was_successful"]) == (ENTITY[ident], not failed)
+
+    return prepare, check
+
+
+async def _statuses(ctx: Ctx) -> Req:
+    created = await ctx.shared()
+    uuid = created["taskforces"][1]["taskforce_uuid"]
+    return Req(
+        "/v1/tms/statuses/taskforces",
+        body={"compound_statuses_by_taskforce": {uuid: {"IDLE": {"null": 2}}},
+              "top_task_errors_by_taskforce": {uuid: {"boom": 1}}},
+        ids={"uuid": uuid},
+    )
+
+
+async def _check_statuses(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"results": [{"uuid": req.ids["uuid"], "status": "updated"}]}
+
+
+def _static(path: str) -> Prepare:
+    async def prepare(ctx: Ctx) -> Req:
+        return Req(path)
+
+    return prepare
+
+
+async def _create(ctx: Ctx) -> Req:
+    return Req("/v1/workflows", body=workflow_body(n_tasks=1))
+
+
+async def _nothing(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    return None
+
+
+async def _check_created(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    sub = SUBJECT_ROLE[ident][0]
+    assert body["workflow"]["owner"] == sub
+    assert all(x["owner"] == sub for x in [*body["task_directives"], *body["taskforces"]])
+    assert all(tf["phase_change_log"][0]["source_entity"] == ENTITY[ident] for tf in body["taskforces"])
+
+
+ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
+    ("GET", "/v1/"): (_static("/v1/"), _nothing),
+    ("GET", "/v1/health"): (_static("/v1/health"), _nothing),
+    ("GET", "/v1/schema/openapi"): (_static("/v1/schema/openapi"), _nothing),
+    ("POST", "/v1/workflows"): (_create, _check_created),
+    ("GET", WF): (_wf_shared, _check_get_workflow),
+    ("POST", WF + "/actions/abort"): (_deactivate("abort"), _check_deactivated("ABORTED")),
+    ("POST", WF + "/actions/finished"): (_deactivate("finished"), _check_deactivated("FINISHED")),
+    ("GET", WF + "/mq-profiles/public"): (_mq_public, _check_mq_public),
+    ("POST", "/v1/query/workflows"): _query("workflows"),
+    ("GET", TD): (_td_shared, _check_get_td),
+    ("POST", TD + "/actions/add-workers"): (_add_workers, _check_add_workers),
+    ("POST", "/v1/query/task-directives"): _query("task_directives"),
+    ("GET", TF): (_tf_shared, _check_get_tf),
+    ("POST", "/v1/query/taskforces"): _query("taskforces"),
+    ("GET", "/v1/tms/pending-starter/taskforces"): (_pending_starter, _check_pending_starter),
+    ("GET", "/v1/tms/pending-stopper/taskforces"): (_pending_stopper, _check_pending_stopper),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}"): _tms_post(
+        "condor-submit", "pending-starter", SUBMIT_BODY, "condor-submit"
+    ),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): _tms_post(
+        "condor-submit", "pending-starter", {"error": "schedd said no"}, "pending-starter", failed=True
+    ),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}"): _tms_post(
+        "condor-rm", "pending-stopper", None, "condor-rm"
+    ),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"): _tms_post(
+        "condor-rm", "pending-stopper", {"error": "schedd unreachable"}, "pending-stopper", failed=True
+    ),
+    ("POST", "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"): _tms_post(
+        "condor-complete", "condor-submit", {"condor_complete_ts": 1_700_000_000.0}, "condor-complete"
+    ),
+    ("POST", "/v1/tms/statuses/taskforces"): (_statuses, _check_statuses),
+}
+
+
+# -- the table is complete ---------------------------------------------------------------
+
+
+def _schema_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    spec = json.loads(load_openapi_text())
+    return {
+        (m.upper(), p): op
+        for p, item in spec["paths"].items()
+        for m, op in item.items()
+        if m in ("get", "put", "post", "patch", "delete")
+    }
+
+
+def test_matrix_covers_every_operation() -> None:
+    ops = _schema_operations()
+    assert set(MATRIX) == set(ops), "add a MATRIX row for every operation of schema/openapi.json"
+    assert set(ROWS) == set(MATRIX)
+    served = {(m, h.OPENAPI_PATH) for h in HANDLERS for m in h.ROLES}
+    assert served == set(ops), "every route the server serves is in the schema, and back"
+    for key, row in MATRIX.items():
+        declared = set(ops[key]["responses"])
+        assert {str(s) for s in row} <= declared, f"{key}: statuses {row} not all declared ({declared})"
+        open_route = ops[key].get("security") == []
+        assert open_route == (row[0] == 200), f"{key}: schema security disagrees with the table"
+
+
+async def test_served_schema_is_the_published_one(server: RunningServer) -> None:
+    ctx = Ctx(server)
+    r = await ctx.call("none", "GET", "/v1/schema/openapi")
+    assert r.status == 200 and json.loads(r.text) == json.loads(load_openapi_text())
+
+
+# -- the matrix ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", list(MATRIX), ids=[f"{m} {p}" for m, p in MATRIX])
+async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ewms_server.requests")
+    method, _ = op
+    prepare, check = ROWS[op]
+    ctx = Ctx(server)
+    failures: list[str] = []
+    for ident, expected in zip(IDENTITIES, MATRIX[op]):
+        req = await prepare(ctx)
+        await ctx.settle()
+        before = await ctx.snapshot()
+        caplog.clear()
+        r = await ctx.call(ident, method, req.path, req.body, req.query)
+        where = f"{ident}: {method} {req.path}"
+        if r.status != expected:
+            failures.append(f"{where}: expected {expected}, got {r.status} {r.text[:300]}")
+            continue
+        body = r.json
+        if expected >= 400:
+            assert body == {"code": expected, "error": body["error"]}, where
+            if expected == 401:
+                assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), where
+            await ctx.settle()
+            assert await ctx.snapshot() == before, f"{where}: a refused request changed the database"
+        else:
+            await check(ctx, ident, req, body)
+        # queue credentials: a user sees only the public queues of its own workflows
+        secrets = await ctx.secrets()
+        seen = set(SECRET_RE.findall(r.text))
+        if ident in ("none", "expired", "badsig", "bob"):
+            assert not seen, f"{where}: leaked queue credentials"
+        elif ident == "alice":
+            for s in seen:
+                assert secrets[s]["owner"] == "alice" and secrets[s]["is_public"], f"{where}: leaked {s}"
+        # a state-changing request names its actual subject in the log
+        if method == "POST":
+            entity = ENTITY.get(ident, "none:anonymous")
+            line = f"POST {req.path} {expected} by {entity}"
+            lines = [rec.getMessage() for rec in caplog.records if rec.name == "ewms_server.requests"]
+            assert line in lines, f"{where}: no log line {line!r} in {lines}"
+    assert not failures, "\n".join(failures)
+
+
+# -- ids leak nothing --------------------------------------------------------------------
+
+
+async def test_other_users_object_is_indistinguishable_from_a_missing_one(server: RunningServer) -> None:
+    ctx = Ctx(server)
+    created = await ctx.new_workflow()
+    real = {
+        "workflow_id": created["workflow"]["workflow_id"],
+        "task_id": created["task_directives"][0]["task_id"],
+        "taskforce_uuid": created["taskforces"][0]["taskforce_uuid"],
+    }
+    fake = {
+        "workflow_id": "WF-000000000000-0000-000000",
+        "task_id": "TK-000000000000-0000-000000",
+        "taskforce_uuid": "TF-000000000000-0000-000000",
+    }
+    routes = [
+        ("GET", WF, None),
+        ("POST", WF + "/actions/abort", None),
+        ("POST", WF + "/actions/finished", None),
+        ("GET", WF + "/mq-profiles/public", None),
+        ("GET", TD, None),
+        ("POST", TD + "/actions/add-workers", {"cluster_location": "local", "n_workers": 1}),
+        ("GET", TF, None),
+    ]
+    for method, template, body in routes:
+        got_real = await ctx.call("bob", method, template.format(**real), body)
+        got_fake = await ctx.call("bob", method, template.format(**fake), body)
+        assert got_real.status == got_fake.status == 404, (method, template)
+        # the same message, up to the id itself
+        norm_real = got_real.json["error"]
+        for k in real:
+            norm_real = norm_real.replace(real[k], "<id>")
+        norm_fake = got_fake.json["error"]
+        for k in fake:
+            norm_fake = norm_fake.replace(fake[k], "<id>")
+        assert norm_real == norm_fake, (method, template, norm_real, norm_fake)
+    # and alice's workflow is untouched by all that
+    wf = await ctx.store.workflows.find_one({"workflow_id": real["workflow_id"]})
+    assert wf["deactivated"] is None
+    assert await ctx.store.taskforces.count_documents({"workflow_id": real["workflow_id"]}) == 2
+
+
+# -- odd tokens ------------------------------------------------------------------------
+
+
+def _claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "alice", "ewms_role": "user", "iat": now, "exp": now + 600, **extra}
+
+
+async def test_token_variants(server: RunningServer) -> None:
+    ctx = Ctx(server)
+    secret = server.secret
+    no_exp = _claims()
+    del no_exp["exp"]
+    no_sub = _claims()
+    del no_sub["sub"]
+    cases: list[tuple[str, str | None, int, int]] = [
+        # (what, Authorization header, GET /v1/ status, GET pending-starter status)
+        ("alg none", "Bearer " + jwt.encode(_claims(ewms_role="admin"), "", algorithm="none"), 401, 401),
+        ("HS512 with the right secret", "Bearer " + jwt.encode(_claims(), secret, algorithm="HS512"), 401, 401),
+        ("no exp", "Bearer " + jwt.encode(no_exp, secret, algorithm="HS256"), 401, 401),
+        ("no sub", "Bearer " + jwt.encode(no_sub, secret, algorithm="HS256"), 401, 401),
+        ("empty sub", "Bearer " + jwt.encode(_claims(sub=""), secret, algorithm="HS256"), 401, 401),
+        ("not yet valid", "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), secret, algorithm="HS256"),
+         401, 401),
+        ("garbage", "Bearer abc.def.ghi", 401, 401),
+        ("basic scheme", "Basic YWxpY2U6cHc=", 401, 401),
+        ("bearer, no token", "Bearer ", 401, 401),
+        ("token without scheme", str(ctx.tokens["admin"]), 401, 401),
+        ("unknown role", "Bearer " + jwt.encode(_claims(ewms_role="superuser"), secret, algorithm="HS256"), 403, 403),
+        ("no role", "Bearer " + jwt.encode(_claims(ewms_role=None), secret, algorithm="HS256"), 403, 403),
+        ("role list: highest known wins",
+         "Bearer " + jwt.encode(_claims(ewms_role=["bogus", "user", "admin"]), secret, algorithm="HS256"), 200, 200),
+        ("role list of user and tms",
+         "Bearer " + jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256"), 200, 200),
+        ("lowercase bearer", f"bearer {ctx.tokens['tms']}", 200, 200),
+    ]
+    failures = []
+    for what, header, main_status, tms_status in cases:
+        for path, query, expected in (("/v1/", None, main_status),
+                                      ("/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD}, tms_status)):
+            r = await ctx.call("none", "GET", path, query=query, authorization=header)
+            if r.status != expected:
+                failures.append(f"{what}: GET {path}: expected {expected}, got {r.status} {r.text}")
+    assert not failures, "\n".join(failures)
+    # the health and schema routes ignore tokens entirely, even broken ones
+    for path in ("/v1/health", "/v1/schema/openapi"):
+        r = await ctx.call("none", "GET", path, authorization="Bearer abc.def.ghi")
+        assert r.status == 200, path
+    # a [user, system-tms] token is the TMS: it may not create workflows
+    both = jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256")
+    r = await ctx.call("none", "POST", "/v1/workflows", workflow_body(), authorization=f"Bearer {both}")
+    assert r.status == 403
+
+
+async def test_role_claim_is_configurable(backend: str) -> None:
+    async with running_server(
+        cluster_locations=LOCATIONS, mongodb_url=backend, env={"EWMS_AUTH_ROLE_CLAIM": "groups"}
+    ) as srv:
+        ctx = Ctx(srv)
+        in_claim = mint_token(srv.secret, sub="alice", role="system-tms", claim="groups")
+        default_claim = mint_token(srv.secret, sub="alice", role="system-tms")
+        path, q = "/v1/tms/pending-stopper/taskforces", {"schedd": SCHEDD}
+        assert (await ctx.call("none", "GET", path, query=q, token=in_claim)).status == 200
+        assert (await ctx.call("none", "GET", path, query=q, token=default_claim)).status == 403
