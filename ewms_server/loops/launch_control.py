@@ -45,19 +45,25 @@ class LaunchControl:
             if wf is None or wf["deactivated"] is not None:
                 await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
                 continue
-            await self.store.update_many(
-                "taskforces",
-                {"workflow_id": wid, "phase": str(Phase.PRE_LAUNCH)},
-                {
-                    "$set": {"phase": str(Phase.PENDING_STARTER)},
-                    "$push": {
-                        "phase_change_log": documents.log_entry(
-                            target_phase=Phase.PENDING_STARTER, was_successful=True, source_entity=ENTITY
-                        )
-                    },
-                },
-            )
+            try:
+                await self._release_workflow(wid)
+            except Exception:  # one bad workflow must not stall every other one
+                LOGGER.exception("workflow %s: release failed; skipping it this pass", wid)
         return len(ready) == BATCH
+
+    async def _release_workflow(self, wid: str) -> None:
+        await self.store.update_many(
+            "taskforces",
+            {"workflow_id": wid, "phase": str(Phase.PRE_LAUNCH)},
+            {
+                "$set": {"phase": str(Phase.PENDING_STARTER)},
+                "$push": {
+                    "phase_change_log": documents.log_entry(
+                        target_phase=Phase.PENDING_STARTER, was_successful=True, source_entity=ENTITY
+                    )
+                },
+            },
+        )
 
     async def _finish_deactivations(self) -> None:
         for wf in await self.store.workflows.find(

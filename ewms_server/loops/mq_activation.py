@@ -59,6 +59,9 @@ class MQActivation:
                 asyncio.get_running_loop().call_later(self.retry_s, self.wake_self)
                 LOGGER.warning("broker unavailable (%s); retrying in %.0f s", e, self.retry_s)
                 return False
+            except Exception:  # one bad workflow must not stall every other one
+                LOGGER.exception("workflow %s: activation failed; skipping it this pass", wid)
+                continue
             self.retry_s = 1.0
             done_any = True
         if done_any:
