@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 from .auth import Authenticator
 from .config import Config
 from .database.store import Store
@@ -24,6 +22,3 @@ class Deps:
     def wake(self, name: str) -> None:
         if name in self.loops:
             self.loops[name].wake.set()
-
-    def extra(self) -> dict[str, Any]:
-        return {}

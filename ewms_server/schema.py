@@ -12,7 +12,7 @@ import importlib.resources
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import jsonschema_rs
@@ -178,7 +178,7 @@ class OpenAPI:
 
     # -- database writes -----------------------------------------------------------------
 
-    def check_document(self, collection: str, doc: dict[str, Any]) -> None:
+    def check_document(self, collection: str, doc: Mapping[str, Any]) -> None:
         name = COLLECTION_COMPONENTS[collection]
         message = self._components[name].problems(doc, name)
         if message is not None:

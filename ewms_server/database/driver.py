@@ -31,15 +31,17 @@ class MotorCollection:
         self._coll = coll
         import pymongo.errors
 
-        self._dup = pymongo.errors.DuplicateKeyError
-        self._bulk = pymongo.errors.BulkWriteError
+        dup: tuple[type[Exception], ...] = (pymongo.errors.DuplicateKeyError,)
+        bulk: tuple[type[Exception], ...] = (pymongo.errors.BulkWriteError,)
         try:  # mongomock raises its own exception types
             import mongomock
 
-            self._dup = (self._dup, mongomock.DuplicateKeyError)  # type: ignore[assignment]
-            self._bulk = (self._bulk, mongomock.BulkWriteError)  # type: ignore[assignment]
+            dup += (mongomock.DuplicateKeyError,)
+            bulk += (getattr(mongomock, "BulkWriteError"),)
         except ImportError:
             pass
+        self._dup = dup
+        self._bulk = bulk
 
     async def create_index(self, keys: Sort, *, unique: bool = False) -> None:
         await self._coll.create_index(list(keys), unique=unique)
@@ -55,7 +57,7 @@ class MotorCollection:
             return
         try:
             await self._coll.insert_many([dict(d) for d in docs], ordered=True)
-        except (self._dup, self._bulk) as e:  # type: ignore[misc]
+        except self._dup + self._bulk as e:
             raise DuplicateKeyError(str(e)) from None
 
     async def find_one(
@@ -185,6 +187,6 @@ def open_database(url: str | None, name: str = "ewms") -> Database:
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from motor.motor_asyncio import AsyncIOMotorClient
 
-        client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000, tz_aware=False)
+        client: Any = AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000, tz_aware=False)
         return MotorDatabase(client, name)
     raise ValueError(f"unsupported database URL scheme: {url.split('://')[0]!r}")

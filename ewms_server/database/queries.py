@@ -51,7 +51,8 @@ async def run_query(
     docs = await store.by_name(collection).find(
         filter_, projection=fetch, sort=[(id_field, 1)], limit=page_docs
     )
-    out, size, last = [], 0, None
+    out: list[dict[str, Any]] = []
+    size, last = 0, None
     for doc in docs:
         size += len(orjson.dumps(doc))
         if out and size > page_bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from ..schema import OpenAPI
 from .base import Collection, Database, Filter, Sort, Update
@@ -78,10 +78,10 @@ class Store:
 
     # -- checked writes ----------------------------------------------------------------
 
-    async def insert_many(self, name: str, docs: list[dict[str, Any]]) -> None:
+    async def insert_many(self, name: str, docs: Sequence[Mapping[str, Any]]) -> None:
         for doc in docs:
             self.schema.check_document(name, doc)
-        await self.by_name(name).insert_many(docs)
+        await self.by_name(name).insert_many([dict(d) for d in docs])
 
     async def update_one(self, name: str, filter: Filter, update: Update) -> int:
         self.schema.check_update(name, update)

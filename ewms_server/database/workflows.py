@@ -178,5 +178,5 @@ async def add_workers(
     again = await store.workflows.find_one({"workflow_id": wf["workflow_id"]}, projection=["deactivated"])
     if again is None or again["deactivated"] is not None:
         await stop_taskforces(store, wf["workflow_id"], caller.entity, "workflow deactivated")
-        tf = await store.taskforces.find_one({"taskforce_uuid": tf["taskforce_uuid"]}) or tf
+        return await store.taskforces.find_one({"taskforce_uuid": tf["taskforce_uuid"]}) or dict(tf)
     return dict(tf)
