@@ -8,6 +8,7 @@ and the auth token is the password.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +20,12 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 
 LOGGER = logging.getLogger(__name__)
 
+
+
+def _resolve(fut: "asyncio.Future[Any]", result: Any) -> None:
+    """Complete a future from a pika callback, once (pika may call back after a failure)."""
+    if not fut.done():
+        fut.set_result(result)
 
 class BrokerLost(Exception):
     """The connection dropped (broker restart, network): reconnecting may help."""
@@ -88,7 +95,7 @@ class BrokerSession:
 
         self._conn = AsyncioConnection(
             self._params,
-            on_open_callback=lambda _c: opened.done() or opened.set_result(None),
+            on_open_callback=lambda _c: _resolve(opened, None),
             on_open_error_callback=on_open_error,
             on_close_callback=self._on_connection_closed,
             custom_ioloop=loop,
@@ -122,12 +129,15 @@ class BrokerSession:
             queue, deliver, auto_ack=False, callback=cb))
         self._consumer_tags.append(tag.method.consumer_tag)
 
+    def _cancel(self, tag: str, cb: Callable[[Any], None]) -> Any:
+        return self._consume_ch.basic_cancel(tag, callback=cb)
+
     async def cancel_consumers(self) -> None:
         """Stop deliveries; unsettled messages stay ours until acked/nacked or the close."""
         tags, self._consumer_tags = self._consumer_tags, []
         for tag in tags:
             if self.is_usable:
-                await self._wait(lambda cb, t=tag: self._consume_ch.basic_cancel(t, callback=cb))
+                await self._wait(functools.partial(self._cancel, tag))
 
     async def publish(self, exchange: str, body: bytes, headers: dict[str, Any]) -> None:
         """Persistent publish; returns once the broker confirmed it (raises otherwise)."""
@@ -169,7 +179,7 @@ class BrokerSession:
 
     async def _wait(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        start(lambda result: fut.done() or fut.set_result(result))
+        start(lambda result: _resolve(fut, result))
         return await self._race(fut)
 
     async def _race(self, fut: asyncio.Future[Any]) -> Any:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .broker import BrokerLost, BrokerRefused, BrokerSession, Delivery
 from .chirp import PilotStatus
@@ -70,7 +70,8 @@ class Consumer:
                     LOGGER.info("no message for %.0f s: stopping", self._idle_limit())
                     await self._drain(workers, return_unstarted=False, grace=None)
                     return StopReason.IDLE
-                done, _ = await asyncio.wait({stop_wait, *broken, *workers}, timeout=timeout,
+                waiting: set[asyncio.Future[Any]] = {stop_wait, *broken, *workers}
+                done, _ = await asyncio.wait(waiting, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
                 for fut in done & broken:
                     fut.result()  # raises the session's failure
