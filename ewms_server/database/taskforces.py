@@ -35,6 +35,33 @@ async def _refuse(store: Store, uuid: str, target: Phase, caller: Caller, expect
     return NotFound(f"taskforce {uuid}: {context}")
 
 
+async def _transition(
+    store: Store,
+    filter: dict[str, Any],
+    target: Phase,
+    caller: Caller,
+    *,
+    fields: dict[str, Any] | None = None,
+    context: str = "",
+    source_event_time: float | None = None,
+) -> bool:
+    """Compare-and-set: move the one taskforce matching `filter` to `target`, logging it."""
+    entry = documents.log_entry(
+        target_phase=target,
+        was_successful=True,
+        source_entity=caller.entity,
+        context=context,
+        source_event_time=source_event_time,
+    )
+    done = await store.find_one_and_update(
+        "taskforces",
+        filter,
+        {"$set": {"phase": str(target), **(fields or {})}, "$push": {"phase_change_log": entry}},
+        projection=["taskforce_uuid"],
+    )
+    return done is not None
+
+
 async def next_pending_starter(
     store: Store, schedd: str, lease_s: float
 ) -> dict[str, Any] | None:
@@ -61,42 +88,24 @@ async def condor_submit(store: Store, uuid: str, body: dict[str, Any], caller: C
         "job_event_log_fpath": body["job_event_log_fpath"],
         "lease_until": 0.0,
     }
-    ok = await store.find_one_and_update(
-        "taskforces",
+    if await _transition(
+        store,
         {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STARTER)},
-        {
-            "$set": {"phase": str(Phase.CONDOR_SUBMIT), **fields},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.CONDOR_SUBMIT,
-                    was_successful=True,
-                    source_entity=caller.entity,
-                    context=f"cluster {body['cluster_id']}",
-                )
-            },
-        },
-        projection=["taskforce_uuid"],
-    )
-    if ok:
+        Phase.CONDOR_SUBMIT,
+        caller,
+        fields=fields,
+        context=f"cluster {body['cluster_id']}",
+    ):
         return
     # the workflow ended while the TMS was submitting: keep the cluster id so it is removed
-    ok = await store.find_one_and_update(
-        "taskforces",
+    if await _transition(
+        store,
         {"taskforce_uuid": uuid, "phase": str(Phase.CANCELLED), "cluster_id": None},
-        {
-            "$set": {"phase": str(Phase.PENDING_STOPPER), **fields},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.PENDING_STOPPER,
-                    was_successful=True,
-                    source_entity=caller.entity,
-                    context=f"cluster {body['cluster_id']} submitted after the workflow ended; to be removed",
-                )
-            },
-        },
-        projection=["taskforce_uuid"],
-    )
-    if ok:
+        Phase.PENDING_STOPPER,
+        caller,
+        fields=fields,
+        context=f"cluster {body['cluster_id']} submitted after the workflow ended; to be removed",
+    ):
         return
     # a retried report of the same submit is a success, not an error
     same = await store.taskforces.find_one(
@@ -160,20 +169,13 @@ async def next_pending_stopper(store: Store, schedd: str, lease_s: float) -> dic
 
 
 async def condor_rm(store: Store, uuid: str, caller: Caller) -> None:
-    ok = await store.find_one_and_update(
-        "taskforces",
+    if await _transition(
+        store,
         {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STOPPER)},
-        {
-            "$set": {"phase": str(Phase.CONDOR_RM), "lease_until": 0.0},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.CONDOR_RM, was_successful=True, source_entity=caller.entity
-                )
-            },
-        },
-        projection=["taskforce_uuid"],
-    )
-    if ok:
+        Phase.CONDOR_RM,
+        caller,
+        fields={"lease_until": 0.0},
+    ):
         return
     done = await store.taskforces.find_one(
         {"taskforce_uuid": uuid, "phase": {"$in": [str(Phase.CONDOR_RM), str(Phase.CONDOR_COMPLETE)]}},
@@ -208,23 +210,14 @@ async def condor_rm_failed(
 
 
 async def condor_complete(store: Store, uuid: str, ts: float, caller: Caller) -> None:
-    ok = await store.find_one_and_update(
-        "taskforces",
+    if await _transition(
+        store,
         {"taskforce_uuid": uuid, "phase": {"$in": [str(p) for p in WATCHED]}},
-        {
-            "$set": {"phase": str(Phase.CONDOR_COMPLETE), "condor_complete_ts": float(ts)},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.CONDOR_COMPLETE,
-                    was_successful=True,
-                    source_entity=caller.entity,
-                    source_event_time=float(ts),
-                )
-            },
-        },
-        projection=["taskforce_uuid"],
-    )
-    if ok:
+        Phase.CONDOR_COMPLETE,
+        caller,
+        fields={"condor_complete_ts": float(ts)},
+        source_event_time=float(ts),
+    ):
         return
     if await store.taskforces.find_one(
         {"taskforce_uuid": uuid, "phase": str(Phase.CONDOR_COMPLETE)}, projection=["taskforce_uuid"]
