@@ -24,6 +24,8 @@ N_SCHEDDS = 10  # with 10 phases: ~100 documents per (schedd, phase)
 PHASES = ["pending-starter", "pending-stopper", "condor-submit", "running", "done",
           "pending-watcher", "failed", "stopped", "held", "removed"]  # fmt: skip
 SORT = [("priority", -1), ("timestamp", 1)]
+STARTER_SORT = [("priority", -1), ("n_failed_submits", 1), ("timestamp", 1)]  # the TMS route's
+LEASE_S = 50.0  # one claim per op, the clock advancing 1 s per op: ~half the candidates leased
 
 
 def taskforce(i: int, rng: random.Random) -> dict[str, Any]:
@@ -37,6 +39,8 @@ def taskforce(i: int, rng: random.Random) -> dict[str, Any]:
         "timestamp": 1_700_000_000 + rng.random() * 1e6,
         "n_workers": rng.randint(1, 1000),
         "cluster_id": None,
+        "n_failed_submits": i % 3,
+        "lease_until": 0.0,
         "pilot_config": {
             "image": "/cvmfs/icecube.opensciencegrid.org/containers/ewms/task:latest",
             "tag": "latest",
@@ -68,7 +72,11 @@ def taskforce(i: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-TARGETS_US = {"find_one_by_uuid": 30, "find_one_and_update_sorted_pending": 300}
+TARGETS_US = {
+    "find_one_by_uuid": 30,
+    "find_one_and_update_sorted_pending": 300,
+    "find_one_and_update_leased_pending": 60,
+}
 
 
 async def per_op_us(op: Callable[[int], Awaitable[Any]], n: int, rounds: int) -> float:
@@ -103,6 +111,14 @@ async def measure(coll: Collection, n: int, rounds: int) -> dict[str, float]:
             pending, {"$set": {"phase": "pending-starter", "n_workers": i}}, sort=SORT
         )
 
+    async def claim_leased(i: int) -> Any:  # GET /v1/tms/pending-starter/taskforces, verbatim
+        now = 1_800_000_000.0 + i
+        return await coll.find_one_and_update(
+            {**pending, "lease_until": {"$lte": now}},
+            {"$set": {"lease_until": now + LEASE_S}},
+            sort=STARTER_SORT,
+        )
+
     async def set_by_uuid(i: int) -> Any:
         return await coll.update_one(
             {"taskforce_uuid": uuids[i * 7919 % N_DOCS]}, {"$set": {"compound_statuses.x": i}}
@@ -114,7 +130,8 @@ async def measure(coll: Collection, n: int, rounds: int) -> dict[str, float]:
         return await coll.insert_one(extra[i])
 
     ops = {"find_one_by_uuid": fetch_by_uuid, "find_one_sorted_pending": fetch_next,
-           "find_one_and_update_sorted_pending": claim_next, "update_one_set_by_uuid": set_by_uuid,
+           "find_one_and_update_sorted_pending": claim_next,
+           "find_one_and_update_leased_pending": claim_leased, "update_one_set_by_uuid": set_by_uuid,
            "insert_one": insert}  # fmt: skip
     return {name: round(await per_op_us(op, n, rounds), 1) for name, op in ops.items()}
 

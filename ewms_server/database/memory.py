@@ -9,8 +9,11 @@ Design, and where it knowingly departs from MongoDB:
   is one `orjson.loads` (~8x cheaper than `deepcopy`). Documents that do not survive a JSON round
   trip unchanged (datetimes, tuples, bytes...) are stored without bytes and copied with `deepcopy`.
 - Matching is mongomock's matcher (`filter_applies`), so operators behave as under mongomock,
-  including its Python equality (`{"a": 1}` matches `{"a": True}`, unlike MongoDB). Plain scalar
-  equality / `$eq` / `$in` conditions are checked by an equivalent fast path instead.
+  including its Python equality (`{"a": 1}` matches `{"a": True}`, unlike MongoDB). Equivalent
+  fast paths decide instead: plain scalar equality / `$eq` / `$in` (through index keys), and
+  simple comparisons (`$lt`... `$ne`) of a top-level field with a scalar, evaluated in Python with
+  MongoDB's type bracketing (see `memory_match`). When all the candidates are needed, each
+  condition is checked over all of them at once, on remembered top-level field values.
 - Hash indexes, single or compound, are multikey (arrays index each element and the whole array)
   and treat a missing field as null, like MongoDB. A compound index also answers equality on any
   prefix of its fields. Per query we use the usable index with the fewest candidates.
@@ -19,7 +22,10 @@ Design, and where it knowingly departs from MongoDB:
 - Updates support `$set`, `$unset`, `$inc` and `$push` (with `$each` only); anything else, and
   anything MongoDB would reject (conflicting paths, `$inc` of a non-number...), is a ValueError.
 - Sorting follows MongoDB's type order (missing = null first ascending; arrays sort by their
-  smallest element ascending and largest descending) and is stable.
+  smallest element ascending and largest descending) and is stable. Sort keys are remembered
+  per document until it changes.
+- Modules: `memory_index` (indexes, index keys), `memory_match` (query plans, fast matching),
+  `memory_sort` (sort keys), `memory_update` (update operators, copying in).
 - Projections are inclusion lists; an empty list means the whole document (MongoDB's `{}`).
 """
 
@@ -109,37 +115,41 @@ class MemoryCollection:
             orjson.loads(orjson.dumps(projected)) if blob is not None else copy.deepcopy(projected)
         )
 
-    def _candidates(self, plan: Plan) -> tuple[Iterable[int], set[str]]:
-        """Ids to examine, in natural order, and the exact conditions the index already proved."""
+    def _candidates(self, plan: Plan) -> tuple[Iterable[int], bool, set[str]]:
+        """Ids to examine, whether they are in natural order (index lookups are not), and the
+        exact conditions the index already proved."""
         best: tuple[list[int], int, Index] | None = None
         for index in self._indexes.values():
             found = index.lookup(plan.probes)
             if found is not None and (best is None or len(found[0]) < len(best[0])):
                 best = (found[0], found[1], index)
         if best is None:
-            return self._docs.keys(), set()
+            return self._docs.keys(), True, set()
         ids, used, index = best
-        ids.sort()
         proved = {f for f in index.fields[:used] if f in plan.exact}  # probed with exact keys
-        return ids, proved
-
-    def _query(self, filter: Filter) -> tuple[Plan, Iterable[int], set[str]]:
-        plan = Plan(filter)
-        return (plan, *self._candidates(plan))
+        return ids, False, proved
 
     def _matching(self, filter: Filter) -> Iterator[int]:
         """The matching ids in natural order, lazily (for a limit without sort)."""
-        plan, ids, proved = self._query(filter)
+        plan = Plan(filter)
+        ids, ordered, proved = self._candidates(plan)
+        if not ordered:
+            ids = sorted(ids)
         test = plan.test(proved)
         if test is None:
             return iter(ids)  # the index answered the whole filter
         docs = self._docs
         return (doc_id for doc_id in ids if test(docs[doc_id]))
 
-    def _all_matching(self, filter: Filter) -> list[int]:
-        """The matching ids in natural order; faster than `_matching` when all are needed."""
-        plan, ids, proved = self._query(filter)
-        return plan.select(list(ids), self._docs, self._column, proved)
+    def _all_matching(self, filter: Filter, ordered: bool = True) -> list[int]:
+        """The matching ids, in natural order if `ordered`; faster than `_matching` when all of
+        them are needed (each condition is checked over all the candidates at once)."""
+        plan = Plan(filter)
+        candidates, in_order, proved = self._candidates(plan)
+        ids = plan.select(list(candidates), self._docs, self._column, proved)
+        if ordered and not in_order:
+            ids.sort()
+        return ids
 
     def _select(self, filter: Filter, sort: Sort | None, limit: int) -> list[int]:
         spec = check_sort(sort)
@@ -147,18 +157,20 @@ class MemoryCollection:
             if limit:
                 return list(itertools.islice(self._matching(filter), limit))
             return self._all_matching(filter)
-        ids = self._all_matching(filter)
+        ids = self._all_matching(filter, ordered=False)  # sort keys end with the id: no ties
         compute, keys = self._sort_cache(spec)
         docs = self._docs
         for doc_id in itertools.filterfalse(keys.__contains__, ids):
-            keys[doc_id] = compute(docs[doc_id])
-        if limit == 1:  # claiming work, the server's hottest path: `min` keeps the first of equals
+            keys[doc_id] = (*compute(docs[doc_id]), doc_id)
+        if limit == 1:  # claiming work, the server's hottest path
             best = min(ids, key=keys.__getitem__, default=None)
             return [] if best is None else [best]
-        ids.sort(key=keys.__getitem__)  # stable
+        ids.sort(key=keys.__getitem__)
         return ids[:limit] if limit else ids
 
-    def _sort_cache(self, spec: list[tuple[str, int]]) -> tuple[SortKey, dict[int, tuple[Any, ...]]]:
+    def _sort_cache(
+        self, spec: list[tuple[str, int]]
+    ) -> tuple[SortKey, dict[int, tuple[Any, ...]]]:
         """The key function of a sort, and the keys already computed (sorts repeat)."""
         name = tuple((path, direction) for path, direction in spec)
         found = self._sort_keys.get(name)
@@ -305,10 +317,10 @@ class MemoryCollection:
     async def count_documents(self, filter: Filter) -> int:
         if filter == {}:
             return len(self._docs)
-        return len(self._all_matching(filter))
+        return len(self._all_matching(filter, ordered=False))
 
     async def delete_many(self, filter: Filter) -> int:
-        ids = self._all_matching(filter)
+        ids = self._all_matching(filter, ordered=False)
         for doc_id in ids:
             for index in self._indexes.values():
                 index.remove(doc_id)

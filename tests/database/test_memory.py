@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import math
 from typing import Any, Coroutine
 
 import mongomock
@@ -13,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import ReturnDocument
 
-from ewms_server.database import memory
+from ewms_server.database import memory_match
 from ewms_server.database.base import Database, DuplicateKeyError
 from ewms_server.database.memory import MemoryCollection, MemoryDatabase
 
@@ -246,8 +248,8 @@ async def test_index_narrows_what_the_matcher_sees(
         seen.append(doc)
         return bool(mongomock.filtering.filter_applies(filter, doc))
 
-    monkeypatch.setattr(memory, "filter_applies", spy)
-    got = await coll.find({"g": {"$in": ["g1", "g2"]}, "k": {"$lt": 500}})
+    monkeypatch.setattr(memory_match, "filter_applies", spy)
+    got = await coll.find({"g": {"$in": ["g1", "g2"]}, "k": {"$not": {"$gte": 500}}})
     assert [d["k"] for d in got] == [i for i in range(500) if i % 100 in (1, 2)]
     assert len(seen) == 40  # only the index candidates
     seen.clear()
@@ -257,6 +259,75 @@ async def test_index_narrows_what_the_matcher_sees(
     seen.clear()
     assert await coll.count_documents({"g": "g7", "n": 0}) == 3
     assert seen == []  # fully answered by the index
+
+
+# --- fast comparisons -----------------------------------------------------------------------
+
+FIELD_VALUES: list[Any] = [None, 0, 1, -2, 1.0, 1.5, math.nan, math.inf, True, False, "", "1", "a",
+                           "b", [], [1, "a"], [None], {"x": 1}, dt.datetime(2024, 1, 1)]  # fmt: skip
+OPERANDS: list[Any] = [None, 0, 1, 1.0, 1.5, -math.inf, math.nan, True, False, "", "1", "a"]
+OPERATORS = ["$lt", "$lte", "$gt", "$gte", "$eq", "$ne"]
+
+
+def _simple_conditions() -> list[Any]:
+    conditions: list[Any] = list(OPERANDS)  # plain equality
+    conditions += [{op: x} for op in OPERATORS for x in OPERANDS]
+    conditions += [  # several operators at once, within and across type classes
+        {"$gte": 0, "$lt": 1.5}, {"$gt": "", "$ne": "a"}, {"$ne": None, "$lte": 1},
+        {"$eq": None, "$lte": None}, {"$gte": None, "$ne": 0}, {"$lt": "b", "$gt": 0},
+    ]  # fmt: skip
+    return conditions
+
+
+async def test_simple_comparisons_decide_like_mongomock(
+    coll: MemoryCollection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every scalar (and missing) field value against every simple condition: the fast path alone
+    decides (only the other values reach mongomock's matcher), exactly as mongomock would."""
+    docs = [{"i": i, "v": v} for i, v in enumerate(FIELD_VALUES)] + [{"i": len(FIELD_VALUES)}]
+    await coll.insert_many(docs)
+    seen: list[Any] = []
+
+    def spy(filter: Any, doc: Any) -> bool:
+        seen.append(doc.get("v"))
+        return bool(mongomock.filtering.filter_applies(filter, doc))
+
+    monkeypatch.setattr(memory_match, "filter_applies", spy)
+    for cond in _simple_conditions():
+        expected = [d["i"] for d in docs if mongomock.filtering.filter_applies({"v": cond}, d)]
+        got = [d["i"] for d in await coll.find({"v": cond}, sort=[("i", 1)])]  # all at once
+        assert got == expected, cond
+        got = [d["i"] for d in await coll.find({"v": cond}, limit=100)]  # one by one
+        assert got == expected, cond
+        assert await coll.count_documents({"v": cond, "i": {"$gte": 0}}) == len(expected)
+    fallback = [v for v in seen if not isinstance(v, (type(None), bool, int, float, str))]
+    assert seen and len(fallback) == len(seen)  # mongomock only saw arrays, documents and dates
+
+
+async def test_lease_claim_never_reaches_mongomock(
+    coll: MemoryCollection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shape of the TMS's hottest query runs entirely on the index and the fast path."""
+    await coll.create_index([("schedd", 1), ("phase", 1)])
+    await coll.insert_many(
+        [
+            {"k": i, "schedd": f"s{i % 2}", "phase": "pending", "priority": i % 3,
+             "n_failed_submits": i % 2, "timestamp": 100.0 - i, "lease_until": 0.0}
+            for i in range(20)
+        ]  # fmt: skip
+    )
+    monkeypatch.setattr(memory_match, "filter_applies", None)  # any call would fail
+    order = [("priority", -1), ("n_failed_submits", 1), ("timestamp", 1)]
+    claimed = []
+    for now in (10.0, 10.0, 11.0):
+        doc = await coll.find_one_and_update(
+            {"schedd": "s0", "phase": "pending", "lease_until": {"$lte": now}},
+            {"$set": {"lease_until": now + 1.5}},
+            sort=order,
+        )
+        claimed.append(doc and doc["k"])
+    assert claimed == [14, 8, 2]  # priority 2 first; among them, the oldest timestamp
+    assert await coll.count_documents({"lease_until": {"$gt": 0}}) == 3
 
 
 # --- updates --------------------------------------------------------------------------------
@@ -448,17 +519,21 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     raise AssertionError("the in-memory engine awaited something")
 
 
-FIELDS = ["k", "g", "n", "tags", "sub.a", "sub.b"]
+FIELDS = ["k", "g", "n", "v", "tags", "sub.a", "sub.b"]
 keys = st.integers(0, 12)
 groups = st.sampled_from(["x", "y", "z"])
 nums = st.integers(-3, 3)
 tags = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3)
+# "v" mixes types, for comparisons across BSON type classes (bools included: 1 == True in Python)
+MIXED = [None, -1, 0, 1, 2, -0.5, 0.0, 1.0, 1.5, "", "0", "1", "a", "b", True, False]
+mixed = st.sampled_from(MIXED)
 
 
 @st.composite
 def documents(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {"k": draw(keys)}
-    for name, values in (("g", st.one_of(groups, st.none())), ("n", nums), ("tags", tags)):
+    fields = (("g", st.one_of(groups, st.none())), ("n", nums), ("v", mixed), ("tags", tags))
+    for name, values in fields:
         if draw(st.booleans()):
             doc[name] = draw(values)
     if draw(st.booleans()):
@@ -467,19 +542,24 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def conditions() -> st.SearchStrategy[dict[str, Any]]:
-    value_of = {"k": keys, "g": groups, "n": nums, "tags": st.sampled_from(["a", "b", "c"]),
-                "sub.a": nums, "sub.b": groups}  # fmt: skip
+    value_of = {"k": keys, "g": groups, "n": nums, "v": mixed,
+                "tags": st.sampled_from(["a", "b", "c"]), "sub.a": nums, "sub.b": groups}  # fmt: skip
     field = st.sampled_from(FIELDS)
+    comparison = st.sampled_from(["$lt", "$lte", "$gt", "$gte", "$eq", "$ne"])
 
     def one(f: str) -> st.SearchStrategy[dict[str, Any]]:
         v = value_of[f]
+        operand = st.one_of(v, mixed)  # of the field's type, or of any other
         return st.one_of(
             v.map(lambda x: {f: x}),
+            mixed.map(lambda x: {f: x}),
             v.map(lambda x: {f: {"$eq": x}}),
             st.lists(v, max_size=3).map(lambda xs: {f: {"$in": xs}}),
             st.lists(v, max_size=2).map(lambda xs: {f: {"$nin": xs}}),
             v.map(lambda x: {f: {"$ne": x}}),
             nums.map(lambda x: {f: {"$gt": x}}),
+            st.tuples(comparison, operand).map(lambda t: {f: {t[0]: t[1]}}),
+            st.dictionaries(comparison, operand, min_size=2, max_size=3).map(lambda d: {f: d}),
             st.booleans().map(lambda b: {f: {"$exists": b}}),
             st.just({f: None}),
         )
@@ -500,18 +580,22 @@ def conditions() -> st.SearchStrategy[dict[str, Any]]:
 updates = st.one_of(
     st.integers(0, 20).map(lambda v: {"$set": {"k": v}}),
     st.tuples(groups, nums).map(lambda t: {"$set": {"g": t[0], "sub.a": t[1]}}),
-    st.sampled_from(["g", "n", "tags", "sub", "sub.a", "k"]).map(lambda f: {"$unset": {f: ""}}),
+    st.sampled_from(["g", "n", "v", "tags", "sub", "sub.a", "k"]).map(
+        lambda f: {"$unset": {f: ""}}
+    ),
+    mixed.map(lambda v: {"$set": {"v": v}}),
+    st.sampled_from([["a"], [1, "b"], {"x": 1}]).map(lambda v: {"$set": {"v": v}}),  # fallbacks
     nums.map(lambda v: {"$inc": {"n": v, "sub.c": 1}}),
     st.sampled_from(["a", "b", "c"]).map(lambda v: {"$push": {"tags": v}}),
     tags.map(lambda vs: {"$push": {"tags": {"$each": vs}}, "$set": {"sub.b": "z"}}),
 )
 sorts = st.lists(
-    st.tuples(st.sampled_from(["k", "g", "n", "sub.a"]), st.sampled_from([1, -1])),
+    st.tuples(st.sampled_from(["k", "g", "n", "v", "sub.a"]), st.sampled_from([1, -1])),
     max_size=2,
     unique_by=lambda t: t[0],
 ).map(lambda s: s + [("k", 1)] if s else s)
 projections = st.one_of(
-    st.none(), st.lists(st.sampled_from(["k", "g", "sub.a", "tags"]), min_size=1, unique=True)
+    st.none(), st.lists(st.sampled_from(["k", "g", "v", "sub.a", "tags"]), min_size=1, unique=True)
 )
 operations = st.one_of(
     st.tuples(st.just("insert"), documents()),
@@ -529,10 +613,11 @@ INDEXES = [
     ([("g", 1), ("n", 1)], False),
     ([("tags", 1)], False),
     ([("sub.a", 1)], False),
+    ([("v", 1), ("g", 1)], False),
     ([("g", 1), ("sub.b", 1)], True),  # often violated: examples with it end early
 ]
 indexes = st.lists(
-    st.sampled_from(INDEXES[:4] * 3 + INDEXES[4:]), unique_by=lambda ix: tuple(ix[0]), max_size=3
+    st.sampled_from(INDEXES[:5] * 3 + INDEXES[5:]), unique_by=lambda ix: tuple(ix[0]), max_size=3
 )
 initial_documents = st.lists(  # unique under the unique indexes, so that examples go on
     documents(),
@@ -591,11 +676,11 @@ def _apply(mine: MemoryCollection, theirs: Any, op: tuple[Any, ...]) -> tuple[An
 
 DOMAINS: dict[str, list[Any]] = {
     "k": list(range(21)), "g": ["x", "y", "z"], "n": list(range(-3, 4)), "tags": ["a", "b", "c"],
-    "sub.a": list(range(-3, 4)), "sub.b": ["x", "y", "z"],
+    "sub.a": list(range(-3, 4)), "sub.b": ["x", "y", "z"], "v": MIXED,
 }  # fmt: skip
 
 
-CHECKED_SORTS = [[("n", -1), ("k", 1)], [("g", 1), ("sub.a", -1)]]
+CHECKED_SORTS = [[("n", -1), ("k", 1)], [("g", 1), ("sub.a", -1)], [("v", 1), ("k", -1)]]
 
 
 def _check_indexed_lookups(mine: MemoryCollection, fields: set[str]) -> None:
