@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -31,16 +32,21 @@ class Authenticator:
     """Turns an Authorization header into a Caller; verified tokens are cached until expiry."""
 
     CACHE_SIZE = 4096
+    KEY_REFRESH_S = 60.0
 
     def __init__(self, cfg: Config) -> None:
         self._secret = cfg.auth_secret
         self._claim = cfg.auth_role_claim
         self._audience = cfg.auth_audience
         self._oidc: Any = None
+        self._last_refresh = 0.0
         if cfg.auth_openid_url and not self._secret:
             from rest_tools.utils.auth import OpenIDAuth
 
-            self._oidc = OpenIDAuth(cfg.auth_openid_url)
+            issuer = cfg.auth_openid_url.rstrip("/")
+            # discovery and key download happen here, once, before the server listens
+            self._oidc = OpenIDAuth(cfg.auth_openid_url, audience=cfg.auth_audience, issuers=[issuer, issuer + "/"])
+            self._last_refresh = time.monotonic()
         self._cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -52,9 +58,16 @@ class Authenticator:
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
                 audience=self._audience,
             )
-        return dict(self._oidc.validate(token, audience=self._audience))
+        kid = jwt.get_unverified_header(token).get("kid")
+        if kid not in self._oidc.public_keys:
+            # an unknown key makes rest_tools fetch the issuer's keys: at most once a minute,
+            # or anyone could keep the server busy downloading them
+            if time.monotonic() - self._last_refresh < self.KEY_REFRESH_S:
+                raise jwt.InvalidKeyError(f"unknown signing key {kid!r}")
+            self._last_refresh = time.monotonic()
+        return dict(self._oidc.validate(token))
 
-    def authenticate(self, header: str | None) -> Caller:
+    async def authenticate(self, header: str | None) -> Caller:
         if not header:
             raise Unauthenticated("missing bearer token")
         scheme, _, token = header.partition(" ")
@@ -68,7 +81,10 @@ class Authenticator:
             caller = hit[0]
         else:
             try:
-                claims = self._decode(token)
+                if self._oidc is None:
+                    claims = self._decode(token)
+                else:  # may download keys: never on the event loop
+                    claims = await asyncio.to_thread(self._decode, token)
             except jwt.ExpiredSignatureError:
                 raise Unauthenticated("token expired") from None
             except Exception as e:  # any other decoding/verification failure

@@ -56,7 +56,7 @@ class BaseHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.request.path}")
         roles = self.ROLES[method]
         if roles:
-            self.caller = self.deps.auth.authenticate(self.request.headers.get("Authorization"))
+            self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
             if self.caller.role not in roles:
                 raise Forbidden(f"role {self.caller.role!r} may not {method} {self.OPENAPI_PATH}")
         else:

@@ -1,0 +1,90 @@
+"""Production auth: tokens from an OIDC issuer (discovery + JWKS on loopback, RS256)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from tornado.httpclient import AsyncHTTPClient
+
+from ewms_server.testing import running_server
+
+KID = "key-1"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[dict[str, Any]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=KID, use="sig", alg="RS256")
+    hits = {"jwks": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path == "/.well-known/openid-configuration":
+                body = {"issuer": base, "jwks_uri": base + "/jwks", "token_endpoint": base + "/token"}
+            elif self.path == "/jwks":
+                hits["jwks"] += 1
+                body = {"keys": [jwk]}
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield {"url": url, "key": key, "hits": hits}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def token(issuer: dict[str, Any], *, kid: str = KID, aud: str = "ewms", iss: str | None = None,
+          role: str = "user", exp: float = 300) -> str:
+    now = int(time.time())
+    claims = {"sub": "dana", "ewms_role": role, "aud": aud, "iss": iss or issuer["url"],
+              "iat": now, "exp": now + int(exp)}
+    return jwt.encode(claims, issuer["key"], algorithm="RS256", headers={"kid": kid})
+
+
+async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
+    env = {"EWMS_AUTH_SECRET": "", "EWMS_AUTH_OPENID_URL": issuer["url"], "EWMS_AUTH_AUDIENCE": "ewms"}
+    async with running_server(env=env) as srv:
+        async def status(tok: str) -> int:
+            resp = await AsyncHTTPClient().fetch(srv.url + "/v1/", headers={"Authorization": f"Bearer {tok}"},
+                                                 raise_error=False)
+            return resp.code
+
+        assert await status(token(issuer)) == 200
+        assert await status(token(issuer, role="system-tms")) == 200
+        assert await status(token(issuer, aud="other")) == 401
+        assert await status(token(issuer, iss="http://evil.example")) == 401
+        assert await status(token(issuer, exp=-120)) == 401
+        # a secret-signed token is not accepted when an issuer is configured
+        assert await status(jwt.encode({"sub": "x", "ewms_role": "admin", "exp": time.time() + 60},
+                                       "s" * 40, algorithm="HS256")) == 401
+        # unknown key ids: at most one key download a minute, however many such tokens come
+        before = issuer["hits"]["jwks"]
+        for i in range(5):
+            assert await status(token(issuer, kid=f"nope-{i}")) == 401
+        assert issuer["hits"]["jwks"] - before <= 1
