@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-TERMINAL_PHASES = ("condor-complete",)
+TERMINAL_PHASES = ("condor-complete", "submit-failed", "cancelled")  # ewms_server.phases.TERMINAL
 FINISHED_PILOT = ("Done", "FatalError")
 
 
