@@ -62,6 +62,12 @@ SETTINGS: tuple[Setting, ...] = (
         "profiles name no broker.",
     ),
     Setting("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400", "Seconds after a workflow ends before its queues are deleted."),
+    Setting(
+        "EWMS_BROKER_REVOKE_MAX_WAIT_S",
+        "600",
+        "An ended workflow's queue credentials are revoked once all its taskforces are over "
+        "(so removed pilots end cleanly), or at the latest this many seconds after it ended.",
+    ),
     Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -96,6 +102,7 @@ class Config:
     orphan_age_s: float
     broker_url: str | None
     broker_queue_delete_grace_s: float
+    broker_revoke_max_wait_s: float
     log_level: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -149,6 +156,7 @@ class Config:
             orphan_age_s=num("EWMS_ORPHAN_AGE_S", float, 1),
             broker_url=get("EWMS_BROKER_URL"),
             broker_queue_delete_grace_s=num("EWMS_BROKER_QUEUE_DELETE_GRACE_S", float, 0),
+            broker_revoke_max_wait_s=num("EWMS_BROKER_REVOKE_MAX_WAIT_S", float, 0),
             log_level=level,
             env=dict(env),
         )

@@ -106,6 +106,7 @@ class Server:
             wake_launch=lambda: self.deps.wake("launch_control"),
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
+            revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
         )
         launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
         self._tasks = [

@@ -278,6 +278,9 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 for uuid in uuids:
                     assert seen_statuses.get(uuid), f"no compound_statuses seen for {uuid}"
                     assert any(s.get("RUNNING") for s in seen_statuses[uuid])
+                for tf in tfs:  # removed pilots end cleanly: credentials outlive them
+                    pilot_statuses = {p for by_pilot in tf["compound_statuses"].values() for p in by_pilot}
+                    assert "FatalError" not in pilot_statuses, tf["compound_statuses"]
                 wf = await call(c.workflow, wf_id)
                 assert wf["deactivated"] == "FINISHED"
                 # the broker user went with the workflow, and (zero delete grace) its queues

@@ -93,6 +93,7 @@ class TMSCondorCompleteUUIDHandler(BaseHandler):
     async def post(self, taskforce_uuid: str) -> None:
         body = self.body()
         await ops.condor_complete(self.deps.store, taskforce_uuid, body["condor_complete_ts"], self.caller)
+        self.deps.wake("mq_activation")  # the workflow's credentials may now be revoked
         self.send({"taskforce_uuid": taskforce_uuid})
 
 

@@ -14,7 +14,7 @@ from .. import documents
 from ..broker.base import BrokerAdapter, BrokerUnavailable
 from ..database.store import Store
 from ..database.workflows import stop_taskforces
-from ..phases import Phase
+from ..phases import TERMINAL, Phase
 
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
@@ -28,6 +28,7 @@ class MQActivation:
     wake_launch: Callable[[], None]
     wake_self: Callable[[], None]
     delete_grace_s: float
+    revoke_max_wait_s: float = 600.0
     retry_s: float = 1.0
     _retry_after: float = 0.0
 
@@ -121,8 +122,14 @@ class MQActivation:
             wid = wf["workflow_id"]
             profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
             mqids = [p["mqid"] for p in profiles]
+            ended_for = now - (wf["deactivated_ts"] or now)
             try:
                 if not wf["queues_revoked"]:
+                    live = await self.store.taskforces.count_documents(
+                        {"workflow_id": wid, "phase": {"$nin": [str(p) for p in TERMINAL]}}
+                    )
+                    if live and ended_for < self.revoke_max_wait_s:
+                        continue  # pilots are still being removed: let them end cleanly
                     await self.broker.deactivate_workflow(wid, mqids)
                     await self.store.update_many(
                         "mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": False}}
@@ -130,7 +137,7 @@ class MQActivation:
                     await self.store.update_one(
                         "workflows", {"workflow_id": wid}, {"$set": {"queues_revoked": True}}
                     )
-                if now - (wf["deactivated_ts"] or now) >= self.delete_grace_s:
+                if ended_for >= self.delete_grace_s:
                     await self.broker.delete_queues(wid, mqids)
                     await self.store.update_one(
                         "workflows", {"workflow_id": wid}, {"$set": {"queues_deleted": True}}

@@ -142,3 +142,57 @@ async def test_health_endpoint(server: RunningServer, kind: str) -> None:
     resp = await AsyncHTTPClient().fetch(server.url + "/v1/health")
     body = json.loads(resp.body)
     assert body["healthy"] and body["database"]["healthy"]
+
+
+class RecordingBroker(FlakyBroker):
+    def __init__(self) -> None:
+        super().__init__(down=0)
+        self.revoked: list[str] = []
+        self.deleted: list[str] = []
+
+    async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:
+        self.revoked.append(workflow_id)
+
+    async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
+        self.deleted.append(workflow_id)
+
+
+async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
+    """Revoking while the TMS still removes the pilots would end each in FatalError."""
+    from tests.server.helpers import submit
+
+    broker = RecordingBroker()
+    env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0"}
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
+        user = RestClient(srv.url, token=srv.token(), retries=0)
+        tms = RestClient(srv.url, token=srv.token(role="system-tms", sub="tms"), retries=0)
+        made = await user.request("POST", "/v1/workflows", workflow_body())
+        wid, uuid = made["workflow"]["workflow_id"], made["taskforces"][0]["taskforce_uuid"]
+        await take_starter(tms)
+        await submit(tms, uuid)
+        await user.request("POST", f"/v1/workflows/{wid}/actions/finished")
+        await asyncio.sleep(1.0)  # several loop passes
+        assert broker.revoked == [] and broker.deleted == []
+        await tms.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}")
+        await tms.request("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": 1.0})
+        await wait_until(lambda: asyncio.sleep(0, broker.deleted == [wid]), timeout=5)
+        assert broker.revoked == [wid]
+        profiles = await srv.deps.store.mqprofiles.find({"workflow_id": wid})
+        assert profiles and not any(p["is_activated"] for p in profiles)
+
+
+async def test_credentials_revoked_at_the_latest_after_max_wait(backend: str) -> None:
+    broker = RecordingBroker()
+    env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0.5"}
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
+        user = RestClient(srv.url, token=srv.token(), retries=0)
+        tms = RestClient(srv.url, token=srv.token(role="system-tms", sub="tms"), retries=0)
+        made = await user.request("POST", "/v1/workflows", workflow_body())
+        await take_starter(tms)
+        from tests.server.helpers import submit
+
+        await submit(tms, made["taskforces"][0]["taskforce_uuid"])
+        await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
+        # the TMS never removes the cluster: the credentials are revoked anyway
+        await wait_until(lambda: asyncio.sleep(0, broker.revoked == [made["workflow"]["workflow_id"]]), timeout=5)
+        assert broker.deleted == []  # the default 24 h grace before deleting queues

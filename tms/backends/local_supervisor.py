@@ -6,6 +6,7 @@ Started detached by ``LocalBackend.submit`` as ``python -m tms.backends.local_su
 from __future__ import annotations
 
 import json
+import functools
 import os
 import resource
 import shlex
@@ -50,7 +51,7 @@ class Supervisor:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def _limits(self) -> None:
+    def _limits(self, proc: int) -> None:
         """In the child: the requested memory, disk (per file) and cores, where the OS allows."""
         os.setsid()
         for rlimit, value in ((resource.RLIMIT_AS, self.spec["memory_bytes"]),
@@ -60,8 +61,11 @@ class Supervisor:
             except (ValueError, OSError):
                 pass
         try:
-            cpus = sorted(os.sched_getaffinity(0))[: max(1, int(self.spec["n_cores"]))]
-            os.sched_setaffinity(0, cpus)
+            # spread jobs over the machine's CPUs instead of stacking them all on the first
+            allowed = sorted(os.sched_getaffinity(0))
+            n = min(max(1, int(self.spec["n_cores"])), len(allowed))
+            start = (self.cluster_id + proc) * n
+            os.sched_setaffinity(0, [allowed[(start + i) % len(allowed)] for i in range(n)])
         except (AttributeError, OSError):
             pass
 
@@ -87,7 +91,7 @@ class Supervisor:
         self.log.write(ev.execute(self.cluster_id, job.proc))
         try:
             job.popen = subprocess.Popen(self.command, env=env, cwd=job_dir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, preexec_fn=self._limits)
+                                         stdout=out, stderr=err, preexec_fn=functools.partial(self._limits, job.proc))
         except OSError as e:
             self.log.write(ev.held(self.cluster_id, job.proc, f"Failed to execute '{shlex.join(self.command)}': {e}", 6, 2))
             job.state = "held"
