@@ -21,9 +21,29 @@ BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:567
 
 @pytest.fixture
 async def srv() -> AsyncIterator[RunningServer]:
+    env = {"EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
+           "EWMS_LOOP_INTERVAL_S": "0.2"}
     async with running_server(cluster_locations={"local": "my-schedd"},
-                              broker_env={"EWMS_BROKER_URL": BROKER_URL}) as s:
+                              broker_env={"EWMS_BROKER_URL": BROKER_URL}, env=env) as s:
         yield s
+        await _cleanup_broker(s)
+
+
+async def _cleanup_broker(s: RunningServer) -> None:
+    """End every workflow the test left open, so the server deletes its broker user and
+    queues (the broker is shared by the whole machine)."""
+    from ewms_server.database.store import Caller
+    from ewms_server.database.workflows import deactivate_workflow
+
+    store = s.deps.store
+    for wf in await store.workflows.find({"deactivated": None}, projection=["workflow_id"]):
+        await deactivate_workflow(store, wf["workflow_id"], "ABORTED", Caller("test-cleanup", "admin"))
+    s.deps.wake("mq_activation")
+    for _ in range(100):
+        if not await store.workflows.count_documents({"queues_deleted": False}):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the test's broker users and queues were not deleted")
 
 
 def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:
