@@ -195,4 +195,11 @@ def settings_help() -> str:
     for s in SETTINGS:
         default = "unset" if s.default is None else repr(s.default)
         lines.append(f"  {s.name}  (default: {default})\n      {s.help}")
+    from .broker.rabbitmq import SETTINGS_DOCS  # the adapter owns its own settings
+
+    lines.append("\nRabbitMQ adapter settings (with EWMS_BROKER_URL set):")
+    known = {s.name for s in SETTINGS}
+    for name, default, text in SETTINGS_DOCS:
+        if name not in known:
+            lines.append(f"  {name}  (default: {default})\n      {text}")
     return "\n".join(lines)

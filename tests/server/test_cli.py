@@ -14,6 +14,7 @@ import urllib.request
 import jwt
 import pytest
 
+from ewms_server.broker.rabbitmq import SETTINGS_DOCS
 from ewms_server.config import SETTINGS
 
 SECRET = "s" * 40
@@ -31,6 +32,8 @@ def test_help_documents_every_setting() -> None:
     assert res.returncode == 0
     for s in SETTINGS:
         assert s.name in res.stdout
+    for name, _, _ in SETTINGS_DOCS:
+        assert name in res.stdout
     assert "mint-token" in res.stdout
 
 
