@@ -223,12 +223,21 @@ class Ctx:
             moving = await self.store.taskforces.find(
                 {"phase": {"$in": ["pre-mq-activation", "pre-launch"]}}, projection=["phase"]
             )
-            retiring = await self.store.workflows.find(
-                {"deactivated": {"$ne": None},
-                 "$or": [{"queues_revoked": False}, {"taskforces_stopped": False}]},
-                projection=["workflow_id"],
+            stopping = await self.store.workflows.find(
+                {"deactivated": {"$ne": None}, "taskforces_stopped": False}, projection=["workflow_id"]
             )
-            return not moving and not retiring
+            # credentials are revoked once an ended workflow has no live taskforce left
+            unrevoked = await self.store.workflows.find(
+                {"deactivated": {"$ne": None}, "queues_revoked": False}, projection=["workflow_id"]
+            )
+            for wf in unrevoked:
+                live = await self.store.taskforces.count_documents(
+                    {"workflow_id": wf["workflow_id"],
+                     "phase": {"$nin": ["condor-complete", "submit-failed", "cancelled"]}}
+                )
+                if not live:
+                    return False
+            return not moving and not stopping
 
         await wait_until(check, timeout=10)
 
