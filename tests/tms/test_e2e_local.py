@@ -116,8 +116,14 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
             tf = await wait_for(user, uuid, lambda t: t["phase"] == "condor-complete", timeout=40)
             assert tf["compound_statuses"] == {"REMOVED": {"Tasking": 2}}
             assert len(glob.glob(os.path.join(cfg.local_state_dir, "clusters", "*.json"))) == 1
-            with open(spec.job_event_log_fpath) as f:
-                text = f.read()
+            # the watcher reports the cluster gone once every job has ended, which may be just
+            # before the supervisor appends its final event
+            for _ in range(100):
+                with open(spec.job_event_log_fpath) as f:
+                    text = f.read()
+                if "Cluster removed" in text:
+                    break
+                await asyncio.sleep(0.05)
             assert text.count("Job submitted") == 2 and text.count("Job was aborted") == 2
             assert "Cluster removed" in text
         finally:
