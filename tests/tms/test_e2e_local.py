@@ -137,3 +137,52 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
         for mq in got["mqprofiles"]:
             if mq.get("auth_token"):
                 assert mq["auth_token"] not in log_text
+
+
+async def test_tms_killed_between_submit_and_report_makes_one_cluster(tmp_path: Any, monkeypatch: Any) -> None:
+    """A real SIGKILL in the window: the cluster exists, its condor-submit report never landed."""
+    from ewms_server.database import taskforces as taskforce_ops
+    from tms.config import from_env
+
+    jobs = str(tmp_path / "jobs")
+    tms_log = str(tmp_path / "tms.log")
+    arrived, real_submit = asyncio.Event(), taskforce_ops.condor_submit
+
+    async def never_lands(*_args: Any) -> None:  # the report is held until its sender is dead
+        arrived.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(taskforce_ops, "condor_submit", never_lands)
+    async with running_server(cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}) as srv:
+        user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
+        wf = await user.request("POST", "/v1/workflows", workflow_body("sleep"))
+        uuid = wf["taskforces"][0]["taskforce_uuid"]
+        cfg = from_env({"EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": "x", "EWMS_TMS_SCHEDD": "test-schedd",
+                        "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs, "EWMS_TMS_BACKEND": "local"})
+        clusters = os.path.join(cfg.local_state_dir, "clusters", "*.json")
+
+        first = start_tms(srv, jobs, tms_log)
+        second = None
+        try:
+            await asyncio.wait_for(arrived.wait(), 30)
+            first.kill()  # submitted, report in flight: the worst moment to die
+            first.wait()
+            assert len(glob.glob(clusters)) == 1
+            assert (await user.request("GET", f"/v1/taskforces/{uuid}"))["phase"] == "pending-starter"
+
+            monkeypatch.setattr(taskforce_ops, "condor_submit", real_submit)
+            second = start_tms(srv, jobs, tms_log)
+            tf = await wait_for(user, uuid, lambda t: t["phase"] == "condor-submit")
+            assert len(glob.glob(clusters)) == 1
+            with open(glob.glob(clusters)[0]) as f:
+                assert json.load(f)["cluster_id"] == tf["cluster_id"]
+            with open(tms_log) as f:
+                assert "already has cluster" in f.read()
+
+            await user.request("POST", f"/v1/workflows/{wf['workflow']['workflow_id']}/actions/finished")
+            await wait_for(user, uuid, lambda t: t["phase"] == "condor-complete", timeout=40)
+            assert len(glob.glob(clusters)) == 1
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    stop(proc)
