@@ -3,6 +3,7 @@ finish deactivations a crash interrupted, and remove orphans of interrupted crea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class LaunchControl:
             {"phase": str(Phase.PRE_LAUNCH)}, projection=["workflow_id"], limit=BATCH
         )
         for wid in dict.fromkeys(tf["workflow_id"] for tf in ready):
+            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
             wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
             if wf is None or wf["deactivated"] is not None:
                 await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")

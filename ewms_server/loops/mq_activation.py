@@ -45,6 +45,7 @@ class MQActivation:
         )
         done_any = False
         for wid in dict.fromkeys(tf["workflow_id"] for tf in pending):
+            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
             wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
             if wf is None:
                 continue  # being created, or an orphan that launch control removes
@@ -119,6 +120,7 @@ class MQActivation:
             limit=BATCH,
         )
         for wf in ended:
+            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
             wid = wf["workflow_id"]
             profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
             mqids = [p["mqid"] for p in profiles]
