@@ -32,6 +32,7 @@ import requests
 from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
+from tests.processes import stop_process
 from ewms_server.testing import RunningServer, running_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,16 +84,6 @@ def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[byt
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "tms"], env=env, stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL, cwd=REPO)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def job_processes(taskforce_uuids: set[str]) -> list[int]:

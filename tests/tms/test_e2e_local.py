@@ -6,7 +6,6 @@ import asyncio
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from rest_tools.client import RestClient
 
 from ewms_server.testing import running_server
+from tests.processes import stop_process
 from tms.backends.local import LocalBackend
 from tms.submit import build_spec, prepare_job_dir
 
@@ -59,16 +59,6 @@ async def wait_for(rc: RestClient, uuid: str, cond: Any, timeout: float = 30.0) 
             return tf
         assert time.monotonic() < deadline, f"timed out; taskforce is {json.dumps(tf)[:1500]}"
         await asyncio.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any) -> None:
@@ -127,7 +117,7 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
             assert text.count("Job submitted") == 2 and text.count("Job was aborted") == 2
             assert "Cluster removed" in text
         finally:
-            stop(tms)
+            stop_process(tms)
             user.close()
             tms_rc.close()
         with open(tms_log) as f:
@@ -185,4 +175,4 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(tmp_path: 
         finally:
             for proc in (first, second):
                 if proc is not None:
-                    stop(proc)
+                    stop_process(proc)
