@@ -139,7 +139,7 @@ def test_init_command_runs_once_before_tasks(workflow: Workflow) -> None:
     workflow.publish(q_in, [b"5", b"6"])
     code = workflow.run_pilot(
         EWMS_PILOT_INIT_IMAGE=sys.executable,
-        EWMS_PILOT_INIT_ARGS=f"-c 'import os; open(os.environ[\"MARK\"], \"a\").write(\"x\")'",
+        EWMS_PILOT_INIT_ARGS="-c 'import os; open(os.environ[\"MARK\"], \"a\").write(\"x\")'",
         EWMS_PILOT_INIT_ENV_JSON=json.dumps({"MARK": str(marker)}))
     assert code == 0
     assert marker.read_text() == "x"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from ewms_server.testing import RunningServer
 from tests.conftest import workflow_body
-from tests.server.helpers import take_starter, wait_phase
+from tests.server.helpers import wait_phase
 
 COLLECTIONS = ("workflows", "task_directives", "taskforces", "mqprofiles")
 
