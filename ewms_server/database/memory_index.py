@@ -102,35 +102,87 @@ def matches_exact(doc: Doc, path: str, keys: frozenset[Any]) -> bool:
     return not keys.isdisjoint(field_keys(doc, path))
 
 
+Held = int | tuple[int, ...] | set[int]  # the ids of the documents having an index key
+_SMALL = 8  # up to this many ids sharing a key are held in a tuple, beyond in a set
+
+
+def _with(held: Held | None, doc_id: int) -> Held:
+    """`held` with `doc_id` added (a new tuple or int, or the same set)."""
+    if held is None:
+        return doc_id
+    if type(held) is int:
+        return held if held == doc_id else (held, doc_id)
+    if type(held) is tuple:
+        if doc_id in held:  # (a multikey document may reach a key twice)
+            return held
+        return (*held, doc_id) if len(held) < _SMALL else {*held, doc_id}
+    held.add(doc_id)  # type: ignore[union-attr]
+    return held
+
+
+def _without(held: Held, doc_id: int) -> Held | None:
+    """`held` with `doc_id` removed; None if no id is left."""
+    if type(held) is int:
+        return None if held == doc_id else held
+    if type(held) is set:
+        held.discard(doc_id)
+        if len(held) > _SMALL // 2:  # (hysteresis: no back and forth at the boundary)
+            return held
+    rest = tuple(i for i in held if i != doc_id)  # type: ignore[union-attr]
+    return rest if len(rest) > 1 else rest[0] if rest else None
+
+
+def _ids(held: Held | None) -> list[int]:
+    return [] if held is None else [held] if type(held) is int else list(held)  # type: ignore
+
+
 class Index:
-    """A hash index: for each prefix of its fields, key tuple -> ids of the documents having it."""
+    """A hash index: for each prefix of its fields, key tuple -> the documents having it.
+
+    A key held by one document maps to its id itself, one held by a few to a tuple of ids, and
+    only one held by many to a set: a unique index (and any mostly-distinct one) costs no
+    container per document, so the garbage collector has nothing per document to traverse (it
+    does not track ints, and stops tracking tuples of them). For the same reason the keys of
+    each document are remembered as a tuple, not a frozenset.
+    """
 
     __slots__ = ("fields", "unique", "maps", "entries")
 
     def __init__(self, fields: tuple[str, ...], unique: bool) -> None:
         self.fields = fields
         self.unique = unique
-        self.maps: list[dict[tuple[Any, ...], set[int]]] = [{} for _ in fields]
-        self.entries: dict[int, frozenset[tuple[Any, ...]]] = {}
+        self.maps: list[dict[tuple[Any, ...], Held]] = [{} for _ in fields]
+        self.entries: dict[int, tuple[tuple[Any, ...], ...]] = {}
 
     def keys_of(self, doc: Doc) -> frozenset[tuple[Any, ...]]:
         return frozenset(itertools.product(*(field_keys(doc, f) for f in self.fields)))
 
+    def has(self, doc_id: int, keys: frozenset[tuple[Any, ...]]) -> bool:
+        """Whether the document is indexed with exactly these keys."""
+        old = self.entries.get(doc_id)
+        if old is None or len(old) != len(keys):
+            return False
+        return old[0] in keys if len(old) == 1 else keys.issuperset(old)
+
     def add(self, doc_id: int, keys: frozenset[tuple[Any, ...]]) -> None:
-        self.entries[doc_id] = keys
+        self.entries[doc_id] = tuple(keys)
         for n, mapping in enumerate(self.maps, 1):
             for key in keys:
-                mapping.setdefault(key[:n], set()).add(doc_id)
+                prefix = key[:n]
+                mapping[prefix] = _with(mapping.get(prefix), doc_id)
 
     def remove(self, doc_id: int) -> None:
         keys = self.entries.pop(doc_id)
         for n, mapping in enumerate(self.maps, 1):
             for key in keys:
-                ids = mapping.get(key[:n])
-                if ids is not None:
-                    ids.discard(doc_id)
-                    if not ids:
-                        del mapping[key[:n]]
+                prefix = key[:n]
+                held = mapping.get(prefix)
+                if held is not None:
+                    rest = _without(held, doc_id)
+                    if rest is None:
+                        del mapping[prefix]
+                    elif rest is not held:
+                        mapping[prefix] = rest
 
     def check(self, staged: dict[int, frozenset[tuple[Any, ...]]]) -> None:
         """Raise if the staged keys would collide with each other or with documents not staged."""
@@ -139,7 +191,7 @@ class Index:
         for doc_id, keys in staged.items():
             for key in keys:
                 if claimed.setdefault(key, doc_id) != doc_id or any(
-                    other not in staged for other in full.get(key, ())
+                    other not in staged for other in _ids(full.get(key))
                 ):
                     shown = dict(zip(self.fields, key))
                     raise DuplicateKeyError(
@@ -161,8 +213,8 @@ class Index:
             return None
         mapping = self.maps[used - 1]
         if n_keys == 1:  # the common case: one key, no union needed
-            return list(mapping.get(tuple(map(next, map(iter, key_sets))), ())), used
+            return _ids(mapping.get(tuple(map(next, map(iter, key_sets))))), used
         found: set[int] = set()
         for combo in itertools.product(*key_sets):
-            found.update(mapping.get(combo, ()))
+            found.update(_ids(mapping.get(combo)))
         return list(found), used

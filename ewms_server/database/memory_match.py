@@ -12,6 +12,10 @@ A filter is split (`Plan`) into
   document, a date...) is handed to mongomock's matcher for that condition;
 - the rest, handed to mongomock's matcher (`filter_applies`).
 Top-level conditions are ANDed, so deciding each part separately decides the filter.
+
+Tests take document ids: they read the document's flat record of top-level scalars
+(`record_of`), and decode the whole document (`full`) only for a dotted path, a field holding
+something else, or a mongomock condition on such fields.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from .base import Filter
 from .memory_index import SCALARS, exact_keys, matches_exact, probe_keys
 
 Doc = dict[str, Any]
-Test = Callable[[Doc], bool]
+Records = dict[int, Doc]  # document id -> its record (see `record_of`)
+Full = Callable[[int], Doc]  # document id -> the whole document (not to be modified)
+Test = Callable[[int], bool]  # of a document id
 Column = Callable[[str, list[int]], list[Any]]
 
 
@@ -36,6 +42,21 @@ class _Missing:
 
 
 MISSING = _Missing()  # what `doc.get(path, MISSING)` gives for a missing field
+# In a record, the value of a top-level field holding anything but a scalar (an array, a
+# document, a date...): such a field is decided on the whole document (so even a document
+# holding Ellipsis itself is decided right). The collector does not track Ellipsis.
+NESTED: Any = ...
+_ATOMIC = frozenset((str, int, float, bool, type(None)))
+_LOGICAL = ("$and", "$or", "$nor")
+
+
+def record_of(doc: Doc) -> Doc:
+    """The record of a document: its top-level fields, with `NESTED` for those that are not a
+    str, int, float, bool or None. As it holds no container, CPython does not track it for
+    garbage collection: the fast matcher and the sort keys read it instead of the document."""
+    return {k: v if type(v) in _ATOMIC else NESTED for k, v in doc.items()}
+
+
 _NONE = type(None)
 _CLASSES = {_NONE: 5, int: 10, float: 10, str: 15, bool: 40}  # BSON type class of a scalar
 # x OP value == SWAPPED[OP](value, x): partial(SWAPPED[OP], x) tests a field value at C speed
@@ -117,20 +138,21 @@ class Comparison:
         # index keys covering the matches, as for any condition (only `$eq` narrows)
         self.probe = probe_keys(cond) if "$eq" in ops else None
 
-    def __call__(self, doc: Doc) -> bool:
-        value = doc.get(self.path, MISSING)
+    def decide(self, value: Any, doc_id: int, full: Full) -> bool:
+        """Whether the document matches, given its field value from its record."""
         value_test = self._table[type(value)]
         if value_test is not None:
             return value_test(value)
-        return filter_applies(self._alone, doc)  # an array, a document, a date...
+        return filter_applies(self._alone, full(doc_id))  # an array, a document, a date...
 
-    def select(self, ids: list[int], values: list[Any], docs: dict[int, Doc]) -> list[int]:
+    def select(self, ids: list[int], values: list[Any], full: Full) -> list[int]:
         """The ids that match, given their field values (`MISSING` if absent), in C loops when
         the values are all of one scalar type (the usual case)."""
         kinds = set(map(type, values))
         if len(kinds) == 1 and (value_test := self._table[kinds.pop()]) is not None:
             return list(itertools.compress(ids, map(value_test, values)))
-        return [doc_id for doc_id in ids if self(docs[doc_id])]
+        decide = self.decide
+        return [doc_id for doc_id, value in zip(ids, values) if decide(value, doc_id, full)]
 
 
 def compile_condition(path: str, cond: Any) -> Comparison | None:
@@ -141,21 +163,59 @@ def compile_condition(path: str, cond: Any) -> Comparison | None:
     return None if ops is None else Comparison(path, cond, ops)
 
 
-def _exact_test(path: str, keys: frozenset[Any]) -> Test:
-    if "." in path:
-        return lambda doc: matches_exact(doc, path, keys)
+def _comparison_test(comparison: Comparison, records: Records, full: Full) -> Test:
+    path, decide = comparison.path, comparison.decide
+    return lambda doc_id: decide(records[doc_id].get(path, MISSING), doc_id, full)
 
-    def test(doc: Doc) -> bool:
-        value = doc.get(path, NOTHING)
+
+def _exact_test(path: str, keys: frozenset[Any], records: Records, full: Full) -> Test:
+    if "." in path:
+        return lambda doc_id: matches_exact(full(doc_id), path, keys)
+
+    def test(doc_id: int) -> bool:
+        value = records[doc_id].get(path, NOTHING)
         if isinstance(value, SCALARS):
             return value in keys
-        return matches_exact(doc, path, keys)
+        if value is NESTED:
+            return matches_exact(full(doc_id), path, keys)
+        return False  # null or missing: exact keys are never null
 
     return test
 
 
-def _residual_test(residual: Filter) -> Test:
-    return lambda doc: filter_applies(residual, doc)
+def _filter_paths(filter: Filter, out: set[str]) -> bool:
+    """Collect the field paths a filter reads; False if it may read others (`$expr`...)."""
+    for key, cond in filter.items():
+        if key in _LOGICAL:
+            if not isinstance(cond, list):
+                return False
+            for clause in cond:
+                if not isinstance(clause, dict) or not _filter_paths(clause, out):
+                    return False
+        elif key == "$comment":
+            continue
+        elif not isinstance(key, str) or key.startswith("$"):
+            return False
+        else:
+            out.add(key)
+    return True
+
+
+def _residual_test(residual: Filter, records: Records, full: Full) -> Test:
+    """mongomock's matcher, on the record when it holds all the fields the filter reads."""
+    paths: set[str] = set()
+    if not _filter_paths(residual, paths) or any("." in p for p in paths):
+        return lambda doc_id: filter_applies(residual, full(doc_id))
+    fields = tuple(paths)
+
+    def test(doc_id: int) -> bool:
+        record = records[doc_id]
+        for path in fields:
+            if record.get(path) is NESTED:
+                return filter_applies(residual, full(doc_id))
+        return filter_applies(residual, record)
+
+    return test
 
 
 class Plan:
@@ -195,40 +255,38 @@ class Plan:
                     if (probe := probe_keys(cond)) is not None:
                         self.probes[path] = probe
 
-    def test(self, proved: set[str]) -> Test | None:
-        """The test of one candidate document, given the exact conditions an index has proved;
-        None if every candidate matches."""
+    def test(self, proved: set[str], records: Records, full: Full) -> Test | None:
+        """The test of one candidate document (by id), given the exact conditions an index has
+        proved; None if every candidate matches."""
         tests: list[Test] = [
-            _exact_test(p, keys) for p, keys in self.exact.items() if p not in proved
+            _exact_test(p, keys, records, full) for p, keys in self.exact.items() if p not in proved
         ]
-        tests += self.comparisons
+        tests += [_comparison_test(c, records, full) for c in self.comparisons]
         if self.residual:
-            tests.append(_residual_test(self.residual))  # the slowest, so the last
+            tests.append(_residual_test(self.residual, records, full))  # the slowest, so the last
         if len(tests) <= 1:
             return tests[0] if tests else None
 
-        def test(doc: Doc) -> bool:
+        def test(doc_id: int) -> bool:
             for t in tests:
-                if not t(doc):
+                if not t(doc_id):
                     return False
             return True
 
         return test
 
     def select(
-        self, ids: list[int], docs: dict[int, Doc], column: Column, proved: set[str]
+        self, ids: list[int], records: Records, full: Full, column: Column, proved: set[str]
     ) -> list[int]:
         """The matching ids among the candidates `ids`, the conditions checked one after the other
         over all of them (cheaper than document by document); `column(path, ids)` gives the values
         of a top-level field."""
         for path, keys in self.exact.items():
             if path not in proved:
-                test = _exact_test(path, keys)
-                ids = [doc_id for doc_id in ids if test(docs[doc_id])]
+                ids = list(filter(_exact_test(path, keys, records, full), ids))
         for comparison in self.comparisons:
             if ids:
-                ids = comparison.select(ids, column(comparison.path, ids), docs)
+                ids = comparison.select(ids, column(comparison.path, ids), full)
         if self.residual and ids:  # the slowest, so the last
-            residual = self.residual
-            ids = [doc_id for doc_id in ids if filter_applies(residual, docs[doc_id])]
+            ids = list(filter(_residual_test(self.residual, records, full), ids))
         return ids

@@ -64,6 +64,19 @@ class _Bson(BsonComparable):
     __hash__ = None  # type: ignore[assignment]
 
 
+_TOP = (257,)  # ends a descending string key: above every element
+
+
+def _descending(text: str) -> tuple[int, ...]:
+    """A key ordering strings in reverse: 256 - code point, then `_TOP` (so that a prefix sorts
+    after the longer string). Plain ints, mostly cached small ones: no object for the collector
+    to track, unlike a wrapper (sort keys are remembered per document)."""
+    return (*map(_FROM_256, map(ord, text)), *_TOP)
+
+
+_FROM_256 = (256).__sub__
+
+
 class _Reversed:
     """Inverts the order of a value that cannot simply be negated."""
 
@@ -95,13 +108,15 @@ def sort_key(spec: list[tuple[str, int]]) -> SortKey:
                     out += (-10, -value) if desc else (10, value)
                     continue
                 if kind is str:
-                    out += (-15, _Reversed(value)) if desc else (15, value)
+                    out += (-15, _descending(value)) if desc else (15, value)
                     continue
             rank, value = _field_rank(doc, path, desc)
             if not desc:
                 out += (rank, value)
             elif rank in (0, 5, 10, 40):  # numbers, bools, null: negate
                 out += (-rank, -value)
+            elif rank == 15:
+                out += (-15, _descending(value))
             else:
                 out += (-rank, _Reversed(value))
         return tuple(out)

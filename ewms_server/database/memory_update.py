@@ -1,13 +1,15 @@
 """Updates for the in-memory database: `$set`, `$unset`, `$inc` and `$push` (with `$each`).
 
-An update is validated once (`ParsedUpdate`), then applied copy-on-write: stored documents are
-immutable, so only the containers on the changed paths are copied and the rest is shared.
+An update is validated once (`ParsedUpdate`), then applied copy-on-write to a document (decoded
+from its bytes, or a stored immutable one): only the containers on the changed paths are copied
+and the rest is shared.
 Also the copying of values into the store (`copy_in`, `to_blob`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Iterable
 
 import orjson
@@ -100,14 +102,17 @@ class ParsedUpdate:
                     return True
         return False
 
-    def apply(self, doc: Doc) -> Doc:
-        """The updated document; `doc` is never modified (only the containers on changed paths are
-        copied, the rest is shared: stored documents are immutable)."""
+    def apply(self, doc: Doc) -> tuple[Doc, bool]:
+        """The updated document, and whether it still survives a JSON round trip if `doc` did
+        (an `$inc` may overflow a float to infinity, which JSON cannot hold). `doc` is never
+        modified: only the containers on changed paths are copied, the rest is shared."""
         new = dict(doc)
         fresh = {id(new)}
+        exact = True
         for op, parts, operand in self.steps:
-            _apply_step(new, parts, op, operand, fresh)
-        return new
+            if _apply_step(new, parts, op, operand, fresh):
+                exact = False
+        return new, exact
 
 
 def _get(node: Any, part: str, op: str) -> Any:
@@ -132,13 +137,14 @@ def _put(node: Any, part: str, value: Any) -> None:
     node[index] = value
 
 
-def _apply_step(root: Doc, parts: tuple[str, ...], op: str, operand: Any, fresh: set[int]) -> None:
+def _apply_step(root: Doc, parts: tuple[str, ...], op: str, operand: Any, fresh: set[int]) -> bool:
+    """Apply one step in place (on fresh containers); True if it made a non-finite float."""
     node: Any = root
     for depth, part in enumerate(parts[:-1]):
         child = _get(node, part, op)
         if child is _ABSENT:
             if op == "$unset":
-                return
+                return False
             child = {}
         elif isinstance(child, (dict, list)):
             if id(child) in fresh:
@@ -146,7 +152,7 @@ def _apply_step(root: Doc, parts: tuple[str, ...], op: str, operand: Any, fresh:
                 continue
             child = dict(child) if isinstance(child, dict) else list(child)
         elif op == "$unset":
-            return
+            return False
         else:
             where = ".".join(parts[: depth + 1])
             raise ValueError(f"cannot create field {parts[depth + 1]!r} in {where!r}: {child!r}")
@@ -167,7 +173,9 @@ def _apply_step(root: Doc, parts: tuple[str, ...], op: str, operand: Any, fresh:
         if current is _ABSENT:
             _put(node, last, operand)
         elif _is_number(current):
-            _put(node, last, current + operand)
+            total = current + operand
+            _put(node, last, total)
+            return isinstance(total, float) and not math.isfinite(total)
         else:
             raise ValueError(f"cannot $inc the non-numeric field {'.'.join(parts)!r}")
     elif current is _ABSENT:  # $push
@@ -176,3 +184,4 @@ def _apply_step(root: Doc, parts: tuple[str, ...], op: str, operand: Any, fresh:
         _put(node, last, current + operand)
     else:
         raise ValueError(f"cannot $push to the non-array field {'.'.join(parts)!r}")
+    return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import itertools
 import math
 from typing import Any, Coroutine
@@ -504,6 +505,45 @@ async def test_database_collections_and_ping() -> None:
     db.close()
     with pytest.raises(ConnectionError):
         await db.ping()
+
+
+# --- garbage collector load -----------------------------------------------------------------
+
+
+async def test_stored_documents_add_no_work_for_the_garbage_collector(
+    coll: MemoryCollection,
+) -> None:
+    """Documents are kept as bytes beside flat records of scalars, and indexes and caches hold
+    no container per document: a full collection does not grow with the documents stored."""
+    n = 3000
+    await coll.create_index([("uuid", 1)], unique=True)
+    await coll.create_index([("group", 1), ("phase", 1)])
+    await coll.create_index([("pair", 1)])  # two documents per value
+    await coll.create_index([("tags", 1)])  # multikey
+    await coll.create_index([("sub.a.x", 1)])  # dotted
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(n):  # documents made on the fly: the test itself keeps none
+        await coll.insert_one(
+            {"uuid": f"u{i:06d}", "group": f"g{i % 10}", "phase": "p", "pair": i // 2,
+             "prio": i % 7, "lease": 0.0, "name": f"n{i}", "tags": [f"t{i % 5}", "all"],
+             "sub": {"a": {"b": [i, {"c": i}]}}, "log": [{"k": k, "v": "x" * 9} for k in range(5)]}
+        )  # fmt: skip
+    for i in range(0, n, 3):
+        await coll.update_one({"uuid": f"u{i:06d}"}, {"$set": {"sub.a.x": i, "lease": 1.0}})
+    for sort in ([("prio", -1), ("lease", 1)], [("name", -1)], [("sub.a.x", 1)]):  # cached keys
+        assert len(await coll.find({"lease": {"$gte": 0}}, sort=sort)) == n
+    assert await coll.count_documents({"tags": "all", "sub.a.b.c": {"$gte": 0}}) == n
+    claimed = await coll.find_one_and_update(
+        {"group": "g3", "phase": "p", "lease": {"$lte": 0.5}},
+        {"$set": {"lease": 2.0}},
+        sort=[("prio", -1), ("name", 1)],
+    )
+    assert claimed is not None and claimed["sub"]["a"]["b"][1]["c"] == int(claimed["uuid"][1:])
+    gc.collect()
+    gc.collect()  # each collection stops tracking one more level of nested tuples of scalars
+    grown = len(gc.get_objects()) - before
+    assert grown < n / 10, f"{grown} more objects tracked by the garbage collector"
 
 
 # --- differential test against mongomock ------------------------------------------------------
