@@ -71,8 +71,7 @@ class MQActivation:
         return len(pending) == BATCH
 
     async def _activate_workflow(self, wid: str) -> None:
-        profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
-        mqids = [p["mqid"] for p in profiles]
+        mqids = await self._mqids(wid)
         access = await self.broker.activate_workflow(wid, mqids) if mqids else {}
         for mqid, a in access.items():
             await self.store.update_one(
@@ -105,6 +104,10 @@ class MQActivation:
         )
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
 
+    async def _mqids(self, wid: str) -> list[str]:
+        profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
+        return [p["mqid"] for p in profiles]
+
     async def _retire(self) -> None:
         now = time.time()
         ended = await self.store.workflows.find(
@@ -122,16 +125,16 @@ class MQActivation:
         for wf in ended:
             await asyncio.sleep(0)  # the embedded engine never yields: let requests in
             wid = wf["workflow_id"]
-            profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
-            mqids = [p["mqid"] for p in profiles]
             ended_for = now - (wf["deactivated_ts"] or now)
+            if not wf["queues_revoked"] and ended_for < self.revoke_max_wait_s:
+                live = await self.store.taskforces.count_documents(
+                    {"workflow_id": wid, "phase": {"$nin": [str(p) for p in TERMINAL]}}
+                )
+                if live:
+                    continue  # pilots are still being removed: let them end cleanly
+            mqids = await self._mqids(wid)
             try:
                 if not wf["queues_revoked"]:
-                    live = await self.store.taskforces.count_documents(
-                        {"workflow_id": wid, "phase": {"$nin": [str(p) for p in TERMINAL]}}
-                    )
-                    if live and ended_for < self.revoke_max_wait_s:
-                        continue  # pilots are still being removed: let them end cleanly
                     await self.broker.deactivate_workflow(wid, mqids)
                     await self.store.update_many(
                         "mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": False}}
