@@ -13,7 +13,7 @@ from ewms_server.database.workflows import create_workflow
 from ewms_server.loops.base import LoopState, run_loop
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, wait_until, workflow_body
-from tests.server.helpers import phase_of, take_starter, wait_phase
+from tests.server.helpers import phase_of, submit, take_starter, wait_phase
 
 
 async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str) -> None:
@@ -157,20 +157,25 @@ class RecordingBroker(FlakyBroker):
         self.deleted.append(workflow_id)
 
 
+async def end_submitted_workflow(srv: RunningServer, action: str) -> tuple[str, str, RestClient]:
+    """A workflow whose taskforce reached HTCondor, then ended by `action`; returns
+    (workflow id, taskforce uuid, a TMS client)."""
+    user = RestClient(srv.url, token=srv.token(), retries=0)
+    tms = RestClient(srv.url, token=srv.token(role="system-tms", sub="tms"), retries=0)
+    made = await user.request("POST", "/v1/workflows", workflow_body())
+    wid, uuid = made["workflow"]["workflow_id"], made["taskforces"][0]["taskforce_uuid"]
+    await take_starter(tms)
+    await submit(tms, uuid)
+    await user.request("POST", f"/v1/workflows/{wid}/actions/{action}")
+    return wid, uuid, tms
+
+
 async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
     """Revoking while the TMS still removes the pilots would end each in FatalError."""
-    from tests.server.helpers import submit
-
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0"}
     async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
-        user = RestClient(srv.url, token=srv.token(), retries=0)
-        tms = RestClient(srv.url, token=srv.token(role="system-tms", sub="tms"), retries=0)
-        made = await user.request("POST", "/v1/workflows", workflow_body())
-        wid, uuid = made["workflow"]["workflow_id"], made["taskforces"][0]["taskforce_uuid"]
-        await take_starter(tms)
-        await submit(tms, uuid)
-        await user.request("POST", f"/v1/workflows/{wid}/actions/finished")
+        wid, uuid, tms = await end_submitted_workflow(srv, "finished")
         await asyncio.sleep(1.0)  # several loop passes
         assert broker.revoked == [] and broker.deleted == []
         await tms.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}")
@@ -185,14 +190,7 @@ async def test_credentials_revoked_at_the_latest_after_max_wait(backend: str) ->
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0.5"}
     async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
-        user = RestClient(srv.url, token=srv.token(), retries=0)
-        tms = RestClient(srv.url, token=srv.token(role="system-tms", sub="tms"), retries=0)
-        made = await user.request("POST", "/v1/workflows", workflow_body())
-        await take_starter(tms)
-        from tests.server.helpers import submit
-
-        await submit(tms, made["taskforces"][0]["taskforce_uuid"])
-        await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
+        wid, _, _ = await end_submitted_workflow(srv, "abort")
         # the TMS never removes the cluster: the credentials are revoked anyway
-        await wait_until(lambda: asyncio.sleep(0, broker.revoked == [made["workflow"]["workflow_id"]]), timeout=5)
+        await wait_until(lambda: asyncio.sleep(0, broker.revoked == [wid]), timeout=5)
         assert broker.deleted == []  # the default 24 h grace before deleting queues
