@@ -13,7 +13,8 @@ import math
 import random
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ewms_server.database.base import Collection
 from ewms_server.database.driver import open_database

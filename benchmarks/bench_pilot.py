@@ -25,9 +25,9 @@ import pika
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ewms_pilot.broker import connection_url  # noqa: E402
-from ewms_server.broker.base import QueueAccess  # noqa: E402
-from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings  # noqa: E402
+from ewms_pilot.broker import connection_url
+from ewms_server.broker.base import QueueAccess
+from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
 
 # one exec per task (dash builtins only): the cost measured is the pilot's, not the task's
 TRIVIAL_TASK = ("/bin/sh", """-c 'read -r x < "$EWMS_TASK_INFILE"; echo "$x" > "$EWMS_TASK_OUTFILE"'""")
@@ -37,7 +37,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def channel_for(access: QueueAccess) -> pika.adapters.blocking_connection.BlockingChannel:
     assert access.broker_address and access.auth_token
     conn = pika.BlockingConnection(
-        pika.URLParameters(connection_url(access.broker_address, access.auth_token)))
+        pika.URLParameters(connection_url(access.broker_address, access.auth_token))
+    )
     ch = conn.channel()
     ch.confirm_delivery()
     return ch
@@ -72,31 +73,60 @@ def raw_rate(access: QueueAccess, n: int, deadline: float) -> float:
     return got / elapsed
 
 
-def pilot_rate(accesses: dict[str, QueueAccess], q_in: str, q_out: str, args: argparse.Namespace,
-               deadline: float) -> tuple[float, int]:
+def pilot_rate(
+    accesses: dict[str, QueueAccess], q_in: str, q_out: str, args: argparse.Namespace, deadline: float
+) -> tuple[float, int]:
     ch = channel_for(accesses[q_in])
     publish(ch, q_in, args.tasks)  # preloaded, not timed
     with tempfile.TemporaryDirectory(prefix="ewms-bench-") as tmp:
         auth_file = os.path.join(tmp, "auth.json")
         fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, json.dumps({m: {"auth_token": a.auth_token, "broker_type": a.broker_type,
-                                     "broker_address": a.broker_address}
-                                 for m, a in accesses.items()}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    m: {
+                        "auth_token": a.auth_token,
+                        "broker_type": a.broker_type,
+                        "broker_address": a.broker_address,
+                    }
+                    for m, a in accesses.items()
+                }
+            ).encode(),
+        )
         os.close(fd)
-        env = dict(os.environ, EWMS_PILOT_TASK_IMAGE=TRIVIAL_TASK[0],
-                   EWMS_PILOT_TASK_ARGS=TRIVIAL_TASK[1], EWMS_PILOT_QUEUE_INCOMING=q_in,
-                   EWMS_PILOT_QUEUE_OUTGOING=q_out, EWMS_PILOT_QUEUE_AUTH_FILE=auth_file,
-                   EWMS_PILOT_RUNNER="process", EWMS_PILOT_CHIRP="none",
-                   EWMS_PILOT_MAX_CONCURRENT_TASKS=str(args.concurrency),
-                   EWMS_PILOT_PREFETCH=str(args.concurrency * 2),
-                   EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="2", EWMS_PILOT_WORK_DIR=tmp,
-                   PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(
-                       os.path.dirname(os.path.abspath(__file__))),
-                       os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            EWMS_PILOT_TASK_IMAGE=TRIVIAL_TASK[0],
+            EWMS_PILOT_TASK_ARGS=TRIVIAL_TASK[1],
+            EWMS_PILOT_QUEUE_INCOMING=q_in,
+            EWMS_PILOT_QUEUE_OUTGOING=q_out,
+            EWMS_PILOT_QUEUE_AUTH_FILE=auth_file,
+            EWMS_PILOT_RUNNER="process",
+            EWMS_PILOT_CHIRP="none",
+            EWMS_PILOT_MAX_CONCURRENT_TASKS=str(args.concurrency),
+            EWMS_PILOT_PREFETCH=str(args.concurrency * 2),
+            EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="2",
+            EWMS_PILOT_WORK_DIR=tmp,
+            PYTHONPATH=os.pathsep.join(
+                filter(
+                    None,
+                    [
+                        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        os.environ.get("PYTHONPATH"),
+                    ],
+                )
+            ),
+        )
         t0 = time.monotonic()
-        pilots = [subprocess.Popen([sys.executable, "-m", "ewms_pilot", "--log-level", "WARNING"],
-                                   env=env, stdout=subprocess.DEVNULL)
-                  for _ in range(args.pilots)]
+        pilots = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ewms_pilot", "--log-level", "WARNING"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for _ in range(args.pilots)
+        ]
         try:
             got = consume(ch, q_out, args.tasks, deadline)
             elapsed = time.monotonic() - t0
@@ -110,9 +140,10 @@ def pilot_rate(accesses: dict[str, QueueAccess], q_in: str, q_out: str, args: ar
 
 
 async def amain(args: argparse.Namespace) -> dict[str, object]:
-    settings = RabbitMQSettings.from_env(os.environ | {
-        "EWMS_BROKER_URL": os.environ.get("EWMS_BROKER_URL",
-                                          "amqp://guest:guest@127.0.0.1:5672/%2F")})
+    settings = RabbitMQSettings.from_env(
+        os.environ
+        | {"EWMS_BROKER_URL": os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")}
+    )
     if urlsplit(settings.broker_url).hostname not in LOOPBACK:
         raise SystemExit("bench_pilot.py runs against a loopback broker only")
     adapter = RabbitMQBrokerAdapter(settings)
@@ -128,8 +159,8 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
         for _ in range(args.rounds):
             raws.append(await asyncio.to_thread(raw_rate, accesses[q_raw], args.tasks, deadline))
             rate, got = await asyncio.to_thread(
-                pilot_rate, {q_in: accesses[q_in], q_out: accesses[q_out]}, q_in, q_out, args,
-                deadline)
+                pilot_rate, {q_in: accesses[q_in], q_out: accesses[q_out]}, q_in, q_out, args, deadline
+            )
             pilots.append(rate)
             dones.append(got)
         raw, pilot, done = statistics.median(raws), statistics.median(pilots), min(dones)
@@ -138,20 +169,31 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
         await adapter.delete_queues(wf, [q_raw, q_in, q_out])
         await adapter.close()
     return {
-        "benchmark": "bench_pilot", "tasks": args.tasks, "tasks_done": done,
-        "pilots": args.pilots, "concurrency_per_pilot": args.concurrency,
-        "task": " ".join(TRIVIAL_TASK), "runner": "process", "queue_type": "quorum",
-        "pilot_tasks_per_s": round(pilot, 1), "raw_publish_consume_msgs_per_s": round(raw, 1),
-        "rounds": args.rounds, "pilot_rounds_tasks_per_s": [round(x, 1) for x in pilots],
+        "benchmark": "bench_pilot",
+        "tasks": args.tasks,
+        "tasks_done": done,
+        "pilots": args.pilots,
+        "concurrency_per_pilot": args.concurrency,
+        "task": " ".join(TRIVIAL_TASK),
+        "runner": "process",
+        "queue_type": "quorum",
+        "pilot_tasks_per_s": round(pilot, 1),
+        "raw_publish_consume_msgs_per_s": round(raw, 1),
+        "rounds": args.rounds,
+        "pilot_rounds_tasks_per_s": [round(x, 1) for x in pilots],
         "raw_rounds_msgs_per_s": [round(x, 1) for x in raws],
-        "ratio": round(pilot / raw, 3), "target_ratio": 0.5, "meets_target": pilot / raw >= 0.5,
-        "timed_out": done < args.tasks, "cpus": os.cpu_count(),
+        "ratio": round(pilot / raw, 3),
+        "target_ratio": 0.5,
+        "meets_target": pilot / raw >= 0.5,
+        "timed_out": done < args.tasks,
+        "cpus": os.cpu_count(),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--pilots", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4, help="tasks at once per pilot")

@@ -102,15 +102,17 @@ def log(*a: Any) -> None:
 def workflow_body(locations: list[str], priority: int | None = None, tag: str = "x") -> dict[str, Any]:
     """1 task at the given locations, queues in -> out (2 queues), like tests/conftest.py."""
     body: dict[str, Any] = {
-        "tasks": [{
-            "cluster_locations": list(locations),
-            "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/skymap:latest",
-            "task_args": f"python -m skymap.reco --event {tag} --nside 8",
-            "input_queue_aliases": ["in"],
-            "output_queue_aliases": ["out"],
-            "worker_config": dict(WORKER_CONFIG),
-            "n_workers": 100,
-        }],
+        "tasks": [
+            {
+                "cluster_locations": list(locations),
+                "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/skymap:latest",
+                "task_args": f"python -m skymap.reco --event {tag} --nside 8",
+                "input_queue_aliases": ["in"],
+                "output_queue_aliases": ["out"],
+                "worker_config": dict(WORKER_CONFIG),
+                "n_workers": 100,
+            }
+        ],
         "public_queue_aliases": ["in", "out"],
     }
     if priority is not None:
@@ -121,12 +123,18 @@ def workflow_body(locations: list[str], priority: int | None = None, tag: str = 
 def statuses_body(uuids: list[str]) -> dict[str, Any]:
     return {
         "compound_statuses_by_taskforce": {
-            u: {"RUNNING": {"Tasking": 40 + i % 7, "IdleAfterTasking": 3}, "IDLE": {"null": 50 - i % 7},
-                "HELD: Memory usage exceeded request_memory": {"FatalError": 1}}
+            u: {
+                "RUNNING": {"Tasking": 40 + i % 7, "IdleAfterTasking": 3},
+                "IDLE": {"null": 50 - i % 7},
+                "HELD: Memory usage exceeded request_memory": {"FatalError": 1},
+            }
             for i, u in enumerate(uuids)
         },
         "top_task_errors_by_taskforce": {
-            u: {"ValueError: reco did not converge": 2 + i % 3, "OSError: [Errno 28] No space left on device": 1}
+            u: {
+                "ValueError: reco did not converge": 2 + i % 3,
+                "OSError: [Errno 28] No space left on device": 1,
+            }
             for i, u in enumerate(uuids)
         },
     }
@@ -142,7 +150,9 @@ def _emit_ready(info: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _seed(store: Any, cfg: Any, n_taskforces: int, pending_at_target: int, rng: random.Random) -> dict[str, Any]:
+async def _seed(
+    store: Any, cfg: Any, n_taskforces: int, pending_at_target: int, rng: random.Random
+) -> dict[str, Any]:
     """Fill the store through create_workflow + checked updates; return what the READY line reports."""
     from ewms_server import documents
     from ewms_server.database.store import Caller
@@ -175,8 +185,16 @@ async def _seed(store: Any, cfg: Any, n_taskforces: int, pending_at_target: int,
         "cancelled": [P.PRE_LAUNCH, P.PENDING_STARTER, P.CANCELLED],
         "submit-failed": [P.PRE_LAUNCH, P.PENDING_STARTER, P.SUBMIT_FAILED],
     }
-    who = {P.PRE_LAUNCH: mq, P.PENDING_STARTER: lc, P.CONDOR_SUBMIT: tms, P.PENDING_STOPPER: "user:alice",
-           P.CONDOR_RM: tms, P.CONDOR_COMPLETE: tms, P.CANCELLED: "user:alice", P.SUBMIT_FAILED: tms}
+    who = {
+        P.PRE_LAUNCH: mq,
+        P.PENDING_STARTER: lc,
+        P.CONDOR_SUBMIT: tms,
+        P.PENDING_STOPPER: "user:alice",
+        P.CONDOR_RM: tms,
+        P.CONDOR_COMPLETE: tms,
+        P.CANCELLED: "user:alice",
+        P.SUBMIT_FAILED: tms,
+    }
     now = time.time()
     n_recent_finished = 0
     cluster = 100_000
@@ -191,14 +209,23 @@ async def _seed(store: Any, cfg: Any, n_taskforces: int, pending_at_target: int,
         created = await create_workflow(store, cfg.cluster_locations, user, workflow_body(locs, prio, str(i)))
         wid = created["workflow"]["workflow_id"]
         chain = chains[cls]
-        entries = [documents.log_entry(target_phase=p, was_successful=True, source_entity=who[p]) for p in chain]
+        entries = [
+            documents.log_entry(target_phase=p, was_successful=True, source_entity=who[p]) for p in chain
+        ]
         tf_set: dict[str, Any] = {"phase": str(chain[-1])}
         if P.CONDOR_SUBMIT in chain:
             cluster += 1
             tf_set.update(
-                cluster_id=cluster, n_workers=100,
-                submit_dict={"executable": "/bin/bash", "request_cpus": "1", "request_memory": "2G",
-                             "+FileSystemDomain": "blah", "transfer_input_files": "", "queue": 100},
+                cluster_id=cluster,
+                n_workers=100,
+                submit_dict={
+                    "executable": "/bin/bash",
+                    "request_cpus": "1",
+                    "request_memory": "2G",
+                    "+FileSystemDomain": "blah",
+                    "transfer_input_files": "",
+                    "queue": 100,
+                },
                 job_event_log_fpath=f"/scratch/ewms/tms/{time.strftime('%Y-%m-%d')}/ewms-jel.log",
                 compound_statuses={"RUNNING": {"Tasking": 60}, "IDLE": {"null": 40}},
                 top_task_errors={"ValueError: reco did not converge": 3},
@@ -208,17 +235,29 @@ async def _seed(store: Any, cfg: Any, n_taskforces: int, pending_at_target: int,
             tf_set["condor_complete_ts"] = now
         if cls == "submit-failed":
             tf_set["n_failed_submits"] = 3
-        await store.update_many("taskforces", {"workflow_id": wid}, {"$set": tf_set, "$push": {"phase_change_log": {"$each": entries}}})
+        await store.update_many(
+            "taskforces",
+            {"workflow_id": wid},
+            {"$set": tf_set, "$push": {"phase_change_log": {"$each": entries}}},
+        )
         ended = cls in ("pending-stopper", "condor-rm", "condor-complete", "cancelled")
         await store.update_many("mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": not ended}})
         if ended:
             recent = cls != "condor-complete" or n_recent_finished < 200  # queues kept for the grace period
             n_recent_finished += cls == "condor-complete" and recent
-            await store.update_one("workflows", {"workflow_id": wid}, {"$set": {
-                "deactivated": "FINISHED" if cls == "condor-complete" else "ABORTED",
-                "deactivated_ts": now, "taskforces_stopped": True, "queues_revoked": True,
-                "queues_deleted": not recent,
-            }})
+            await store.update_one(
+                "workflows",
+                {"workflow_id": wid},
+                {
+                    "$set": {
+                        "deactivated": "FINISHED" if cls == "condor-complete" else "ABORTED",
+                        "deactivated_ts": now,
+                        "taskforces_stopped": True,
+                        "queues_revoked": True,
+                        "queues_deleted": not recent,
+                    }
+                },
+            )
     seed_s = time.perf_counter() - t0
     mix: dict[str, dict[str, int]] = {}
     for tf in await store.taskforces.find({}, projection=["schedd", "phase"]):
@@ -269,8 +308,10 @@ async def _serve_bare(args: argparse.Namespace) -> None:
     import tornado.netutil
     import tornado.web
 
-    logging.basicConfig(level=os.environ.get("EWMS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("EWMS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     class Bare(tornado.web.RequestHandler):
         def get(self) -> None:
@@ -302,7 +343,9 @@ def _lua(method: str, headers: dict[str, str], body_path: str | None) -> str:
     for k, v in headers.items():
         lines.append(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}")
     if body_path:
-        lines.append(f'local f = assert(io.open({json.dumps(body_path)}, "rb")); wrk.body = f:read("*a"); f:close()')
+        lines.append(
+            f'local f = assert(io.open({json.dumps(body_path)}, "rb")); wrk.body = f:read("*a"); f:close()'
+        )
     lines.append(r"""
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -350,8 +393,17 @@ class Load:
             return f"wrk ({out.split(' Copyright')[0].strip()})"
         return "python asyncio raw-socket keep-alive client (separate process)"
 
-    def run(self, port: int, path: str, method: str, headers: dict[str, str], body: bytes | None,
-            conns: int, duration: float, pid: int | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        port: int,
+        path: str,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        conns: int,
+        duration: float,
+        pid: int | None = None,
+    ) -> dict[str, Any]:
         self.n += 1
         body_path = None
         if body is not None:
@@ -359,16 +411,36 @@ class Load:
             with open(body_path, "wb") as f:
                 f.write(body)
         url = f"http://127.0.0.1:{port}{path}"
-        secs = max(1, int(round(duration)))
+        secs = max(1, round(duration))
         if self.kind == "wrk":
             script = os.path.join(self.tmp, f"s{self.n}.lua")
             with open(script, "w") as f:
                 f.write(_lua(method, headers, body_path))
-            cmd = [*self.pin_gen, "wrk", "-t", str(self.args.threads), "-c", str(conns), "-d", f"{secs}s",
-                   "--timeout", "5s", "-s", script, url]
+            cmd = [
+                *self.pin_gen,
+                "wrk",
+                "-t",
+                str(self.args.threads),
+                "-c",
+                str(conns),
+                "-d",
+                f"{secs}s",
+                "--timeout",
+                "5s",
+                "-s",
+                script,
+                url,
+            ]
         else:
-            spec = {"port": port, "path": path, "method": method, "headers": headers, "body_path": body_path,
-                    "conns": conns, "duration": secs}
+            spec = {
+                "port": port,
+                "path": path,
+                "method": method,
+                "headers": headers,
+                "body_path": body_path,
+                "conns": conns,
+                "duration": secs,
+            }
             cmd = [*self.pin_gen, sys.executable, os.path.abspath(__file__), "--_loadgen", json.dumps(spec)]
         c0, t0 = _cpu_now(pid), time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
@@ -378,10 +450,12 @@ class Load:
             other = ((c1[0] - c0[0]) - (c1[1] - c0[1]) - (c1[2] - c0[2])) / _HZ / elapsed
         for line in proc.stdout.splitlines():
             if line.startswith("BENCHJSON "):
-                raw = json.loads(line[len("BENCHJSON "):])
+                raw = json.loads(line[len("BENCHJSON ") :])
                 break
         else:
-            raise RuntimeError(f"load generator gave no result: rc={proc.returncode} {proc.stdout} {proc.stderr}")
+            raise RuntimeError(
+                f"load generator gave no result: rc={proc.returncode} {proc.stdout} {proc.stderr}"
+            )
         errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
         return {
             "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
@@ -395,11 +469,20 @@ class Load:
             "other_processes_busy_cores": None if other is None else round(max(other, 0.0), 2),
         }
 
-    def pair(self, label: str, ours: "Proc", bare: "Proc", path: str, method: str, headers: dict[str, str],
-             body: bytes | None, conns: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def pair(
+        self,
+        label: str,
+        ours: Proc,
+        bare: Proc,
+        path: str,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        conns: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Ours and bare, alternating over `rounds` rounds (each after a warm-up), aggregated."""
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "bare": []}
-        per = max(1, int(round(self.args.duration / self.args.rounds)))
+        per = max(1, round(self.args.duration / self.args.rounds))
         for _ in range(self.args.rounds):
             for name, p in (("ours", ours), ("bare", bare)):
                 if self.args.warmup > 0:
@@ -408,14 +491,23 @@ class Load:
         out = []
         for name in ("ours", "bare"):
             rs = runs[name]
-            med = lambda k: round(statistics.median(r[k] for r in rs), 3)  # noqa: E731
+
+            def med(k: str, rs: list[dict[str, Any]] = rs) -> float:
+                return round(statistics.median(r[k] for r in rs), 3)
+
             total_s = sum(r["requests"] / r["rps"] for r in rs if r["rps"])
-            others = [r["other_processes_busy_cores"] for r in rs if r["other_processes_busy_cores"] is not None]
+            others = [
+                r["other_processes_busy_cores"] for r in rs if r["other_processes_busy_cores"] is not None
+            ]
             res = {
                 "rps": round(sum(r["requests"] for r in rs) / total_s, 1) if total_s else 0.0,
                 "requests": sum(r["requests"] for r in rs),
-                "mean_ms": round(sum(r["mean_ms"] * r["requests"] for r in rs) / max(1, sum(r["requests"] for r in rs)), 3),
-                "p50_ms": med("p50_ms"), "p90_ms": med("p90_ms"), "p99_ms": med("p99_ms"),
+                "mean_ms": round(
+                    sum(r["mean_ms"] * r["requests"] for r in rs) / max(1, sum(r["requests"] for r in rs)), 3
+                ),
+                "p50_ms": med("p50_ms"),
+                "p90_ms": med("p90_ms"),
+                "p99_ms": med("p99_ms"),
                 "p99_worst_round_ms": max(r["p99_ms"] for r in rs),
                 "max_ms": max(r["max_ms"] for r in rs),
                 "rounds_rps": [r["rps"] for r in rs],
@@ -465,7 +557,7 @@ async def _loadgen_main(spec: dict[str, Any]) -> None:
                 lat.append(time.perf_counter() - t0)
                 if not 200 <= status < 400:
                     errs["errors_status"] += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             errs["errors_timeout"] += 1
         except (OSError, asyncio.IncompleteReadError):
             errs["errors_read"] += 1
@@ -479,9 +571,16 @@ async def _loadgen_main(spec: dict[str, Any]) -> None:
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q / 100 * len(lat)))] * 1e6 if lat else 0.0
 
-    out = {"requests": len(lat), "duration_us": elapsed * 1e6, **errs,
-           "mean_us": statistics.fmean(lat) * 1e6 if lat else 0.0,
-           "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99), "max_us": lat[-1] * 1e6 if lat else 0.0}
+    out = {
+        "requests": len(lat),
+        "duration_us": elapsed * 1e6,
+        **errs,
+        "mean_us": statistics.fmean(lat) * 1e6 if lat else 0.0,
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+        "max_us": lat[-1] * 1e6 if lat else 0.0,
+    }
     print("BENCHJSON " + json.dumps(out), flush=True)
 
 
@@ -498,8 +597,13 @@ class Proc:
         self.logpath = os.path.join(logdir, f"{name}.log")
         self.logf = open(self.logpath, "wb")
         prefix = ["taskset", "-c", "1"] if pin else []
-        self.p = subprocess.Popen([*prefix, sys.executable, os.path.abspath(__file__), *argv],
-                                  stdout=subprocess.PIPE, stderr=self.logf, env=env, cwd=REPO)
+        self.p = subprocess.Popen(
+            [*prefix, sys.executable, os.path.abspath(__file__), *argv],
+            stdout=subprocess.PIPE,
+            stderr=self.logf,
+            env=env,
+            cwd=REPO,
+        )
         self.info: dict[str, Any] = {}
 
     def wait_ready(self, timeout: float) -> dict[str, Any]:
@@ -520,7 +624,7 @@ class Proc:
         line = buf.split(b"\n", 1)[0].decode()
         if not line.startswith("READY "):
             raise RuntimeError(f"{self.name}: unexpected output {line[:200]!r}")
-        self.info = json.loads(line[len("READY "):])
+        self.info = json.loads(line[len("READY ") :])
         return self.info
 
     def _tail(self) -> str:
@@ -566,7 +670,7 @@ class Client:
 
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 def _post_to_pending(port: int, bare_port: int, user: str, tms: str, n: int, poll_s: float) -> dict[str, Any]:
@@ -596,9 +700,17 @@ def _post_to_pending(port: int, bare_port: int, user: str, tms: str, n: int, pol
         lats.append(t2 - t1)
         posts.append(t1 - t0)
         polls.append(k)
-        status, _ = c.req("POST", f"/v1/tms/condor-submit/taskforces/{tf['taskforce_uuid']}", tms, {
-            "cluster_id": 900_000 + i, "n_workers": 1, "submit_dict": {"queue": 1},
-            "job_event_log_fpath": "/scratch/ewms/lat.log"})
+        status, _ = c.req(
+            "POST",
+            f"/v1/tms/condor-submit/taskforces/{tf['taskforce_uuid']}",
+            tms,
+            {
+                "cluster_id": 900_000 + i,
+                "n_workers": 1,
+                "submit_dict": {"queue": 1},
+                "job_event_log_fpath": "/scratch/ewms/lat.log",
+            },
+        )
         assert status == 200, status
         time.sleep(0.01)
     c.close()
@@ -618,8 +730,11 @@ def _post_to_pending(port: int, bare_port: int, user: str, tms: str, n: int, pol
         "max_ms": ms(max(lats)),
         "polls_per_sample_p50": _pct([float(p) for p in polls], 50),
         "post_latency_p50_ms": ms(_pct(posts, 50)),
-        "bare": {"what": "one GET round trip to the bare handler with the same client (resolution floor)",
-                 "rtt_p50_ms": ms(_pct(rtts, 50)), "rtt_p90_ms": ms(_pct(rtts, 90))},
+        "bare": {
+            "what": "one GET round trip to the bare handler with the same client (resolution floor)",
+            "rtt_p50_ms": ms(_pct(rtts, 50)),
+            "rtt_p90_ms": ms(_pct(rtts, 90)),
+        },
         "generator": "python http.client keep-alive (in the orchestrating process)",
     }
 
@@ -634,13 +749,21 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
     user = mint_token(secret, sub="alice", role="user", expires_s=86400)
     tms = mint_token(secret, sub="bench-tms", role="system-tms", expires_s=86400)
-    base_env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                "EWMS_LOG_LEVEL": args.log_level}
+    base_env = {
+        **os.environ,
+        "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "EWMS_LOG_LEVEL": args.log_level,
+    }
     for k in [k for k in base_env if k.startswith("EWMS_")]:
         if k != "EWMS_LOG_LEVEL":
             del base_env[k]
-    ours_env = {**base_env, "EWMS_AUTH_SECRET": secret, "EWMS_REST_HOST": "127.0.0.1", "EWMS_REST_PORT": "0",
-                "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS)}
+    ours_env = {
+        **base_env,
+        "EWMS_AUTH_SECRET": secret,
+        "EWMS_REST_HOST": "127.0.0.1",
+        "EWMS_REST_PORT": "0",
+        "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS),
+    }
     procs: list[Proc] = []
     out: dict[str, Any] = {"benchmark": "bench_server"}
     with tempfile.TemporaryDirectory(prefix="bench_server_") as tmp:
@@ -651,15 +774,22 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
             out["config"] = {
                 "mode": "quick" if args.quick else "full",
-                "connections": args.connections, "threads": args.threads if load.kind == "wrk" else 1,
-                "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+                "connections": args.connections,
+                "threads": args.threads if load.kind == "wrk" else 1,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "rounds": args.rounds,
                 "aggregation": "rps = all requests / all measured time; p50/p90/p99 = median over rounds "
-                               "(wrk reports percentiles per run); ours and bare alternate round by round",
+                "(wrk reports percentiles per run); ours and bare alternate round by round",
                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                 "cpu_pinning": "servers on CPU 1, load generator on CPU 0" if args.pin else "none",
-                "database": "embedded in-memory (EWMS_MONGODB_URL unset)", "broker": "none (null adapter)",
-                "log_level": args.log_level + " (logging.basicConfig like `python -m ewms_server`; tornado access log on at INFO)",
-                "loop_interval_s": 15, "tornado": tornado.version, "python": platform.python_version(),
+                "database": "embedded in-memory (EWMS_MONGODB_URL unset)",
+                "broker": "none (null adapter)",
+                "log_level": args.log_level
+                + " (logging.basicConfig like `python -m ewms_server`; tornado access log on at INFO)",
+                "loop_interval_s": 15,
+                "tornado": tornado.version,
+                "python": platform.python_version(),
             }
             bare = Proc("bare", ["--_serve", "bare"], base_env, tmp, args.pin)
             procs.append(bare)
@@ -675,13 +805,26 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             conns = args.connections
 
             # ---- 1. pending-starter ----
-            r_empty, r_bare_get0 = load.pair("pending-starter, empty db", empty, bare, ps_path, "GET", auth_tms, None, conns)
+            r_empty, r_bare_get0 = load.pair(
+                "pending-starter, empty db", empty, bare, ps_path, "GET", auth_tms, None, conns
+            )
             empty.stop()
 
             log(f"seeding {args.taskforces} taskforces in the server process...")
-            seeded = Proc("ours-seeded", ["--_serve", "ours", "--seed", str(args.taskforces),
-                                          "--pending-at-target", str(args.pending_at_target)],
-                          {**ours_env, "EWMS_STARTER_LEASE_S": "0"}, tmp, args.pin)
+            seeded = Proc(
+                "ours-seeded",
+                [
+                    "--_serve",
+                    "ours",
+                    "--seed",
+                    str(args.taskforces),
+                    "--pending-at-target",
+                    str(args.pending_at_target),
+                ],
+                {**ours_env, "EWMS_STARTER_LEASE_S": "0"},
+                tmp,
+                args.pin,
+            )
             procs.append(seeded)
             info = seeded.wait_ready(600)
             log(f"seeded in {info['seed_s']} s: {info['mix_by_schedd_phase']}")
@@ -690,30 +833,39 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             assert status == 200 and got["taskforce"]["schedd"] == TARGET_SCHEDD, (status, got)
             assert got["taskforce"]["phase"] == "pending-starter" and len(got["mqprofiles"]) == 2
             c.close()
-            r_seeded, r_bare_get = load.pair("pending-starter, seeded db", seeded, bare, ps_path, "GET", auth_tms, None, conns)
+            r_seeded, r_bare_get = load.pair(
+                "pending-starter, seeded db", seeded, bare, ps_path, "GET", auth_tms, None, conns
+            )
             # latency as one TMS sees it: a single poller (with N connections the mean latency is
             # N / rate by Little's law, so p99 < 5 ms at 8 connections would need > 1,600 req/s)
-            r_seeded_1, r_bare_get_1 = load.pair("pending-starter, seeded db, 1 connection", seeded, bare,
-                                                 ps_path, "GET", auth_tms, None, 1)
+            r_seeded_1, r_bare_get_1 = load.pair(
+                "pending-starter, seeded db, 1 connection", seeded, bare, ps_path, "GET", auth_tms, None, 1
+            )
             n_pending_target = info["mix_by_schedd_phase"][TARGET_SCHEDD].get("pending-starter", 0)
             out["seed"] = {
                 "method": "inside the server subprocess before READY: create_workflow per workflow (1 task, 2 "
-                          "locations -> 2 taskforces), then checked Store.update_many/update_one to give each "
-                          "workflow a phase history",
-                "seconds": info["seed_s"], "workflows": info["workflows"], "taskforces": info["taskforces"],
+                "locations -> 2 taskforces), then checked Store.update_many/update_one to give each "
+                "workflow a phase history",
+                "seconds": info["seed_s"],
+                "workflows": info["workflows"],
+                "taskforces": info["taskforces"],
                 "workflow_classes": info["workflow_classes"],
-                "target_schedd": TARGET_SCHEDD, "pending_starter_at_target": n_pending_target,
+                "target_schedd": TARGET_SCHEDD,
+                "pending_starter_at_target": n_pending_target,
                 "mix_by_schedd_phase": info["mix_by_schedd_phase"],
             }
             rs = r_seeded["rps"] / r_bare_get["rps"]
             out["pending_starter"] = {
                 "path": ps_path,
                 "steady_state": "EWMS_STARTER_LEASE_S=0 on the seeded server: each GET still does the "
-                                f"lease update, and the same top taskforce of the {n_pending_target} pending at "
-                                f"{TARGET_SCHEDD} keeps being offered (lease 120 s default on the empty server)",
-                "seeded": r_seeded, "bare_tornado": r_bare_get,
-                "seeded_1_connection": r_seeded_1, "bare_tornado_1_connection": r_bare_get_1,
-                "empty_db": r_empty, "bare_tornado_beside_empty": r_bare_get0,
+                f"lease update, and the same top taskforce of the {n_pending_target} pending at "
+                f"{TARGET_SCHEDD} keeps being offered (lease 120 s default on the empty server)",
+                "seeded": r_seeded,
+                "bare_tornado": r_bare_get,
+                "seeded_1_connection": r_seeded_1,
+                "bare_tornado_1_connection": r_bare_get_1,
+                "empty_db": r_empty,
+                "bare_tornado_beside_empty": r_bare_get0,
                 "ratio_seeded_vs_bare": round(rs, 3),
                 "ratio_empty_vs_bare": round(r_empty["rps"] / r_bare_get0["rps"], 3),
                 "original_empty_db_rps": ORIGINAL["pending_starter_empty_db_rps"],
@@ -730,10 +882,18 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             c.close()
             jhead = {**auth_tms, "Content-Type": "application/json"}
             sraw = json.dumps(sbody).encode()
-            r_st, r_st_bare = load.pair("statuses x100", seeded, bare, "/v1/tms/statuses/taskforces", "POST", jhead, sraw, 1)
+            r_st, r_st_bare = load.pair(
+                "statuses x100", seeded, bare, "/v1/tms/statuses/taskforces", "POST", jhead, sraw, 1
+            )
             out["statuses_100"] = {
-                "connections": 1, "body_bytes": len(sraw), "taskforces_per_call": 100,
-                "ours": {**r_st, "ms_per_call": r_st["mean_ms"], "ms_per_taskforce": round(r_st["mean_ms"] / 100, 4)},
+                "connections": 1,
+                "body_bytes": len(sraw),
+                "taskforces_per_call": 100,
+                "ours": {
+                    **r_st,
+                    "ms_per_call": r_st["mean_ms"],
+                    "ms_per_taskforce": round(r_st["mean_ms"] / 100, 4),
+                },
                 "bare_tornado": {**r_st_bare, "ms_per_call": r_st_bare["mean_ms"]},
                 "ratio_rps_vs_bare": round(r_st["rps"] / r_st_bare["rps"], 3),
             }
@@ -750,11 +910,15 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             status, got = c.req("POST", "/v1/workflows", user, json.loads(wbody))
             assert status == 200 and len(got["taskforces"]) == 1 and len(got["task_directives"]) == 1, status
             c.close()
-            r_post, r_post_bare = load.pair("POST /v1/workflows", seeded, bare, "/v1/workflows", "POST", auth_user, wbody, conns)
+            r_post, r_post_bare = load.pair(
+                "POST /v1/workflows", seeded, bare, "/v1/workflows", "POST", auth_user, wbody, conns
+            )
             out["post_workflows"] = {
-                "body": "1 task, 1 location, 2 queues", "body_bytes": len(wbody),
+                "body": "1 task, 1 location, 2 queues",
+                "body_bytes": len(wbody),
                 "on": f"the seeded server ({info['taskforces']} taskforces at start; the store grows during the run)",
-                "ours": r_post, "bare_tornado": r_post_bare,
+                "ours": r_post,
+                "bare_tornado": r_post_bare,
                 "ratio_vs_bare": round(r_post["rps"] / r_post_bare["rps"], 3),
                 "original_rps": ORIGINAL["post_workflows_rps"],
                 "vs_original": round(r_post["rps"] / ORIGINAL["post_workflows_rps"], 2),
@@ -770,10 +934,25 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "pending_starter_rate_ge_45pct_of_bare": rs >= t["pending_starter_min_ratio_vs_bare"],
         "pending_starter_p99_lt_5ms_1_connection": r_seeded_1["p99_ms"] < t["pending_starter_max_p99_ms"],
         "post_workflows_ge_235_rps": r_post["rps"] >= t["post_workflows_min_rps"],
-        "statuses_le_0_5ms_per_taskforce": out["statuses_100"]["ours"]["ms_per_taskforce"] <= t["statuses_max_ms_per_taskforce"],
+        "statuses_le_0_5ms_per_taskforce": out["statuses_100"]["ours"]["ms_per_taskforce"]
+        <= t["statuses_max_ms_per_taskforce"],
         "post_to_pending_starter_p50_lt_100ms": lat["p50_ms"] < t["post_to_pending_starter_max_p50_ms"],
     }
-    errors = sum(r["errors"] for r in (r_empty, r_bare_get0, r_bare_get, r_seeded, r_seeded_1, r_bare_get_1, r_st, r_st_bare, r_post, r_post_bare))
+    errors = sum(
+        r["errors"]
+        for r in (
+            r_empty,
+            r_bare_get0,
+            r_bare_get,
+            r_seeded,
+            r_seeded_1,
+            r_bare_get_1,
+            r_st,
+            r_st_bare,
+            r_post,
+            r_post_bare,
+        )
+    )
     met["all"] = all(met.values()) and errors == 0
     out["load_errors"] = errors
     out["ratios"] = {
@@ -791,16 +970,28 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 s per measurement, 1 s warm-up, 15 latency samples")
-    ap.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10; quick 2)")
+    ap.add_argument(
+        "--quick", action="store_true", help="2 s per measurement, 1 s warm-up, 15 latency samples"
+    )
+    ap.add_argument(
+        "--duration", type=float, default=None, help="seconds per measurement (default 10; quick 2)"
+    )
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds before each (default 1)")
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="alternate ours/bare this many times per measurement, splitting --duration (default 2; quick 1)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternate ours/bare this many times per measurement, splitting --duration (default 2; quick 1)",
+    )
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--taskforces", type=int, default=10_000)
-    ap.add_argument("--pending-at-target", type=int, default=100,
-                    help="pending-starter taskforces at the target schedd (as many again at the others)")
+    ap.add_argument(
+        "--pending-at-target",
+        type=int,
+        default=100,
+        help="pending-starter taskforces at the target schedd (as many again at the others)",
+    )
     ap.add_argument("--latency-samples", type=int, default=None, help="default 50; quick 15")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -29,15 +29,30 @@ from ewms_server.testing import running_server  # noqa: E402
 N = int(os.environ.get("BENCH_N", 20))
 FAKE_PILOT = os.path.join(REPO, "tests", "tms", "fake_pilot.py")
 BODY = {
-    "tasks": [{
-        "cluster_locations": ["local"], "task_image": "/bin/true", "task_args": "",
-        "input_queue_aliases": ["in"], "output_queue_aliases": ["out"],
-        "pilot_config": {"tag": "latest", "image_source": "cvmfs", "environment": {"FAKE_PILOT_MODE": "quick"},
-                         "input_files": []},
-        "worker_config": {"do_transfer_worker_stdouterr": False, "max_worker_runtime": 600, "n_cores": 1,
-                          "priority": 50, "worker_disk": "1G", "worker_memory": "512M"},
-        "n_workers": 1,
-    }],
+    "tasks": [
+        {
+            "cluster_locations": ["local"],
+            "task_image": "/bin/true",
+            "task_args": "",
+            "input_queue_aliases": ["in"],
+            "output_queue_aliases": ["out"],
+            "pilot_config": {
+                "tag": "latest",
+                "image_source": "cvmfs",
+                "environment": {"FAKE_PILOT_MODE": "quick"},
+                "input_files": [],
+            },
+            "worker_config": {
+                "do_transfer_worker_stdouterr": False,
+                "max_worker_runtime": 600,
+                "n_cores": 1,
+                "priority": 50,
+                "worker_disk": "1G",
+                "worker_memory": "512M",
+            },
+            "n_workers": 1,
+        }
+    ],
     "public_queue_aliases": ["in", "out"],
 }
 
@@ -52,12 +67,24 @@ def _ts(tf: dict, phase: str) -> float | None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         async with running_server(cluster_locations={"local": "bench-schedd"}) as srv:
-            env = {**os.environ, "PYTHONPATH": REPO, "EWMS_TMS_SERVER_URL": srv.url,
-                   "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"), "EWMS_TMS_SCHEDD": "bench-schedd",
-                   "EWMS_TMS_BACKEND": "local", "EWMS_TMS_JOB_EVENT_LOG_DIR": os.path.join(d, "jobs"),
-                   "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}", "EWMS_TMS_LOG_LEVEL": "WARNING"}
-            tms = subprocess.Popen([sys.executable, "-m", "tms"], env=env, cwd=REPO,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env = {
+                **os.environ,
+                "PYTHONPATH": REPO,
+                "EWMS_TMS_SERVER_URL": srv.url,
+                "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
+                "EWMS_TMS_SCHEDD": "bench-schedd",
+                "EWMS_TMS_BACKEND": "local",
+                "EWMS_TMS_JOB_EVENT_LOG_DIR": os.path.join(d, "jobs"),
+                "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
+                "EWMS_TMS_LOG_LEVEL": "WARNING",
+            }
+            tms = subprocess.Popen(
+                [sys.executable, "-m", "tms"],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
             latencies = []
             try:
@@ -80,11 +107,19 @@ async def main() -> None:
                 await asyncio.to_thread(tms.wait, 15)
                 user.close()
     q = statistics.quantiles(latencies, n=10)
-    print(json.dumps({
-        "benchmark": "tms_start", "backend": "local", "n": len(latencies),
-        "p50_s": round(statistics.median(latencies), 3), "p90_s": round(q[8], 3),
-        "max_s": round(max(latencies), 3), "target_p50_s": 1.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "tms_start",
+                "backend": "local",
+                "n": len(latencies),
+                "p50_s": round(statistics.median(latencies), 3),
+                "p90_s": round(q[8], 3),
+                "max_s": round(max(latencies), 3),
+                "target_p50_s": 1.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def watcher_rate(path: str, clusters: list[int], jobs_per_cluster: int) -> tuple
 
     f = LogFollower(path)
     groups = {c: reg2.by_uuid[f"TF-{c}"].state for c in clusters}
-    while (k := f.pump(groups, 50_000)):
+    while k := f.pump(groups, 50_000):
         follower_n += k
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -101,22 +101,26 @@ def main() -> None:
         expected = generate(path, n_events, n_jobs, jobs_per_cluster=per_cluster)
         clusters = sorted(expected["statuses"])
         n_raw, raw = raw_rate(path)
-        n_min, minimal = minimal_rate(path)
+        _, minimal = minimal_rate(path)
         n_w, watcher, traced_peak = watcher_rate(path, clusters, per_cluster)
-        print(json.dumps({
-            "benchmark": "tms_watcher",
-            "events": n_raw,
-            "jobs": n_jobs,
-            "log_mb": round(os.path.getsize(path) / 1e6, 1),
-            "raw_jobeventlog_events_per_s": round(raw),
-            "minimal_loop_events_per_s": round(minimal),
-            "watcher_events_per_s": round(watcher),
-            "watcher_vs_minimal": round(watcher / minimal, 3),
-            "watcher_events_read": n_w,
-            "watcher_tracemalloc_peak_mb": round(traced_peak / 1e6, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "target_ratio": 0.8,
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "tms_watcher",
+                    "events": n_raw,
+                    "jobs": n_jobs,
+                    "log_mb": round(os.path.getsize(path) / 1e6, 1),
+                    "raw_jobeventlog_events_per_s": round(raw),
+                    "minimal_loop_events_per_s": round(minimal),
+                    "watcher_events_per_s": round(watcher),
+                    "watcher_vs_minimal": round(watcher / minimal, 3),
+                    "watcher_events_read": n_w,
+                    "watcher_tracemalloc_peak_mb": round(traced_peak / 1e6, 2),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                    "target_ratio": 0.8,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import progress, queues
 from .client import SETTINGS_DOCS, ClientError, EWMSClient
@@ -52,6 +52,7 @@ def cmd_pull(c: EWMSClient, a: argparse.Namespace) -> None:
     profile = c.pick_queue(a.workflow_id, a.queue, "pull", a.wait)
     sink: Callable[[bytes], None]
     if a.out == "-":
+
         def sink(body: bytes) -> None:
             sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
             sys.stdout.buffer.flush()
@@ -67,6 +68,7 @@ def cmd_pull(c: EWMSClient, a: argparse.Namespace) -> None:
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the ack
+
     n = queues.pull(profile, sink, n=a.n, timeout=a.timeout)
     print(f"pulled {n} message(s) from {profile.alias}", file=sys.stderr)
 
@@ -93,10 +95,13 @@ def cmd_finish(c: EWMSClient, a: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    env_help = "environment:\n" + "\n".join(f"  {n:<12} {m} (default {d})"
-                                            for n, d, m in SETTINGS_DOCS)
-    p = argparse.ArgumentParser(prog="ewms", description=__doc__, epilog=env_help,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    env_help = "environment:\n" + "\n".join(f"  {n:<12} {m} (default {d})" for n, d, m in SETTINGS_DOCS)
+    p = argparse.ArgumentParser(
+        prog="ewms",
+        description=__doc__,
+        epilog=env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("submit", help="submit a workflow from a JSON file")
@@ -108,20 +113,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("workflow_id")
     s.add_argument("files", nargs="+", metavar="FILE", help="message file(s); - for stdin")
     s.add_argument("--lines", action="store_true", help="one message per non-empty line")
-    s.add_argument("--queue", metavar="ALIAS",
-                   help="public queue alias (default: the first public queue a task reads)")
+    s.add_argument(
+        "--queue", metavar="ALIAS", help="public queue alias (default: the first public queue a task reads)"
+    )
     s.add_argument("--wait", type=float, default=60, help="seconds to wait for activation")
     s.set_defaults(run=cmd_push)
 
     s = sub.add_parser("pull", help="pull results (each acked once written)")
     s.add_argument("workflow_id")
-    s.add_argument("--out", required=True, metavar="DIR|-",
-                   help="directory for result-NNNNNN files, or - for stdout (one per line)")
+    s.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR|-",
+        help="directory for result-NNNNNN files, or - for stdout (one per line)",
+    )
     s.add_argument("--n", type=int, help="stop after N messages")
-    s.add_argument("--timeout", type=float, default=10,
-                   help="stop after this many seconds without a message (default 10)")
-    s.add_argument("--queue", metavar="ALIAS",
-                   help="public queue alias (default: the final output queue)")
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=10,
+        help="stop after this many seconds without a message (default 10)",
+    )
+    s.add_argument("--queue", metavar="ALIAS", help="public queue alias (default: the final output queue)")
     s.add_argument("--wait", type=float, default=60, help="seconds to wait for activation")
     s.set_defaults(run=cmd_pull)
 
@@ -131,8 +144,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--once", action="store_true", help="print one summary and exit")
     s.set_defaults(run=cmd_watch)
 
-    for name, run, text in (("abort", cmd_abort, "abort a workflow (stops its pilots)"),
-                            ("finish", cmd_finish, "mark a workflow finished")):
+    for name, run, text in (
+        ("abort", cmd_abort, "abort a workflow (stops its pilots)"),
+        ("finish", cmd_finish, "mark a workflow finished"),
+    ):
         s = sub.add_parser(name, help=text)
         s.add_argument("workflow_id")
         s.set_defaults(run=run)

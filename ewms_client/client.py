@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import requests
 from rest_tools.client import RestClient
@@ -51,26 +52,25 @@ class EWMSClient:
         except requests.HTTPError as e:
             raise ClientError(_http_error(e)) from None
         except requests.RequestException as e:
-            raise ClientError(f"cannot reach the EWMS server at {self.url}: "
-                              f"{type(e).__name__}") from None
+            raise ClientError(f"cannot reach the EWMS server at {self.url}: {type(e).__name__}") from None
 
     # -- workflows ------------------------------------------------------------------------
 
     def submit(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/v1/workflows", request)  # type: ignore[no-any-return]
+        return self.request("POST", "/v1/workflows", request)
 
     def workflow(self, workflow_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/workflows/{workflow_id}")  # type: ignore
+        return self.request("GET", f"/v1/workflows/{workflow_id}")
 
     def abort(self, workflow_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/workflows/{workflow_id}/actions/abort", {})  # type: ignore
+        return self.request("POST", f"/v1/workflows/{workflow_id}/actions/abort", {})
 
     def finish(self, workflow_id: str) -> dict[str, Any]:
-        return self.request(  # type: ignore[no-any-return]
-            "POST", f"/v1/workflows/{workflow_id}/actions/finished", {})
+        return self.request("POST", f"/v1/workflows/{workflow_id}/actions/finished", {})
 
-    def query(self, kind: str, query: dict[str, Any],
-              projection: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    def query(
+        self, kind: str, query: dict[str, Any], projection: list[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every matching document, following `next_after` pages."""
         body: dict[str, Any] = {"query": query}
         if projection:
@@ -93,12 +93,19 @@ class EWMSClient:
 
     def public_queues(self, workflow_id: str) -> list[QueueProfile]:
         resp = self.request("GET", f"/v1/workflows/{workflow_id}/mq-profiles/public")
-        return [QueueProfile(p["mqid"], p.get("alias", ""), bool(p.get("is_activated")),
-                             p.get("auth_token"), p.get("broker_type"), p.get("broker_address"))
-                for p in resp["mqprofiles"]]
+        return [
+            QueueProfile(
+                p["mqid"],
+                p.get("alias", ""),
+                bool(p.get("is_activated")),
+                p.get("auth_token"),
+                p.get("broker_type"),
+                p.get("broker_address"),
+            )
+            for p in resp["mqprofiles"]
+        ]
 
-    def pick_queue(self, workflow_id: str, alias: str | None, role: str,
-                   wait_s: float = 60) -> QueueProfile:
+    def pick_queue(self, workflow_id: str, alias: str | None, role: str, wait_s: float = 60) -> QueueProfile:
         """The public queue named `alias`, or by default the first one tasks read (`role`
         "push") or the final output (`role` "pull"); waits for its activation."""
         deadline = time.monotonic() + wait_s
@@ -108,12 +115,14 @@ class EWMSClient:
             if chosen.is_activated and chosen.auth_token and chosen.broker_address:
                 return chosen
             if time.monotonic() >= deadline:
-                raise ClientError(f"queue {chosen.alias!r} is not activated yet "
-                                  f"(waited {wait_s:g} s); try again later")
+                raise ClientError(
+                    f"queue {chosen.alias!r} is not activated yet (waited {wait_s:g} s); try again later"
+                )
             time.sleep(1)
 
-    def _choose(self, workflow_id: str, profiles: list[QueueProfile], alias: str | None,
-                role: str) -> QueueProfile:
+    def _choose(
+        self, workflow_id: str, profiles: list[QueueProfile], alias: str | None, role: str
+    ) -> QueueProfile:
         if not profiles:
             raise ClientError(f"workflow {workflow_id} has no public queue")
         if alias is not None:

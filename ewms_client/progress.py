@@ -36,8 +36,7 @@ def summary(workflow: dict[str, Any], taskforces: list[dict[str, Any]]) -> str:
         + (f" ({workflow['deactivated']})" if workflow.get("deactivated") else ""),
         "taskforces: " + ", ".join(f"{n} {p}" for p, n in sorted(phases.items())),
         "pilots: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none yet"),
-        f"pilots finished {bar(finished / workers if workers else 0.0)} "
-        f"({finished}/{workers})",
+        f"pilots finished {bar(finished / workers if workers else 0.0)} ({finished}/{workers})",
     ]
     errors: Counter[str] = Counter()
     for tf in taskforces:
@@ -52,6 +51,6 @@ def is_over(workflow: dict[str, Any], taskforces: list[dict[str, Any]]) -> bool:
     if taskforces and all(tf.get("phase") in TERMINAL_PHASES for tf in taskforces):
         return True
     return bool(workflow.get("deactivated")) and all(
-        tf.get("phase") in TERMINAL_PHASES or tf.get("phase") in ("pre-mq-activation",
-                                                                  "pre-launch")
-        for tf in taskforces)
+        tf.get("phase") in TERMINAL_PHASES or tf.get("phase") in ("pre-mq-activation", "pre-launch")
+        for tf in taskforces
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import pika
 import pika.exceptions
@@ -17,10 +17,10 @@ def _channel(profile: QueueProfile) -> pika.adapters.blocking_connection.Blockin
     if profile.broker_type != "rabbitmq" or not profile.broker_address or not profile.auth_token:
         raise ClientError(f"queue {profile.alias!r} has no usable broker profile")
     try:
-        conn = pika.BlockingConnection(pika.URLParameters(
-            connection_url(profile.broker_address, profile.auth_token)))
-    except (pika.exceptions.ProbableAuthenticationError,
-            pika.exceptions.ProbableAccessDeniedError):
+        conn = pika.BlockingConnection(
+            pika.URLParameters(connection_url(profile.broker_address, profile.auth_token))
+        )
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError):
         raise ClientError("the broker refused the queue credentials (workflow ended?)") from None
     except pika.exceptions.AMQPError as e:
         raise ClientError(f"cannot reach the broker: {type(e).__name__}") from None
@@ -46,8 +46,7 @@ def push(profile: QueueProfile, messages: Iterable[bytes]) -> int:
     return n
 
 
-def pull(profile: QueueProfile, sink: Callable[[bytes], None], *, n: int | None,
-         timeout: float) -> int:
+def pull(profile: QueueProfile, sink: Callable[[bytes], None], *, n: int | None, timeout: float) -> int:
     """Hand each message to `sink`, then ack it; stop after `n` messages or `timeout` s idle."""
     ch = _channel(profile)
     ch.basic_qos(prefetch_count=min(n or 100, 100))

@@ -21,8 +21,11 @@ def settings_help() -> str:
     lines = ["environment (name, default: meaning):"]
     for name, default, meaning in SETTINGS_DOCS:
         lines.append(f"  {name}")
-        lines.extend(textwrap.wrap(f"default {default}: {meaning}", 88,
-                                   initial_indent="      ", subsequent_indent="      "))
+        lines.extend(
+            textwrap.wrap(
+                f"default {default}: {meaning}", 88, initial_indent="      ", subsequent_indent="      "
+            )
+        )
     lines.append("")
     lines.append("the task reads $EWMS_TASK_INFILE and writes its output to $EWMS_TASK_OUTFILE.")
     lines.append("exit status: 0 done (idle timeout, SIGTERM), 1 fatal error, 2 bad settings.")
@@ -37,8 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default=os.environ.get("EWMS_PILOT_LOG_LEVEL", "INFO"),
-                        help="logging level (default INFO, or $EWMS_PILOT_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("EWMS_PILOT_LOG_LEVEL", "INFO"),
+        help="logging level (default INFO, or $EWMS_PILOT_LOG_LEVEL)",
+    )
     return parser.parse_args(argv)
 
 
@@ -80,9 +86,13 @@ async def amain() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    LOGGER.info("pilot for taskforce %s (workflow %s), runner %s, %d concurrent task(s)",
-                cfg.taskforce_uuid or "?", cfg.workflow_id or "?", cfg.runner,
-                cfg.max_concurrent_tasks)
+    LOGGER.info(
+        "pilot for taskforce %s (workflow %s), runner %s, %d concurrent task(s)",
+        cfg.taskforce_uuid or "?",
+        cfg.workflow_id or "?",
+        cfg.runner,
+        cfg.max_concurrent_tasks,
+    )
     chirper = make_chirper(cfg)
     try:
         pilot = Pilot(cfg, auth, chirper, stop)
@@ -96,7 +106,8 @@ async def amain() -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
+        level=args.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pika").setLevel(logging.WARNING)

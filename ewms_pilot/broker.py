@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pika
@@ -21,11 +22,11 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 LOGGER = logging.getLogger(__name__)
 
 
-
-def _resolve(fut: "asyncio.Future[Any]", result: Any) -> None:
+def _resolve(fut: asyncio.Future[Any], result: Any) -> None:
     """Complete a future from a pika callback, once (pika may call back after a failure)."""
     if not fut.done():
         fut.set_result(result)
+
 
 class BrokerLost(Exception):
     """The connection dropped (broker restart, network): reconnecting may help."""
@@ -102,11 +103,11 @@ class BrokerSession:
         )
         await opened
         self._consume_ch = await self._open_channel()
-        await self._wait(lambda cb: self._consume_ch.basic_qos(prefetch_count=prefetch,
-                                                               callback=cb))
+        await self._wait(lambda cb: self._consume_ch.basic_qos(prefetch_count=prefetch, callback=cb))
         self._publish_ch = await self._open_channel()
-        await self._wait(lambda cb: self._publish_ch.confirm_delivery(
-            ack_nack_callback=self._on_confirm, callback=cb))
+        await self._wait(
+            lambda cb: self._publish_ch.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -116,7 +117,7 @@ class BrokerSession:
             self._conn.close()
             try:
                 await asyncio.wait_for(closed, 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 LOGGER.warning("broker connection did not close in time")
 
     # -- consume / publish / settle ------------------------------------------------------
@@ -125,8 +126,9 @@ class BrokerSession:
         def deliver(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             on_message(Delivery(self, queue, method.delivery_tag, body, props.headers or {}))
 
-        tag = await self._wait(lambda cb: self._consume_ch.basic_consume(
-            queue, deliver, auto_ack=False, callback=cb))
+        tag = await self._wait(
+            lambda cb: self._consume_ch.basic_consume(queue, deliver, auto_ack=False, callback=cb)
+        )
         self._consumer_tags.append(tag.method.consumer_tag)
 
     def _cancel(self, tag: str, cb: Callable[[Any], None]) -> Any:
@@ -165,8 +167,12 @@ class BrokerSession:
 
     @property
     def is_usable(self) -> bool:
-        return (not self.failed.done() and self._consume_ch is not None
-                and self._consume_ch.is_open and self._publish_ch.is_open)
+        return (
+            not self.failed.done()
+            and self._consume_ch is not None
+            and self._consume_ch.is_open
+            and self._publish_ch.is_open
+        )
 
     # -- internals ------------------------------------------------------------------------
 
@@ -191,8 +197,11 @@ class BrokerSession:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tags = ([t for t in self._confirms if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
+        tags = (
+            [t for t in self._confirms if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
         nacked = isinstance(method, pika.spec.Basic.Nack)
         for t in tags:
             fut = self._confirms.pop(t, None)
@@ -238,9 +247,14 @@ class BrokerSession:
 
 
 def _classify_connect_error(err: BaseException | str) -> Exception:
-    if isinstance(err, (pika.exceptions.ProbableAuthenticationError,
-                        pika.exceptions.ProbableAccessDeniedError,
-                        pika.exceptions.AuthenticationError)):
+    if isinstance(
+        err,
+        (
+            pika.exceptions.ProbableAuthenticationError,
+            pika.exceptions.ProbableAccessDeniedError,
+            pika.exceptions.AuthenticationError,
+        ),
+    ):
         return BrokerRefused(f"broker refused the credentials: {type(err).__name__}")
     if isinstance(err, pika.exceptions.ConnectionClosedByBroker) and err.reply_code == 403:
         return BrokerRefused(f"broker refused the credentials: {err.reply_text}")

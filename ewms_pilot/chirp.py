@@ -11,7 +11,8 @@ import enum
 import logging
 import os
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,8 +32,13 @@ class PilotStatus(enum.StrEnum):
 def chirp_line(attr: str, value: object) -> str:
     """One well-formed line of at most MAX_LINE characters."""
     text = str(value)
-    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     escaped = "".join(c if c.isprintable() else "?" for c in escaped)
     head = f'{PREFIX}{attr}: "'
     room = MAX_LINE - len(head) - 1
@@ -76,13 +82,16 @@ class CondorSink:
     async def send(self, line: str) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                self._program, "ulog", line,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                self._program,
+                "ulog",
+                line,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )
             _, err = await asyncio.wait_for(proc.communicate(), 30)
             failed = proc.returncode != 0
             reason = err.decode(errors="replace").strip()[:200]
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             failed, reason = True, type(e).__name__
         if failed and not self._warned:  # chirping is best effort; say so once
             LOGGER.warning("condor_chirp failed (%s); further failures not logged", reason)
@@ -92,8 +101,7 @@ class CondorSink:
 class Chirper:
     """Holds the reported attributes; sends changes at most every `interval` seconds."""
 
-    def __init__(self, sink: ChirpSink, interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sink: ChirpSink, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._sink = sink
         self._interval = interval
         self._clock = clock
@@ -136,7 +144,7 @@ class Chirper:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), max(self._interval, 0.05))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.maybe_flush()
 
 

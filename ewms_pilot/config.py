@@ -6,8 +6,8 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 RUNNERS = ("apptainer", "docker", "process")
 CHIRP_MODES = ("htcondor", "file", "none")
@@ -15,8 +15,11 @@ CHIRP_MODES = ("htcondor", "file", "none")
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     ("EWMS_TASKFORCE_UUID", "(none)", "taskforce of this job (used in logs)"),
     ("EWMS_WORKFLOW_ID", "(none)", "workflow of this job (used in logs)"),
-    ("EWMS_PILOT_TASK_IMAGE", "(required)",
-     "task container image; with the process runner, the program to run"),
+    (
+        "EWMS_PILOT_TASK_IMAGE",
+        "(required)",
+        "task container image; with the process runner, the program to run",
+    ),
     ("EWMS_PILOT_TASK_ARGS", "''", "task arguments, a shell-style string split with shlex"),
     ("EWMS_PILOT_TASK_ENV_JSON", "{}", "JSON object of extra environment for the task"),
     ("EWMS_PILOT_INIT_IMAGE", "(none)", "optional init command, run once before the first task"),
@@ -24,31 +27,60 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     ("EWMS_PILOT_INIT_ENV_JSON", "{}", "JSON object of extra environment for the init command"),
     ("EWMS_PILOT_INIT_TIMEOUT", "(none)", "seconds the init command may run"),
     ("EWMS_PILOT_QUEUE_INCOMING", "(required)", "comma-separated mqids to consume tasks from"),
-    ("EWMS_PILOT_QUEUE_OUTGOING", "''",
-     "comma-separated mqids each task's output is published to (none: output is discarded)"),
-    ("EWMS_PILOT_QUEUE_AUTH_FILE", "(required)",
-     "JSON {mqid: {auth_token, broker_type, broker_address}}; must be mode 0600"),
+    (
+        "EWMS_PILOT_QUEUE_OUTGOING",
+        "''",
+        "comma-separated mqids each task's output is published to (none: output is discarded)",
+    ),
+    (
+        "EWMS_PILOT_QUEUE_AUTH_FILE",
+        "(required)",
+        "JSON {mqid: {auth_token, broker_type, broker_address}}; must be mode 0600",
+    ),
     ("EWMS_PILOT_RUNNER", "apptainer", "apptainer | docker | process"),
-    ("EWMS_PILOT_CHIRP", "htcondor",
-     "htcondor (condor_chirp ulog) | file (EWMS_PILOT_CHIRP_FILE) | none"),
+    ("EWMS_PILOT_CHIRP", "htcondor", "htcondor (condor_chirp ulog) | file (EWMS_PILOT_CHIRP_FILE) | none"),
     ("EWMS_PILOT_CHIRP_FILE", "(none)", "with EWMS_PILOT_CHIRP=file: file chirp lines go to"),
-    ("EWMS_PILOT_CHIRP_INTERVAL", "30",
-     "min seconds between status/count chirps (the final status is always sent)"),
-    ("EWMS_PILOT_PREFETCH", "= max concurrent tasks",
-     "unacked messages the broker may hand this pilot per queue"),
+    (
+        "EWMS_PILOT_CHIRP_INTERVAL",
+        "30",
+        "min seconds between status/count chirps (the final status is always sent)",
+    ),
+    (
+        "EWMS_PILOT_PREFETCH",
+        "= max concurrent tasks",
+        "unacked messages the broker may hand this pilot per queue",
+    ),
     ("EWMS_PILOT_MAX_CONCURRENT_TASKS", "1", "tasks run at the same time"),
-    ("EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", "= EWMS_PILOT_TIMEOUT_QUEUE_INCOMING",
-     "seconds to wait for the first message before stopping"),
-    ("EWMS_PILOT_TIMEOUT_QUEUE_INCOMING", "60",
-     "idle timeout: stop after this many seconds without a message and with no task running"),
-    ("EWMS_PILOT_TASK_TIMEOUT", "(none)",
-     "seconds one task may run; past it the task is killed and counts as failed"),
-    ("EWMS_PILOT_STOP_GRACE", "10",
-     "after SIGTERM: seconds in-flight tasks may finish before being killed and returned"),
-    ("EWMS_PILOT_BROKER_RECONNECT_TIMEOUT", "120",
-     "seconds to keep reconnecting to an unreachable broker before a FatalError"),
-    ("EWMS_PILOT_WORK_DIR", "$_CONDOR_SCRATCH_DIR or the system temp dir",
-     "where per-task temp dirs (EWMS_TASK_INFILE / EWMS_TASK_OUTFILE) are made"),
+    (
+        "EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE",
+        "= EWMS_PILOT_TIMEOUT_QUEUE_INCOMING",
+        "seconds to wait for the first message before stopping",
+    ),
+    (
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING",
+        "60",
+        "idle timeout: stop after this many seconds without a message and with no task running",
+    ),
+    (
+        "EWMS_PILOT_TASK_TIMEOUT",
+        "(none)",
+        "seconds one task may run; past it the task is killed and counts as failed",
+    ),
+    (
+        "EWMS_PILOT_STOP_GRACE",
+        "10",
+        "after SIGTERM: seconds in-flight tasks may finish before being killed and returned",
+    ),
+    (
+        "EWMS_PILOT_BROKER_RECONNECT_TIMEOUT",
+        "120",
+        "seconds to keep reconnecting to an unreachable broker before a FatalError",
+    ),
+    (
+        "EWMS_PILOT_WORK_DIR",
+        "$_CONDOR_SCRATCH_DIR or the system temp dir",
+        "where per-task temp dirs (EWMS_TASK_INFILE / EWMS_TASK_OUTFILE) are made",
+    ),
 )
 
 
@@ -119,10 +151,16 @@ class PilotConfig:
         return cls(
             taskforce_uuid=env.get("EWMS_TASKFORCE_UUID", ""),
             workflow_id=env.get("EWMS_WORKFLOW_ID", ""),
-            task=Command(req("EWMS_PILOT_TASK_IMAGE"), env.get("EWMS_PILOT_TASK_ARGS", ""),
-                         _env_json(env, "EWMS_PILOT_TASK_ENV_JSON")),
-            init=Command(init_image, env.get("EWMS_PILOT_INIT_ARGS", ""),
-                         _env_json(env, "EWMS_PILOT_INIT_ENV_JSON")) if init_image else None,
+            task=Command(
+                req("EWMS_PILOT_TASK_IMAGE"),
+                env.get("EWMS_PILOT_TASK_ARGS", ""),
+                _env_json(env, "EWMS_PILOT_TASK_ENV_JSON"),
+            ),
+            init=Command(
+                init_image, env.get("EWMS_PILOT_INIT_ARGS", ""), _env_json(env, "EWMS_PILOT_INIT_ENV_JSON")
+            )
+            if init_image
+            else None,
             init_timeout=_optional_seconds(env, "EWMS_PILOT_INIT_TIMEOUT"),
             queues_in=_mqids(req("EWMS_PILOT_QUEUE_INCOMING")),
             queues_out=_mqids(env.get("EWMS_PILOT_QUEUE_OUTGOING", "")),
@@ -134,14 +172,15 @@ class PilotConfig:
             prefetch=_number(env, "EWMS_PILOT_PREFETCH", concurrency, int, minimum=1),
             max_concurrent_tasks=concurrency,
             timeout_first_message=_number(
-                env, "EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", incoming, float, 0),
+                env, "EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", incoming, float, 0
+            ),
             timeout_incoming=incoming,
             task_timeout=_optional_seconds(env, "EWMS_PILOT_TASK_TIMEOUT"),
             stop_grace=_number(env, "EWMS_PILOT_STOP_GRACE", 10.0, float, minimum=0),
-            reconnect_timeout=_number(env, "EWMS_PILOT_BROKER_RECONNECT_TIMEOUT", 120.0, float,
-                                      minimum=0),
+            reconnect_timeout=_number(env, "EWMS_PILOT_BROKER_RECONNECT_TIMEOUT", 120.0, float, minimum=0),
             work_dir=env.get("EWMS_PILOT_WORK_DIR", "").strip()
-            or env.get("_CONDOR_SCRATCH_DIR", "").strip() or tempfile.gettempdir(),
+            or env.get("_CONDOR_SCRATCH_DIR", "").strip()
+            or tempfile.gettempdir(),
         )
 
 
@@ -160,8 +199,9 @@ def load_auth(path: str, mqids: tuple[str, ...]) -> dict[str, QueueAuth]:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"EWMS_PILOT_QUEUE_AUTH_FILE {path} is not valid JSON: "
-                          f"{type(e).__name__}") from None  # the message could quote a token
+        raise ConfigError(
+            f"EWMS_PILOT_QUEUE_AUTH_FILE {path} is not valid JSON: {type(e).__name__}"
+        ) from None  # the message could quote a token
     out: dict[str, QueueAuth] = {}
     for mqid in mqids:
         entry = raw.get(mqid) if isinstance(raw, dict) else None
@@ -189,7 +229,7 @@ def _env_json(env: Mapping[str, str], name: str) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
-def _number(env: Mapping[str, str], name: str, default, kind, minimum=None):  # type: ignore
+def _number(env: Mapping[str, str], name: str, default, kind, minimum=None):
     raw = env.get(name, "").strip()
     if not raw:
         return default

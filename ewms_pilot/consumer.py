@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .broker import BrokerLost, BrokerRefused, BrokerSession, Delivery
 from .chirp import PilotStatus
@@ -38,11 +39,17 @@ class StopReason:
 class Consumer:
     """Serves the sessions until stop, idle timeout, or a broken session (raised)."""
 
-    def __init__(self, cfg: PilotConfig, runner: Runner, sessions: dict[str, BrokerSession],
-                 counts: Counts, stop: asyncio.Event,
-                 set_status: Callable[[PilotStatus], None],
-                 on_task_done: Callable[[str | None], None],
-                 got_first_message: bool) -> None:
+    def __init__(
+        self,
+        cfg: PilotConfig,
+        runner: Runner,
+        sessions: dict[str, BrokerSession],
+        counts: Counts,
+        stop: asyncio.Event,
+        set_status: Callable[[PilotStatus], None],
+        on_task_done: Callable[[str | None], None],
+        got_first_message: bool,
+    ) -> None:
         self.cfg = cfg
         self.runner = runner
         self.sessions = sessions  # by mqid
@@ -71,8 +78,7 @@ class Consumer:
                     await self._drain(workers, return_unstarted=False, grace=None)
                     return StopReason.IDLE
                 waiting: set[asyncio.Future[Any]] = {stop_wait, *broken, *workers}
-                done, _ = await asyncio.wait(waiting, timeout=timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for fut in done & broken:
                     fut.result()  # raises the session's failure
                 for w in done & set(workers):
@@ -95,8 +101,7 @@ class Consumer:
         self.inbox.put_nowait(d)
 
     def _idle_limit(self) -> float:
-        return (self.cfg.timeout_incoming if self.got_first_message
-                else self.cfg.timeout_first_message)
+        return self.cfg.timeout_incoming if self.got_first_message else self.cfg.timeout_first_message
 
     def _idle_left(self) -> float:
         if self.in_flight or not self.inbox.empty():
@@ -119,8 +124,7 @@ class Consumer:
             output = await self.runner.run_task(self.cfg.task, d.body, self.cfg.task_timeout)
         except TaskFailed as e:
             self.counts.failed += 1
-            LOGGER.warning("task failed (delivery %d of this message): %s",
-                           d.delivery_count + 1, e)
+            LOGGER.warning("task failed (delivery %d of this message): %s", d.delivery_count + 1, e)
             d.session.nack(d, requeue=True)
             self.on_task_done(str(e))
             return
@@ -143,8 +147,9 @@ class Consumer:
         else:
             self.counts.total -= 1  # the broker requeued it with the lost channel
 
-    async def _drain(self, workers: list[asyncio.Task[None]], *, return_unstarted: bool,
-                     grace: float | None) -> None:
+    async def _drain(
+        self, workers: list[asyncio.Task[None]], *, return_unstarted: bool, grace: float | None
+    ) -> None:
         for session in set(self.sessions.values()):
             with contextlib.suppress(BrokerLost, BrokerRefused):
                 await session.cancel_consumers()
@@ -157,8 +162,9 @@ class Consumer:
         deadline = None if grace is None else time.monotonic() + grace
         while self.in_flight or not self.inbox.empty():
             if deadline is not None and time.monotonic() >= deadline:
-                LOGGER.warning("stop grace over: killing %d task(s), returning their messages",
-                               self.in_flight)
+                LOGGER.warning(
+                    "stop grace over: killing %d task(s), returning their messages", self.in_flight
+                )
                 break
             if any(s.failed.done() for s in self.sessions.values()):
                 break  # unsettled messages went back with the connection

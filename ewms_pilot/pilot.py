@@ -26,8 +26,9 @@ class FatalError(Exception):
 
 
 class Pilot:
-    def __init__(self, cfg: PilotConfig, auth: dict[str, QueueAuth], chirper: Chirper,
-                 stop: asyncio.Event) -> None:
+    def __init__(
+        self, cfg: PilotConfig, auth: dict[str, QueueAuth], chirper: Chirper, stop: asyncio.Event
+    ) -> None:
         self.cfg = cfg
         self.chirper = chirper
         self.stop = stop
@@ -71,8 +72,13 @@ class Pilot:
             self._chirp_counts()
             self.chirper.status(final)
             await self.chirper.flush()
-        LOGGER.info("pilot %s: %d task(s), %d succeeded, %d failed", final.value,
-                    self.counts.total, self.counts.success, self.counts.failed)
+        LOGGER.info(
+            "pilot %s: %d task(s), %d succeeded, %d failed",
+            final.value,
+            self.counts.total,
+            self.counts.success,
+            self.counts.failed,
+        )
         return code
 
     async def _consume(self) -> None:
@@ -81,8 +87,13 @@ class Pilot:
             if sessions is None:
                 return
             consumer = Consumer(
-                self.cfg, self.runner, sessions, self.counts, self.stop,
-                set_status=self.chirper.status, on_task_done=self._task_done,
+                self.cfg,
+                self.runner,
+                sessions,
+                self.counts,
+                self.stop,
+                set_status=self.chirper.status,
+                on_task_done=self._task_done,
                 got_first_message=self.got_first_message,
             )
             try:
@@ -117,8 +128,9 @@ class Pilot:
                 for s in by_url.values():
                     await s.close()
                 if time.monotonic() + delay > deadline:
-                    raise FatalError(f"broker unreachable for "
-                                     f"{self.cfg.reconnect_timeout:g} s: {e}") from None
+                    raise FatalError(
+                        f"broker unreachable for {self.cfg.reconnect_timeout:g} s: {e}"
+                    ) from None
                 LOGGER.warning("%s; retrying in %.1f s", e, delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)

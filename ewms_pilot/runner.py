@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .config import Command
 
@@ -30,22 +30,45 @@ class TaskFailed(Exception):
     """The task ran and failed (exit code, timeout, no output); the message is the error text."""
 
 
-def build_argv(runner: str, cmd: Command, workdir: str, env: dict[str, str],
-               name: str) -> list[str]:
+def build_argv(runner: str, cmd: Command, workdir: str, env: dict[str, str], name: str) -> list[str]:
     """The command line; for containers, `env` (task-only variables) is passed explicitly."""
     args = shlex.split(cmd.args)
     if runner == "process":
         return [cmd.image, *args]
     env_flags = [f for k, v in sorted(env.items()) for f in ("--env", f"{k}={v}")]
     if runner == "docker":
-        return ["docker", "run", "--rm", "--init", "--name", name,
-                "--user", f"{os.getuid()}:{os.getgid()}",
-                "--mount", f"type=bind,source={workdir},target={workdir}",
-                "--workdir", workdir, *env_flags, cmd.image, *args]
+        return [
+            "docker",
+            "run",
+            "--rm",
+            "--init",
+            "--name",
+            name,
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
+            "--mount",
+            f"type=bind,source={workdir},target={workdir}",
+            "--workdir",
+            workdir,
+            *env_flags,
+            cmd.image,
+            *args,
+        ]
     if runner == "apptainer":
-        return ["apptainer", "run", "--containall", "--cleanenv", "--no-home",
-                "--bind", f"{workdir}:{workdir}", "--pwd", workdir,
-                *env_flags, cmd.image, *args]
+        return [
+            "apptainer",
+            "run",
+            "--containall",
+            "--cleanenv",
+            "--no-home",
+            "--bind",
+            f"{workdir}:{workdir}",
+            "--pwd",
+            workdir,
+            *env_flags,
+            cmd.image,
+            *args,
+        ]
     raise ValueError(f"unknown runner {runner!r}")
 
 
@@ -88,8 +111,9 @@ class Runner:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _run(self, cmd: Command, workdir: str, extra_env: dict[str, str],
-                   timeout: float | None) -> None:
+    async def _run(
+        self, cmd: Command, workdir: str, extra_env: dict[str, str], timeout: float | None
+    ) -> None:
         name = f"ewms-task-{uuid.uuid4().hex[:12]}"
         argv = build_argv(self.runner, cmd, workdir, extra_env, name)
         base = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
@@ -98,14 +122,18 @@ class Runner:
         with open(stderr_path, "wb") as err:
             try:  # stdout goes to the pilot's (the job's) stdout; stderr is kept for the error
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=None if self.runner == "process" else workdir, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True,
+                    *argv,
+                    cwd=None if self.runner == "process" else workdir,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
                 )
             except OSError as e:
                 raise TaskFailed(f"cannot start {argv[0]}: {e.strerror}") from None
         try:
             code = await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._kill(proc, name)
             raise TaskFailed(f"task timed out after {timeout:g} s") from None
         except asyncio.CancelledError:  # pilot stopping or broker lost: do not leave orphans
@@ -121,8 +149,8 @@ class Runner:
             os.killpg(proc.pid, signal.SIGKILL)
         if self.runner == "docker":  # the container outlives its killed client
             killer = await asyncio.create_subprocess_exec(
-                "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
+                "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
             await killer.wait()
         await proc.wait()
 

@@ -26,8 +26,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the server (the default)", epilog=settings_help(),
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser(
+        "serve",
+        help="run the server (the default)",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     m = sub.add_parser(
         "mint-token",
         help="print a token signed with EWMS_AUTH_SECRET",
@@ -53,12 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.expires <= 0:
             print("ewms-server: --expires must be positive", file=sys.stderr)
             return 2
-        print(mint_token(cfg.auth_secret, sub=args.sub, role=args.role, expires_s=args.expires,
-                         claim=cfg.auth_role_claim))
+        print(
+            mint_token(
+                cfg.auth_secret,
+                sub=args.sub,
+                role=args.role,
+                expires_s=args.expires,
+                claim=cfg.auth_role_claim,
+            )
+        )
         return 0
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not cfg.auth_configured:
         if not cfg.dev_mode:
             print(
@@ -70,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, auth_secret=secrets.token_urlsafe(48))
         print("DEVELOPMENT INSTANCE: random signing secret; tokens valid for 24 h:", file=sys.stderr)
         for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
-            token = mint_token(cfg.auth_secret or "", sub=sub, role=role, expires_s=86400,
-                               claim=cfg.auth_role_claim)
+            token = mint_token(
+                cfg.auth_secret or "", sub=sub, role=role, expires_s=86400, claim=cfg.auth_role_claim
+            )
             print(f"  {role:<10} {token}", file=sys.stderr)
     if cfg.mongodb_url is None:
         LOGGER.warning(

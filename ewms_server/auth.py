@@ -45,7 +45,9 @@ class Authenticator:
 
             issuer = cfg.auth_openid_url.rstrip("/")
             # discovery and key download happen here, once, before the server listens
-            self._oidc = OpenIDAuth(cfg.auth_openid_url, audience=cfg.auth_audience, issuers=[issuer, issuer + "/"])
+            self._oidc = OpenIDAuth(
+                cfg.auth_openid_url, audience=cfg.auth_audience, issuers=[issuer, issuer + "/"]
+            )
             self._last_refresh = time.monotonic()
         self._cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
 

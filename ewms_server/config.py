@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -54,14 +55,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EWMS_STARTER_LEASE_S", "120", "Seconds a taskforce given to one TMS is not offered again."),
     Setting("EWMS_SUBMIT_RETRY_DELAY_S", "10", "Seconds before a failed submit is offered again."),
     Setting("EWMS_LOOP_INTERVAL_S", "15", "Longest sleep of a background loop between passes."),
-    Setting("EWMS_ORPHAN_AGE_S", "600", "Age after which parts of an unfinished workflow create are removed."),
+    Setting(
+        "EWMS_ORPHAN_AGE_S", "600", "Age after which parts of an unfinished workflow create are removed."
+    ),
     Setting(
         "EWMS_BROKER_URL",
         None,
         "amqp:// URL with admin credentials of the RabbitMQ broker. Unset: no broker; queue "
         "profiles name no broker.",
     ),
-    Setting("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400", "Seconds after a workflow ends before its queues are deleted."),
+    Setting(
+        "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
+        "86400",
+        "Seconds after a workflow ends before its queues are deleted.",
+    ),
     Setting(
         "EWMS_BROKER_REVOKE_MAX_WAIT_S",
         "600",
@@ -107,7 +114,7 @@ class Config:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Config":
+    def from_env(cls, env: Mapping[str, str]) -> Config:
         def get(name: str) -> str | None:
             value = env.get(name)
             return value if value not in (None, "") else _DEFAULTS[name]
@@ -184,8 +191,7 @@ def parse_locations(raw: str | None) -> dict[str, Location]:
             out[name] = Location(schedd=value["schedd"], collector=str(value.get("collector", "")))
         else:
             raise ConfigError(
-                f"EWMS_CLUSTER_LOCATIONS: location {name!r} needs a schedd name "
-                '(a string or {"schedd": …})'
+                f'EWMS_CLUSTER_LOCATIONS: location {name!r} needs a schedd name (a string or {{"schedd": …}})'
             )
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from .auth import Authenticator
 from .config import Config
 from .database.store import Store

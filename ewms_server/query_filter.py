@@ -9,14 +9,29 @@ collection's schema knows. Anything else is Invalid (400) before it reaches the 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import Invalid
 
 LOGICAL = frozenset({"$and", "$or", "$nor"})
 FIELD_OPERATORS = frozenset(
-    {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$size", "$all",
-     "$elemMatch", "$not", "$type"}
+    {
+        "$eq",
+        "$ne",
+        "$gt",
+        "$gte",
+        "$lt",
+        "$lte",
+        "$in",
+        "$nin",
+        "$exists",
+        "$size",
+        "$all",
+        "$elemMatch",
+        "$not",
+        "$type",
+    }
 )
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][^.$\x00]{0,255}$")
 MAX_LIST = 1000
@@ -97,7 +112,9 @@ def _check_condition(value: Any, fields: frozenset[str], max_depth: int, depth: 
     _check_literal(value, max_depth, depth, where)
 
 
-def _check_elem_match(arg: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
+def _check_elem_match(
+    arg: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str
+) -> None:
     if any(isinstance(k, str) and k.startswith("$") for k in arg):
         _check_condition(arg, fields, max_depth, depth, where)
         return

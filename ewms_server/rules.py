@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import Invalid
 
@@ -14,9 +15,7 @@ def _dupes(values: Iterable[str]) -> list[str]:
 
 def check_location(location: str, known: Mapping[str, Any], where: str) -> None:
     if location not in known:
-        raise Invalid(
-            f"{where}: unknown cluster location {location!r} (known: {', '.join(sorted(known))})"
-        )
+        raise Invalid(f"{where}: unknown cluster location {location!r} (known: {', '.join(sorted(known))})")
 
 
 def check_workflow_request(body: dict[str, Any], locations: Mapping[str, Any]) -> list[str]:
@@ -45,8 +44,7 @@ def check_workflow_request(body: dict[str, Any], locations: Mapping[str, Any]) -
         raise Invalid(f"body.public_queue_aliases: duplicated alias(es): {', '.join(d)}")
     if unused := [a for a in public if a not in aliases]:
         raise Invalid(
-            f"body.public_queue_aliases: alias(es) {', '.join(unused)} are not an input or "
-            "output of any task"
+            f"body.public_queue_aliases: alias(es) {', '.join(unused)} are not an input or output of any task"
         )
     return list(aliases)
 

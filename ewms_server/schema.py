@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jsonschema
 import jsonschema_rs
@@ -87,9 +88,7 @@ class Checker:
         errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
         if not errors:  # the two disagree: trust the stricter one, word it as it does
             return f"{where}: {next(iter(self._fast.iter_errors(instance))).message}"
-        messages = list(
-            dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors)
-        )
+        messages = list(dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors))
         more = f" (and {len(messages) - most} more)" if len(messages) > most else ""
         return "; ".join(messages[:most]) + more
 
@@ -101,9 +100,7 @@ class OpenAPI:
         self.text = text if text is not None else load_openapi_text()
         self.doc: dict[str, Any] = json.loads(self.text)
         components = self.doc["components"]["schemas"]
-        self.schemas: dict[str, Any] = {
-            name: _inline_refs(s, components) for name, s in components.items()
-        }
+        self.schemas: dict[str, Any] = {name: _inline_refs(s, components) for name, s in components.items()}
         self._bodies: dict[tuple[str, str], Checker | None] = {}
         self._body_required: dict[tuple[str, str], bool] = {}
         self._params: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -162,9 +159,7 @@ class OpenAPI:
                 if p.get("required"):
                     raise Invalid(f"{where}.{name}: required parameter is missing")
                 continue
-            if len(value) > schema.get("maxLength", 1 << 30) or len(value) < schema.get(
-                "minLength", 0
-            ):
+            if len(value) > schema.get("maxLength", 1 << 30) or len(value) < schema.get("minLength", 0):
                 raise Invalid(
                     f"{where}.{name}: length must be between {schema.get('minLength', 0)} "
                     f"and {schema.get('maxLength')}"
@@ -209,7 +204,7 @@ class OpenAPI:
         if message is not None:
             raise ValueError(f"refusing to write {message}")
 
-    @lru_cache(maxsize=512)
+    @lru_cache(maxsize=512)  # noqa: B019 - one OpenAPI per process, kept for its lifetime
     def _field_validator(self, component: str, path: str, item: bool) -> Checker:
         schema: Any = self.schemas[component]
         for part in path.split("."):

@@ -129,10 +129,10 @@ class Server:
             self._http.stop()
             try:
                 await asyncio.wait_for(self._http.close_all_connections(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 LOGGER.warning("connections still open after %.0f s; closing anyway", timeout)
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for t in pending:
                 t.cancel()
         if self.broker is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from .auth import mint_token
 from .broker.base import BrokerAdapter

@@ -32,5 +32,10 @@ done
 # -- Python packages from setup.cfg ---------------------------------------------------------
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 
+# -- static checks: lint, format, types (configured in pyproject.toml) ------------------------
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy
+
 # -- the suite ------------------------------------------------------------------------------
 exec python3 -m pytest -q "$@"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from rest_tools.client import RestClient
@@ -89,9 +90,7 @@ def tms(server: RunningServer) -> RestClient:
     return _client(server, "system-tms", "tms-1")
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[Any]], timeout: float = 10, interval: float = 0.02
-) -> Any:
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 10, interval: float = 0.02) -> Any:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pika
@@ -32,8 +33,8 @@ import requests
 from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
-from tests.processes import stop_process
 from ewms_server.testing import RunningServer, running_server
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "resources" / "examples"
@@ -54,12 +55,14 @@ def workflow_request() -> dict[str, Any]:
         # -S: the stdlib-only task scripts need no site packages, and start 4x faster
         task["task_args"] = f"-S {REPO / task['task_args']}"
         task["n_workers"] = N_WORKERS
-        task["pilot_config"]["environment"].update({
-            "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "300",  # only the finish stops them
-            "EWMS_PILOT_MAX_CONCURRENT_TASKS": "2",
-            "EWMS_PILOT_CHIRP_INTERVAL": "0.5",
-            "EWMS_PILOT_STOP_GRACE": "2",
-        })
+        task["pilot_config"]["environment"].update(
+            {
+                "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "300",  # only the finish stops them
+                "EWMS_PILOT_MAX_CONCURRENT_TASKS": "2",
+                "EWMS_PILOT_CHIRP_INTERVAL": "0.5",
+                "EWMS_PILOT_STOP_GRACE": "2",
+            }
+        )
         task["worker_config"]["worker_memory"] = "2G"
     return body
 
@@ -82,8 +85,9 @@ def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[byt
         "EWMS_TMS_LOG_LEVEL": "DEBUG",
     }
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "tms"], env=env, stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, cwd=REPO)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tms"], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO
+        )
 
 
 def job_processes(taskforce_uuids: set[str]) -> list[int]:
@@ -111,8 +115,10 @@ def supervisor_pids(jobs: Path) -> list[int]:
     for pid_file in (jobs / ".local-schedd" / "clusters").glob("*.pid"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text())
-            if Path(f"/proc/{pid}").exists() and b"local_supervisor" in \
-                    Path(f"/proc/{pid}/cmdline").read_bytes():
+            if (
+                Path(f"/proc/{pid}").exists()
+                and b"local_supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ):
                 pids.append(pid)
     return pids
 
@@ -141,9 +147,11 @@ def delete_broker_leftovers(workflow_id: str, mqids: list[str]) -> None:
     with requests.Session() as session:
         session.auth = s.admin_auth
         user = quote(username_for(workflow_id), safe="")
-        for path in ([f"/users/{user}", f"/connections/username/{user}"]
-                     + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-                     + [f"/exchanges/{vhost}/{m}" for m in mqids]):
+        for path in (
+            [f"/users/{user}", f"/connections/username/{user}"]
+            + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
+            + [f"/exchanges/{vhost}/{m}" for m in mqids]
+        ):
             with contextlib.suppress(requests.RequestException):
                 session.delete(api + path, timeout=5)
 
@@ -154,8 +162,11 @@ def broker_queue_depths(mqids: list[str]) -> dict[str, int]:
     conn = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
     try:
         ch = conn.channel()
-        return {q: ch.queue_declare(q, passive=True).method.message_count
-                for m in mqids for q in (m, dead_letter_queue(m))}
+        return {
+            q: ch.queue_declare(q, passive=True).method.message_count
+            for m in mqids
+            for q in (m, dead_letter_queue(m))
+        }
     finally:
         conn.close()
 
@@ -164,16 +175,17 @@ def broker_objects_gone(workflow_id: str, mqids: list[str]) -> bool:
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
     vhost = quote(s.vhost, safe="")
     api = s.management_url.rstrip("/") + "/api"
-    paths = ([f"/users/{quote(username_for(workflow_id), safe='')}"]
-             + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-             + [f"/exchanges/{vhost}/{m}" for m in mqids])
+    paths = (
+        [f"/users/{quote(username_for(workflow_id), safe='')}"]
+        + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
+        + [f"/exchanges/{vhost}/{m}" for m in mqids]
+    )
     with requests.Session() as session:
         session.auth = s.admin_auth
         return all(session.get(api + p, timeout=5).status_code == 404 for p in paths)
 
 
-async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float,
-               interval: float = 0.2) -> Any:
+async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await check()
@@ -211,8 +223,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                     tfs = await call(c.taskforces, wf_id)
                     for tf in tfs:
                         if tf.get("compound_statuses"):
-                            seen_statuses.setdefault(tf["taskforce_uuid"], []).append(
-                                tf["compound_statuses"])
+                            seen_statuses.setdefault(tf["taskforce_uuid"], []).append(tf["compound_statuses"])
                     return tfs  # type: ignore[no-any-return]
 
                 created = await call(c.submit, workflow_request())
@@ -220,8 +231,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 uuids = {tf["taskforce_uuid"] for tf in created["taskforces"]}
                 assert len(uuids) == 2
                 directives = created["task_directives"]
-                mqids = sorted({q for d in directives
-                                for q in d["input_queues"] + d["output_queues"]})
+                mqids = sorted({q for d in directives for q in d["input_queues"] + d["output_queues"]})
                 assert len(mqids) == 3
                 square, add_one = sorted(directives, key=lambda d: "add_one" in d["task_args"])
                 assert square["output_queues"] == add_one["input_queues"]  # chained
@@ -244,14 +254,21 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 assert await call(queues.pull, pull_q, results.append, n=None, timeout=1.5) == 0
                 assert Counter(int(r) for r in results) == Counter(n * n + 1 for n in numbers)
                 assert await call(broker_queue_depths, mqids) == {
-                    q: 0 for m in mqids for q in (m, dead_letter_queue(m))}
+                    q: 0 for m in mqids for q in (m, dead_letter_queue(m))
+                }
 
                 # all 4 pilots are up and the TMS watcher's statuses reached the server
                 tfs = await poll(
-                    lambda: _all(taskforces(), lambda tf: tf["phase"] == "condor-submit"
-                                 and sum(tf["compound_statuses"].get("RUNNING", {}).values())
-                                 == N_WORKERS),
-                    "every taskforce running its 2 pilots", 20)
+                    lambda: _all(
+                        taskforces(),
+                        lambda tf: (
+                            tf["phase"] == "condor-submit"
+                            and sum(tf["compound_statuses"].get("RUNNING", {}).values()) == N_WORKERS
+                        ),
+                    ),
+                    "every taskforce running its 2 pilots",
+                    20,
+                )
                 assert all(tf["n_workers"] == N_WORKERS for tf in tfs)
                 assert len(job_processes(uuids)) >= 2 * N_WORKERS
                 assert len(supervisor_pids(jobs)) == 2
@@ -259,12 +276,16 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 # finish: the pilots stop and every taskforce ends in condor-complete
                 r = await call(c.finish, wf_id)
                 assert r["n_taskforces"] == 2
-                tfs = await poll(lambda: _all(taskforces(),
-                                              lambda tf: tf["phase"] == "condor-complete"),
-                                 "condor-complete", 30)
-                await poll(lambda: asyncio.to_thread(
-                    lambda: not job_processes(uuids) and not supervisor_pids(jobs)),
-                    "the pilots to be gone", 15)
+                tfs = await poll(
+                    lambda: _all(taskforces(), lambda tf: tf["phase"] == "condor-complete"),
+                    "condor-complete",
+                    30,
+                )
+                await poll(
+                    lambda: asyncio.to_thread(lambda: not job_processes(uuids) and not supervisor_pids(jobs)),
+                    "the pilots to be gone",
+                    15,
+                )
                 assert tms.poll() is None, "the TMS died"
                 for uuid in uuids:
                     assert seen_statuses.get(uuid), f"no compound_statuses seen for {uuid}"
@@ -275,8 +296,11 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 wf = await call(c.workflow, wf_id)
                 assert wf["deactivated"] == "FINISHED"
                 # the broker user went with the workflow, and (zero delete grace) its queues
-                await poll(lambda: asyncio.to_thread(broker_objects_gone, wf_id, mqids),
-                           "the broker user and queues to be deleted", 15)
+                await poll(
+                    lambda: asyncio.to_thread(broker_objects_gone, wf_id, mqids),
+                    "the broker user and queues to be deleted",
+                    15,
+                )
         finally:
             if tms is not None:
                 stop_process(tms)
@@ -302,7 +326,8 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
             assert token not in path.read_text(errors="replace"), f"token in {path}"
 
 
-async def _all(tfs_coro: Awaitable[list[dict[str, Any]]],
-               cond: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]] | None:
+async def _all(
+    tfs_coro: Awaitable[list[dict[str, Any]]], cond: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]] | None:
     tfs = await tfs_coro
     return tfs if tfs and all(cond(tf) for tf in tfs) else None

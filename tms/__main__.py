@@ -9,20 +9,20 @@ import signal
 import sys
 
 from . import app
-from .config import ConfigError, from_env, help_text
+from .config import ConfigError, TmsConfig, from_env, help_text
 
 
 def _parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="ewms-tms",
         description="EWMS Taskforce Management Service: turns taskforces into HTCondor clusters "
-                    "for one schedd and reports what they do. Configured only by the environment.",
+        "for one schedd and reports what they do. Configured only by the environment.",
         epilog=help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
-async def _main(cfg) -> None:  # type: ignore[no-untyped-def]
+async def _main(cfg: TmsConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

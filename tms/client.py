@@ -46,7 +46,9 @@ class TmsClient:
         self.outage_since: float | None = None
 
     @classmethod
-    def connect(cls, url: str, token: str, stop: asyncio.Event, *, timeout: float, backoff_max: float) -> "TmsClient":
+    def connect(
+        cls, url: str, token: str, stop: asyncio.Event, *, timeout: float, backoff_max: float
+    ) -> TmsClient:
         return cls(RestClient(url, token, timeout=timeout, retries=0), stop, backoff_max=backoff_max)
 
     def close(self) -> None:
@@ -64,8 +66,11 @@ class TmsClient:
                     text = e.response.text if e.response is not None else ""
                     raise ServerRejected(method, path, status, text) from None
                 reason = f"HTTP {status}"
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.RetryError) as e:  # RetryError: urllib3's answer to a 5xx
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.RetryError,
+            ) as e:  # RetryError: urllib3's answer to a 5xx
                 reason = type(e).__name__
             else:
                 if self.outage_since is not None:

@@ -31,8 +31,14 @@ def _newest_mtime(path: str) -> float:
     return max(times) if times else os.stat(path).st_mtime
 
 
-def sweep(root: str, live_uuids: set[str], live_paths: set[str], compress_after: float, delete_after: float,
-          now: float | None = None) -> dict[str, list[str]]:
+def sweep(
+    root: str,
+    live_uuids: set[str],
+    live_paths: set[str],
+    compress_after: float,
+    delete_after: float,
+    now: float | None = None,
+) -> dict[str, list[str]]:
     """One pass (blocking). Returns what was compressed and deleted."""
     now = time.time() if now is None else now
     done: dict[str, list[str]] = {"compressed": [], "deleted": []}
@@ -69,8 +75,14 @@ async def run(deps: HousekeepingDeps, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if deps.registry.restored:  # only once we know every live taskforce
             live_uuids = set(deps.registry.by_uuid)
-            done = await asyncio.to_thread(sweep, deps.root, live_uuids, deps.registry.live_paths(),
-                                           deps.compress_after, deps.delete_after)
+            done = await asyncio.to_thread(
+                sweep,
+                deps.root,
+                live_uuids,
+                deps.registry.live_paths(),
+                deps.compress_after,
+                deps.delete_after,
+            )
             if done["compressed"] or done["deleted"]:
                 LOGGER.info("housekeeping: %s", done)
         try:

@@ -7,7 +7,6 @@ into counters and dropped, so memory follows the number of live jobs, not of eve
 from __future__ import annotations
 
 import re
-
 from collections import Counter
 from typing import Final
 
@@ -83,7 +82,7 @@ def parse_chirp(text: str) -> tuple[str, str] | None:
 class JobState:
     """What is known about one live job."""
 
-    __slots__ = ("status", "hold_reason", "held_ts", "n_released", "pilot_status", "pilot_error", "acted")
+    __slots__ = ("acted", "held_ts", "hold_reason", "n_released", "pilot_error", "pilot_status", "status")
 
     def __init__(self) -> None:
         self.status = IDLE
@@ -124,8 +123,9 @@ class ClusterState:
             job = self.live[proc] = JobState()
         return job
 
-    def apply(self, etype: int, proc: int, info: str | None = None, hold_reason: str | None = None,
-              ts: int = 0) -> None:
+    def apply(
+        self, etype: int, proc: int, info: str | None = None, hold_reason: str | None = None, ts: int = 0
+    ) -> None:
         """Apply one event. ``info`` is a generic event's text, ``hold_reason`` a hold's reason."""
         self.dirty = True
         if etype == CLUSTER_REMOVE:
@@ -143,7 +143,7 @@ class ClusterState:
                     elif chirp[0] == "Error":
                         job.pilot_error = chirp[1]
             return
-        if etype == TERMINATED or etype == ABORTED:
+        if etype in (TERMINATED, ABORTED):
             job.status = COMPLETED if etype == TERMINATED else REMOVED
             self._end(proc, job)
             return

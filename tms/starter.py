@@ -47,12 +47,19 @@ async def start_one(deps: StarterDeps) -> bool:
     uuid = taskforce["taskforce_uuid"]
     runner, chirp = _runner_and_chirp(deps)
     try:
-        spec, secrets = build_spec(deps.cfg, taskforce, found["task_directive"], found.get("mqprofiles") or [],
-                                   runner=runner, chirp=chirp)
+        spec, secrets = build_spec(
+            deps.cfg,
+            taskforce,
+            found["task_directive"],
+            found.get("mqprofiles") or [],
+            runner=runner,
+            chirp=chirp,
+        )
         cluster_id = await deps.backend.find_cluster(uuid)
         if cluster_id is not None:
-            LOGGER.warning("taskforce %s already has cluster %s: reporting it, not submitting again",
-                           uuid, cluster_id)
+            LOGGER.warning(
+                "taskforce %s already has cluster %s: reporting it, not submitting again", uuid, cluster_id
+            )
         else:
             await asyncio.to_thread(prepare_job_dir, spec, secrets)
             cluster_id = await deps.backend.submit(spec)

@@ -40,8 +40,9 @@ async def stop_one(deps: StopperDeps) -> bool:
         return False  # wait before trying again
     LOGGER.info("removed cluster %s of taskforce %s", cluster_id, uuid)
     if cluster_id is not None and taskforce.get("job_event_log_fpath"):
-        deps.registry.track(uuid, int(cluster_id), int(taskforce.get("n_workers") or 0),
-                            taskforce["job_event_log_fpath"])
+        deps.registry.track(
+            uuid, int(cluster_id), int(taskforce.get("n_workers") or 0), taskforce["job_event_log_fpath"]
+        )
     await deps.client.confirm_rm(uuid)
     return True
 

@@ -61,23 +61,30 @@ def write_private_file(path: str, content: str) -> None:
 
 
 def job_environment(
-    taskforce: dict[str, Any], directive: dict[str, Any], *, auth_file: str, runner: str, chirp: str,
+    taskforce: dict[str, Any],
+    directive: dict[str, Any],
+    *,
+    auth_file: str,
+    runner: str,
+    chirp: str,
     chirp_file: str | None = None,
 ) -> dict[str, str]:
     """The pilot's environment, per docs/contracts.md section 1. Never contains a secret."""
     env = {str(k): str(v) for k, v in (taskforce.get("pilot_config") or {}).get("environment", {}).items()}
-    env.update({
-        "EWMS_TASKFORCE_UUID": taskforce["taskforce_uuid"],
-        "EWMS_WORKFLOW_ID": taskforce["workflow_id"],
-        "EWMS_PILOT_TASK_IMAGE": directive.get("task_image") or "",
-        "EWMS_PILOT_TASK_ARGS": directive.get("task_args") or "",
-        "EWMS_PILOT_TASK_ENV_JSON": json.dumps(directive.get("task_env") or {}),
-        "EWMS_PILOT_QUEUE_INCOMING": ",".join(directive.get("input_queues", [])),
-        "EWMS_PILOT_QUEUE_OUTGOING": ",".join(directive.get("output_queues", [])),
-        "EWMS_PILOT_QUEUE_AUTH_FILE": auth_file,
-        "EWMS_PILOT_RUNNER": runner,
-        "EWMS_PILOT_CHIRP": chirp,
-    })
+    env.update(
+        {
+            "EWMS_TASKFORCE_UUID": taskforce["taskforce_uuid"],
+            "EWMS_WORKFLOW_ID": taskforce["workflow_id"],
+            "EWMS_PILOT_TASK_IMAGE": directive.get("task_image") or "",
+            "EWMS_PILOT_TASK_ARGS": directive.get("task_args") or "",
+            "EWMS_PILOT_TASK_ENV_JSON": json.dumps(directive.get("task_env") or {}),
+            "EWMS_PILOT_QUEUE_INCOMING": ",".join(directive.get("input_queues", [])),
+            "EWMS_PILOT_QUEUE_OUTGOING": ",".join(directive.get("output_queues", [])),
+            "EWMS_PILOT_QUEUE_AUTH_FILE": auth_file,
+            "EWMS_PILOT_RUNNER": runner,
+            "EWMS_PILOT_CHIRP": chirp,
+        }
+    )
     if directive.get("init_image"):
         env["EWMS_PILOT_INIT_IMAGE"] = directive["init_image"]
         env["EWMS_PILOT_INIT_ARGS"] = directive.get("init_args") or ""
@@ -114,8 +121,13 @@ def requirements(site: str, user: str | None) -> str:
 
 
 def build_spec(
-    cfg: TmsConfig, taskforce: dict[str, Any], directive: dict[str, Any], mqprofiles: list[dict[str, Any]],
-    *, runner: str, chirp: str,
+    cfg: TmsConfig,
+    taskforce: dict[str, Any],
+    directive: dict[str, Any],
+    mqprofiles: list[dict[str, Any]],
+    *,
+    runner: str,
+    chirp: str,
 ) -> tuple[ClusterSpec, dict[str, dict[str, Any]]]:
     """The cluster spec and the secrets to write into its auth file (kept apart on purpose)."""
     uuid = taskforce["taskforce_uuid"]

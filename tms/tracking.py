@@ -61,8 +61,12 @@ def restore(registry: Registry, taskforces: list[dict[str, Any]]) -> int:
         if tf.get("cluster_id") is None or not tf.get("job_event_log_fpath"):
             continue
         if tf["taskforce_uuid"] not in registry.by_uuid:
-            registry.track(tf["taskforce_uuid"], int(tf["cluster_id"]), int(tf.get("n_workers") or 0),
-                           tf["job_event_log_fpath"])
+            registry.track(
+                tf["taskforce_uuid"],
+                int(tf["cluster_id"]),
+                int(tf.get("n_workers") or 0),
+                tf["job_event_log_fpath"],
+            )
             n += 1
     registry.restored = True
     return n

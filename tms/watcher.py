@@ -81,10 +81,15 @@ class Watcher:
                         LOGGER.info("releasing held job %s.%s (%s)", t.cluster_id, proc, job.hold_reason)
                         await self.deps.backend.release(t.cluster_id, proc)
                     else:
-                        LOGGER.info("removing job %s.%s: held again after %d releases", t.cluster_id, proc,
-                                    job.n_released)
+                        LOGGER.info(
+                            "removing job %s.%s: held again after %d releases",
+                            t.cluster_id,
+                            proc,
+                            job.n_released,
+                        )
                         await self.deps.backend.remove(
-                            t.cluster_id, f"EWMS: held {job.n_released + 1} times: {job.hold_reason}", proc)
+                            t.cluster_id, f"EWMS: held {job.n_released + 1} times: {job.hold_reason}", proc
+                        )
                     job.acted = True
                 except BackendError as e:
                     LOGGER.warning("hold policy on %s.%s failed: %s", t.cluster_id, proc, e)
@@ -123,7 +128,9 @@ class Watcher:
                 continue
             try:
                 await self.deps.client.confirm_complete(t.taskforce_uuid, int(time.time()))
-                LOGGER.info("cluster %s of taskforce %s is gone: condor-complete", t.cluster_id, t.taskforce_uuid)
+                LOGGER.info(
+                    "cluster %s of taskforce %s is gone: condor-complete", t.cluster_id, t.taskforce_uuid
+                )
             except ServerRejected as e:
                 LOGGER.warning("condor-complete of %s refused: %s", t.taskforce_uuid, e)
             self.deps.registry.untrack(t.taskforce_uuid)

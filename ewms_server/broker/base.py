@@ -23,9 +23,7 @@ class QueueAccess:
 class BrokerAdapter(Protocol):
     """One implementation per broker kind; all methods are idempotent."""
 
-    async def activate_workflow(
-        self, workflow_id: str, mqids: list[str]
-    ) -> dict[str, QueueAccess]:
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
         """Declare the queues (durable) and issue credentials that reach only this workflow's
         queues. Return the access of every mqid. Raise BrokerUnavailable on transient errors."""
 

@@ -8,9 +8,7 @@ from .base import QueueAccess
 class NullBrokerAdapter:
     """Lets the server run (and be tested) alone; the profiles carry no broker and no token."""
 
-    async def activate_workflow(
-        self, workflow_id: str, mqids: list[str]
-    ) -> dict[str, QueueAccess]:
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
         return {m: QueueAccess(m, None, None, None) for m in mqids}
 
     async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:

@@ -26,8 +26,9 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import pika
@@ -44,16 +45,31 @@ USER_PREFIX = "ewms-"
 CONNECTION_NAME = "ewms-server-broker-adapter"
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
-    ("EWMS_BROKER_URL", "(required)",
-     "AMQP URL with the admin credentials, e.g. amqp://admin:secret@mq.example.org:5672/%2F"),
-    ("EWMS_BROKER_MANAGEMENT_URL", "http://<host of EWMS_BROKER_URL>:15672",
-     "RabbitMQ management HTTP API (users, permissions); same admin credentials"),
-    ("EWMS_BROKER_ADDRESS_FOR_PILOTS", "amqp://<host>:<port>/<vhost> of EWMS_BROKER_URL",
-     "broker URL as pilots and users reach it (amqps:// for TLS); the workflow's user is added"),
-    ("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400",
-     "seconds between a workflow's end and the deletion of its queues"),
-    ("EWMS_BROKER_TASK_DELIVERY_LIMIT", "3",
-     "returns (failed task, lost pilot) after which a message goes to <mqid>.dead-letter"),
+    (
+        "EWMS_BROKER_URL",
+        "(required)",
+        "AMQP URL with the admin credentials, e.g. amqp://admin:secret@mq.example.org:5672/%2F",
+    ),
+    (
+        "EWMS_BROKER_MANAGEMENT_URL",
+        "http://<host of EWMS_BROKER_URL>:15672",
+        "RabbitMQ management HTTP API (users, permissions); same admin credentials",
+    ),
+    (
+        "EWMS_BROKER_ADDRESS_FOR_PILOTS",
+        "amqp://<host>:<port>/<vhost> of EWMS_BROKER_URL",
+        "broker URL as pilots and users reach it (amqps:// for TLS); the workflow's user is added",
+    ),
+    (
+        "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
+        "86400",
+        "seconds between a workflow's end and the deletion of its queues",
+    ),
+    (
+        "EWMS_BROKER_TASK_DELIVERY_LIMIT",
+        "3",
+        "returns (failed task, lost pilot) after which a message goes to <mqid>.dead-letter",
+    ),
     ("EWMS_BROKER_TIMEOUT_S", "10", "timeout of one broker call (AMQP connect, HTTP request)"),
 )
 
@@ -82,8 +98,7 @@ class RabbitMQSettings:
             raise ValueError("EWMS_BROKER_TASK_DELIVERY_LIMIT must be >= 0")
         return cls(
             broker_url=url,
-            management_url=env.get("EWMS_BROKER_MANAGEMENT_URL")
-            or f"http://{parts.hostname}:15672",
+            management_url=env.get("EWMS_BROKER_MANAGEMENT_URL") or f"http://{parts.hostname}:15672",
             address_for_pilots=env.get("EWMS_BROKER_ADDRESS_FOR_PILOTS")
             or f"{parts.scheme}://{parts.hostname}:{port}/{vhost_path}",
             queue_delete_grace_s=float(env.get("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400")),
@@ -153,17 +168,17 @@ class RabbitMQBrokerAdapter:
 
     # -- protocol -------------------------------------------------------------------------
 
-    async def activate_workflow(
-        self, workflow_id: str, mqids: list[str]
-    ) -> dict[str, QueueAccess]:
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
         await self._amqp(lambda ch: self._declare(ch, mqids))
         user = username_for(workflow_id)
         token = secrets.token_urlsafe(32)
-        await self._http("PUT", f"/api/users/{quote(user, safe='')}",
-                         {"password": token, "tags": ""})
+        await self._http("PUT", f"/api/users/{quote(user, safe='')}", {"password": token, "tags": ""})
         regex = permission_regex(mqids)
-        await self._http("PUT", f"/api/permissions/{self._vhost_q}/{quote(user, safe='')}",
-                         {"configure": regex, "write": regex, "read": regex})
+        await self._http(
+            "PUT",
+            f"/api/permissions/{self._vhost_q}/{quote(user, safe='')}",
+            {"configure": regex, "write": regex, "read": regex},
+        )
         address = pilot_address(self.settings.address_for_pilots, user)
         LOGGER.info("activated %s: %d queue(s) for broker user %s", workflow_id, len(mqids), user)
         return {m: QueueAccess(m, token, BROKER_TYPE, address) for m in mqids}
@@ -197,12 +212,16 @@ class RabbitMQBrokerAdapter:
     def _declare(self, ch: Any, mqids: list[str]) -> None:
         for m in mqids:
             self._declare_queue(ch, dead_letter_queue(m), {"x-queue-type": "quorum"})
-            self._declare_queue(ch, m, {
-                "x-queue-type": "quorum",
-                "x-delivery-limit": self.settings.task_delivery_limit,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dead_letter_queue(m),
-            })
+            self._declare_queue(
+                ch,
+                m,
+                {
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.settings.task_delivery_limit,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": dead_letter_queue(m),
+                },
+            )
             ch.exchange_declare(m, exchange_type="fanout", durable=True)
             ch.queue_bind(m, m)
 
@@ -232,8 +251,7 @@ class RabbitMQBrokerAdapter:
                     # connection may be dropped, which the retry below absorbs
                     params.heartbeat = 30
                     params.client_properties = {"connection_name": self.connection_name}
-                    params.socket_timeout = params.blocked_connection_timeout = \
-                        self.settings.timeout_s
+                    params.socket_timeout = params.blocked_connection_timeout = self.settings.timeout_s
                     params.connection_attempts = 1
                     self._connection = pika.BlockingConnection(params)
                 proxy = _ChannelProxy(self._connection)
@@ -256,24 +274,24 @@ class RabbitMQBrokerAdapter:
     def _vhost_q(self) -> str:
         return quote(self.settings.vhost, safe="")
 
-    async def _http(self, method: str, path: str, body: dict[str, Any] | None = None,
-                    missing_ok: bool = False) -> None:
+    async def _http(
+        self, method: str, path: str, body: dict[str, Any] | None = None, missing_ok: bool = False
+    ) -> None:
         url = self.settings.management_url.rstrip("/") + path
         try:
             resp = await asyncio.to_thread(
                 self._session.request, method, url, json=body, timeout=self.settings.timeout_s
             )
         except requests.RequestException as e:
-            raise BrokerUnavailable(f"RabbitMQ management {method} {path}: {type(e).__name__}") \
-                from None  # the exception may carry the request (and its password)
+            raise BrokerUnavailable(
+                f"RabbitMQ management {method} {path}: {type(e).__name__}"
+            ) from None  # the exception may carry the request (and its password)
         if resp.status_code >= 500:
             raise BrokerUnavailable(f"RabbitMQ management {method} {path}: {resp.status_code}")
         if resp.status_code == 404 and missing_ok:
             return
         if resp.status_code >= 400:
-            raise RabbitMQError(
-                f"RabbitMQ management {method} {path}: {resp.status_code} {resp.text[:200]}"
-            )
+            raise RabbitMQError(f"RabbitMQ management {method} {path}: {resp.status_code} {resp.text[:200]}")
 
 
 class _ChannelProxy:
@@ -294,5 +312,5 @@ def _close_quietly(conn: pika.BlockingConnection) -> None:
     try:
         if conn.is_open:
             conn.close()
-    except Exception:  # noqa: BLE001 - already broken; nothing to save
+    except Exception:
         pass

@@ -37,7 +37,7 @@ class MotorCollection:
             import mongomock
 
             dup += (mongomock.DuplicateKeyError,)
-            bulk += (getattr(mongomock, "BulkWriteError"),)
+            bulk += (mongomock.BulkWriteError,)  # type: ignore[attr-defined]
         except ImportError:
             pass
         self._dup = dup
@@ -152,7 +152,10 @@ class _MongomockCollection(MotorCollection):
 
         try:
             before = await self._coll.find_one_and_update(
-                filter, update, projection={"_id": 1}, sort=_sort(sort),
+                filter,
+                update,
+                projection={"_id": 1},
+                sort=_sort(sort),
                 return_document=ReturnDocument.BEFORE,
             )
         except self._dup as e:

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
 
@@ -107,9 +108,7 @@ class MemoryCollection:
         self._raw: dict[int, Doc] = {}  # the others (datetimes, tuples...), as private copies
         self._indexes: dict[tuple[str, ...], Index] = {}
         # sort -> (key function, doc id -> key); a document's keys are dropped when it changes
-        self._sort_keys: dict[
-            tuple[tuple[str, int], ...], tuple[SortKey, dict[int, tuple[Any, ...]]]
-        ] = {}
+        self._sort_keys: dict[tuple[tuple[str, int], ...], tuple[SortKey, dict[int, tuple[Any, ...]]]] = {}
         # top-level field -> doc id -> value, for conditions; dropped like the sort keys
         self._columns: dict[str, dict[int, Any]] = {}
         self._next_id = 0
@@ -193,9 +192,7 @@ class MemoryCollection:
         ids.sort(key=keys.__getitem__)
         return ids[:limit] if limit else ids
 
-    def _sort_cache(
-        self, spec: list[tuple[str, int]]
-    ) -> tuple[SortKey, dict[int, tuple[Any, ...]]]:
+    def _sort_cache(self, spec: list[tuple[str, int]]) -> tuple[SortKey, dict[int, tuple[Any, ...]]]:
         """The key function of a sort, and the keys already computed (sorts repeat)."""
         name = tuple((path, direction) for path, direction in spec)
         found = self._sort_keys.get(name)
@@ -228,14 +225,10 @@ class MemoryCollection:
             for doc_id in ids:
                 column.pop(doc_id, None)
 
-    def _write(
-        self, changes: dict[int, tuple[Doc, bytes | None]], indexes: Iterable[Index]
-    ) -> None:
+    def _write(self, changes: dict[int, tuple[Doc, bytes | None]], indexes: Iterable[Index]) -> None:
         """Store new versions of documents (new or updated) after checking unique indexes; a
         document without bytes is kept as is, so it must be private."""
-        staged = [
-            (index, {i: index.keys_of(doc) for i, (doc, _) in changes.items()}) for index in indexes
-        ]
+        staged = [(index, {i: index.keys_of(doc) for i, (doc, _) in changes.items()}) for index in indexes]
         for index, keys in staged:
             if index.unique:
                 index.check(keys)

@@ -63,9 +63,7 @@ def exact_keys(cond: Any) -> frozenset[Any] | None:
         if "$eq" in cond:
             return exact_keys(cond["$eq"])
         values = cond.get("$in")
-        if isinstance(values, (list, tuple)) and all(
-            isinstance(v, SCALARS) and v == v for v in values
-        ):
+        if isinstance(values, (list, tuple)) and all(isinstance(v, SCALARS) and v == v for v in values):
             return frozenset(values)
     return None
 
@@ -146,7 +144,7 @@ class Index:
     each document are remembered as a tuple, not a frozenset.
     """
 
-    __slots__ = ("fields", "unique", "maps", "entries")
+    __slots__ = ("entries", "fields", "maps", "unique")
 
     def __init__(self, fields: tuple[str, ...], unique: bool) -> None:
         self.fields = fields
@@ -194,9 +192,7 @@ class Index:
                     other not in staged for other in _ids(full.get(key))
                 ):
                     shown = dict(zip(self.fields, key))
-                    raise DuplicateKeyError(
-                        f"duplicate key for unique index {self.fields}: {shown}"
-                    )
+                    raise DuplicateKeyError(f"duplicate key for unique index {self.fields}: {shown}")
 
     def lookup(self, probes: dict[str, frozenset[Any]]) -> tuple[list[int], int] | None:
         """Candidate ids (unsorted) and how many leading fields were used; None if unusable."""

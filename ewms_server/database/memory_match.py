@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from mongomock.filtering import NOTHING, filter_applies
 
@@ -108,9 +109,7 @@ class _ValueTests(dict[type, Callable[[Any], bool] | None]):
         self.ops = ops
 
     def __missing__(self, kind: type) -> Callable[[Any], bool] | None:
-        test = self[kind] = (
-            _value_test(self.ops, kind) if kind in _CLASSES or kind is _Missing else None
-        )
+        test = self[kind] = _value_test(self.ops, kind) if kind in _CLASSES or kind is _Missing else None
         return test
 
 
@@ -129,7 +128,7 @@ def _simple_ops(cond: Any) -> dict[str, Any] | None:
 class Comparison:
     """A simple comparison on a top-level field, decided in Python for scalar field values."""
 
-    __slots__ = ("path", "probe", "_table", "_alone")
+    __slots__ = ("_alone", "_table", "path", "probe")
 
     def __init__(self, path: str, cond: Any, ops: dict[str, Any]) -> None:
         self.path = path
@@ -221,7 +220,7 @@ def _residual_test(residual: Filter, records: Records, full: Full) -> Test:
 class Plan:
     """A filter split into exact conditions (with index probes), fast comparisons, and the rest."""
 
-    __slots__ = ("exact", "probes", "comparisons", "residual")
+    __slots__ = ("comparisons", "exact", "probes", "residual")
 
     def __init__(self, filter: Filter) -> None:
         if not isinstance(filter, dict):

@@ -9,8 +9,9 @@ null). The key of a document is one flat tuple (rank, value, rank, value...), so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from mongomock.filtering import NOTHING, BsonComparable
 

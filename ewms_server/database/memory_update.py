@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -54,7 +55,7 @@ def to_blob(doc: Doc) -> bytes | None:
 class ParsedUpdate:
     """A validated update: (operator, path parts, operand) steps, operands privately copied."""
 
-    __slots__ = ("steps", "json_safe", "paths", "_within")
+    __slots__ = ("_within", "json_safe", "paths", "steps")
 
     def __init__(self, update: Update) -> None:
         if not isinstance(update, dict) or not update:
@@ -75,9 +76,7 @@ class ParsedUpdate:
                 raise ValueError(f"update paths {'.'.join(a)!r} and {'.'.join(b)!r} conflict")
         self.paths = {".".join(parts) for _, parts, _ in self.steps}
         # the updated paths and every path containing one ("a.b.c": "a", "a.b", "a.b.c")
-        self._within = {
-            ".".join(parts[:n]) for _, parts, _ in self.steps for n in range(1, len(parts) + 1)
-        }
+        self._within = {".".join(parts[:n]) for _, parts, _ in self.steps for n in range(1, len(parts) + 1)}
 
     @staticmethod
     def _operand(op: str, path: str, operand: Any) -> Any:

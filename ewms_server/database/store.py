@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..schema import OpenAPI
 from .base import Collection, Database, Filter, Sort, Update
@@ -101,6 +102,4 @@ class Store:
         projection: list[str] | None = None,
     ) -> dict[str, Any] | None:
         self.schema.check_update(name, update)
-        return await self.by_name(name).find_one_and_update(
-            filter, update, sort=sort, projection=projection
-        )
+        return await self.by_name(name).find_one_and_update(filter, update, sort=sort, projection=projection)

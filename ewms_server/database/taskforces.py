@@ -62,9 +62,7 @@ async def _transition(
     return done is not None
 
 
-async def next_pending_starter(
-    store: Store, schedd: str, lease_s: float
-) -> dict[str, Any] | None:
+async def next_pending_starter(store: Store, schedd: str, lease_s: float) -> dict[str, Any] | None:
     now = time.time()
     tf = await store.find_one_and_update(
         "taskforces",
@@ -186,9 +184,7 @@ async def condor_rm(store: Store, uuid: str, caller: Caller) -> None:
     raise await _refuse(store, uuid, Phase.CONDOR_RM, caller, str(Phase.PENDING_STOPPER))
 
 
-async def condor_rm_failed(
-    store: Store, uuid: str, error: str, caller: Caller, retry_delay_s: float
-) -> None:
+async def condor_rm_failed(store: Store, uuid: str, error: str, caller: Caller, retry_delay_s: float) -> None:
     ok = await store.find_one_and_update(
         "taskforces",
         {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STOPPER)},
@@ -223,9 +219,7 @@ async def condor_complete(store: Store, uuid: str, ts: float, caller: Caller) ->
         {"taskforce_uuid": uuid, "phase": str(Phase.CONDOR_COMPLETE)}, projection=["taskforce_uuid"]
     ):
         return  # a retried report
-    raise await _refuse(
-        store, uuid, Phase.CONDOR_COMPLETE, caller, " or ".join(str(p) for p in WATCHED)
-    )
+    raise await _refuse(store, uuid, Phase.CONDOR_COMPLETE, caller, " or ".join(str(p) for p in WATCHED))
 
 
 async def update_statuses(store: Store, body: dict[str, Any]) -> list[dict[str, str]]:

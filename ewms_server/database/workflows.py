@@ -10,7 +10,8 @@ stop that a crash interrupted).
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import documents
 from ..config import Location
@@ -84,9 +85,7 @@ async def _insert_bundle(
     return {"workflow": wf, "task_directives": tds, "taskforces": tfs}
 
 
-async def deactivate_workflow(
-    store: Store, workflow_id: str, kind: str, caller: Caller
-) -> int:
+async def deactivate_workflow(store: Store, workflow_id: str, kind: str, caller: Caller) -> int:
     wf = await store.get_scoped("workflows", workflow_id, caller, ["deactivated"])
     if wf is None:
         raise NotFound(f"no workflow {workflow_id}")
@@ -120,14 +119,15 @@ async def stop_taskforces(store: Store, workflow_id: str, entity: str, reason: s
             "$set": {"phase": str(Phase.PENDING_STOPPER), "lease_until": 0.0},
             "$push": {
                 "phase_change_log": documents.log_entry(
-                    target_phase=Phase.PENDING_STOPPER, was_successful=True, source_entity=entity, context=reason
+                    target_phase=Phase.PENDING_STOPPER,
+                    was_successful=True,
+                    source_entity=entity,
+                    context=reason,
                 )
             },
         },
     )
-    await store.update_one(
-        "workflows", {"workflow_id": workflow_id}, {"$set": {"taskforces_stopped": True}}
-    )
+    await store.update_one("workflows", {"workflow_id": workflow_id}, {"$set": {"taskforces_stopped": True}})
     return n
 
 
@@ -156,9 +156,7 @@ async def add_workers(
     if template is None:
         raise Invalid(f"task directive {task_id} has no taskforce to copy settings from")
     mqids = [*td["input_queues"], *td["output_queues"]]
-    n_inactive = await store.mqprofiles.count_documents(
-        {"mqid": {"$in": mqids}, "is_activated": False}
-    )
+    n_inactive = await store.mqprofiles.count_documents({"mqid": {"$in": mqids}, "is_activated": False})
     tf = documents.taskforce(
         task_id=task_id,
         workflow_id=wf["workflow_id"],

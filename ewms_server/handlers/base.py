@@ -41,7 +41,7 @@ class BaseHandler(tornado.web.RequestHandler):
     caller: Caller
     query: dict[str, str]
 
-    def initialize(self, deps: Deps) -> None:  # type: ignore[override]
+    def initialize(self, deps: Deps) -> None:
         self.deps = deps
 
     def set_default_headers(self) -> None:
@@ -111,7 +111,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, EWMSError):
-            LOGGER.info("%s %s -> %s: %s", self.request.method, self.request.path, STATUS_OF.get(type(value)), value)
+            LOGGER.info(
+                "%s %s -> %s: %s", self.request.method, self.request.path, STATUS_OF.get(type(value)), value
+            )
         else:
             super().log_exception(typ, value, tb)
 

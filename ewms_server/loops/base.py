@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 LOGGER = logging.getLogger("ewms_server.loops")
 
@@ -30,9 +30,7 @@ class LoopState:
         return time.time() - self.last_pass_ts < max(3 * self.interval_s, 60)
 
 
-async def run_loop(
-    state: LoopState, one_pass: Callable[[], Awaitable[bool]], stop: asyncio.Event
-) -> None:
+async def run_loop(state: LoopState, one_pass: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> None:
     """Run `one_pass` until `stop` is set. A pass returns True when it did work (then the next
     pass runs at once); exceptions are logged and retried with backoff, never fatal."""
     backoff = 0.0

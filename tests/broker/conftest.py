@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pika
 import pika.exceptions
@@ -30,7 +30,8 @@ def management_get(path: str) -> requests.Response:
 def connect(access: QueueAccess) -> pika.BlockingConnection:
     assert access.broker_address and access.auth_token
     return pika.BlockingConnection(
-        pika.URLParameters(connection_url(access.broker_address, access.auth_token)))
+        pika.URLParameters(connection_url(access.broker_address, access.auth_token))
+    )
 
 
 def unique(prefix: str) -> str:

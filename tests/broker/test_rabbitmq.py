@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-
 from urllib.parse import quote
 
 import pika
@@ -28,6 +27,7 @@ PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 
 
 # -- settings ------------------------------------------------------------------------------
+
 
 def test_settings_defaults_derive_from_broker_url() -> None:
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": "amqp://adm:pw@mq.example.org:5673/ewms"})
@@ -60,12 +60,12 @@ def test_permission_regex_matches_exactly_the_workflow_queues() -> None:
     rx = re.compile(permission_regex(["Q-a.1", "Q-b"]))
     for ok in ("Q-a.1", "Q-b", "Q-a.1.dead-letter", "Q-b.dead-letter"):
         assert rx.match(ok), ok
-    for bad in ("Q-a", "Q-ax1", "Q-a.10", "xQ-b", "Q-b2", "Q-c", "amq.default", "",
-                "Q-b.dead-letter2"):
+    for bad in ("Q-a", "Q-ax1", "Q-a.10", "xQ-b", "Q-b2", "Q-c", "amq.default", "", "Q-b.dead-letter2"):
         assert not rx.match(bad), bad
 
 
 # -- activation ----------------------------------------------------------------------------
+
 
 async def test_activation_declares_durable_quorum_queues_and_profiles(make_workflow) -> None:
     wf, access = await make_workflow(2)
@@ -106,6 +106,7 @@ async def test_activation_is_idempotent_and_keeps_messages(adapter, make_workflo
 
 # -- isolation and revocation --------------------------------------------------------------
 
+
 def _refused(action) -> int:  # type: ignore[no-untyped-def]
     """Run `action`; return the AMQP reply code it was refused with (0 if it succeeded)."""
     try:
@@ -132,11 +133,9 @@ async def test_credentials_are_refused_on_another_workflows_queues(make_workflow
         on_fresh_channel("own publish", lambda ch: ch.basic_publish(qa, "", b"x", PERSISTENT))
         on_fresh_channel("own get", lambda ch: ch.basic_get(qa, auto_ack=True))
         on_fresh_channel("other publish", lambda ch: ch.basic_publish(qb, "", b"x"))
-        on_fresh_channel("other via default exchange",
-                         lambda ch: ch.basic_publish("", qb, b"x"))
+        on_fresh_channel("other via default exchange", lambda ch: ch.basic_publish("", qb, b"x"))
         on_fresh_channel("other get", lambda ch: ch.basic_get(qb))
-        on_fresh_channel("other consume",
-                         lambda ch: ch.basic_consume(qb, lambda *a: None))
+        on_fresh_channel("other consume", lambda ch: ch.basic_consume(qb, lambda *a: None))
         on_fresh_channel("other dead-letter get", lambda ch: ch.basic_get(f"{qb}.dead-letter"))
         on_fresh_channel("other delete", lambda ch: ch.queue_delete(qb))
         on_fresh_channel("declare a new queue", lambda ch: ch.queue_declare("Q-intruder"))
@@ -165,8 +164,9 @@ async def test_revoked_credentials_stop_working(adapter, make_workflow) -> None:
         return False
 
     assert await asyncio.to_thread(existing_connection_is_closed)
-    with pytest.raises((pika.exceptions.ProbableAuthenticationError,
-                        pika.exceptions.ProbableAccessDeniedError)):
+    with pytest.raises(
+        (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
+    ):
         await asyncio.to_thread(connect, acc[mqid])
     # the queue outlives the credentials until delete_queues
     q = await asyncio.to_thread(management_get, f"/api/queues/%2F/{mqid}")
@@ -179,22 +179,33 @@ async def test_delete_queues_removes_queues_and_exchanges(adapter, make_workflow
     await adapter.delete_queues(wf, list(acc))
     await adapter.delete_queues(wf, list(acc))  # idempotent
     for mqid in acc:
-        for path in (f"/api/queues/%2F/{mqid}", f"/api/queues/%2F/{mqid}.dead-letter",
-                     f"/api/exchanges/%2F/{mqid}"):
+        for path in (
+            f"/api/queues/%2F/{mqid}",
+            f"/api/queues/%2F/{mqid}.dead-letter",
+            f"/api/exchanges/%2F/{mqid}",
+        ):
             assert (await asyncio.to_thread(management_get, path)).status_code == 404, path
 
 
 # -- broker down ---------------------------------------------------------------------------
 
+
 async def test_unreachable_broker_raises_broker_unavailable_without_secrets() -> None:
-    a = RabbitMQBrokerAdapter(RabbitMQSettings.from_env({
-        "EWMS_BROKER_URL": "amqp://admin:s3cret-pw@127.0.0.1:1/%2F",
-        "EWMS_BROKER_MANAGEMENT_URL": "http://127.0.0.1:1",
-        "EWMS_BROKER_TIMEOUT_S": "2",
-    }))
+    a = RabbitMQBrokerAdapter(
+        RabbitMQSettings.from_env(
+            {
+                "EWMS_BROKER_URL": "amqp://admin:s3cret-pw@127.0.0.1:1/%2F",
+                "EWMS_BROKER_MANAGEMENT_URL": "http://127.0.0.1:1",
+                "EWMS_BROKER_TIMEOUT_S": "2",
+            }
+        )
+    )
     try:
-        for call in (a.activate_workflow("WF-x", ["Q-x"]), a.delete_queues("WF-x", ["Q-x"]),
-                     a.deactivate_workflow("WF-x", ["Q-x"])):
+        for call in (
+            a.activate_workflow("WF-x", ["Q-x"]),
+            a.delete_queues("WF-x", ["Q-x"]),
+            a.deactivate_workflow("WF-x", ["Q-x"]),
+        ):
             with pytest.raises(BrokerUnavailable) as info:
                 await call
             assert "s3cret-pw" not in str(info.value)
@@ -210,13 +221,17 @@ async def test_a_dropped_admin_connection_is_replaced(adapter, make_workflow) ->
         deadline = time.monotonic() + 15  # the management API lists connections lazily
         names: list[str] = []
         while not names and time.monotonic() < deadline:
-            names = [c["name"] for c in management_get("/api/connections").json()
-                     if c.get("client_properties", {}).get("connection_name") == adapter.connection_name]
+            names = [
+                c["name"]
+                for c in management_get("/api/connections").json()
+                if c.get("client_properties", {}).get("connection_name") == adapter.connection_name
+            ]
             time.sleep(0.5)
         s = broker_settings()
         for name in names:
-            requests.delete(f"{s.management_url}/api/connections/{quote(name, safe='')}",
-                            auth=s.admin_auth, timeout=10)
+            requests.delete(
+                f"{s.management_url}/api/connections/{quote(name, safe='')}", auth=s.admin_auth, timeout=10
+            )
         return len(names)
 
     assert await asyncio.to_thread(drop_admin_connections) >= 1

@@ -6,8 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from rest_tools.client import RestClient
@@ -21,10 +21,14 @@ BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:567
 
 @pytest.fixture
 async def srv() -> AsyncIterator[RunningServer]:
-    env = {"EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
-           "EWMS_LOOP_INTERVAL_S": "0.2"}
-    async with running_server(cluster_locations={"local": "my-schedd"},
-                              broker_env={"EWMS_BROKER_URL": BROKER_URL}, env=env) as s:
+    env = {
+        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
+        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
+        "EWMS_LOOP_INTERVAL_S": "0.2",
+    }
+    async with running_server(
+        cluster_locations={"local": "my-schedd"}, broker_env={"EWMS_BROKER_URL": BROKER_URL}, env=env
+    ) as s:
         yield s
         await _cleanup_broker(s)
 
@@ -52,16 +56,23 @@ def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:
     return env | {"EWMS_URL": srv.url, "EWMS_TOKEN": srv.token(role="user", sub=sub)}
 
 
-async def ewms(env: dict[str, str], *args: str, stdin: bytes | None = None,
-               timeout: float = 60) -> tuple[int, str, str]:
+async def ewms(
+    env: dict[str, str], *args: str, stdin: bytes | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     return await run([sys.executable, "-m", "ewms_client", *args], env, stdin, timeout)
 
 
-async def run(argv: list[str], env: dict[str, str], stdin: bytes | None = None,
-              timeout: float = 60) -> tuple[int, str, str]:
+async def run(
+    argv: list[str], env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=REPO, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv,
+        env=env,
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -84,17 +95,22 @@ async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: P
     by_alias = {p["alias"]: p for p in profiles}
     auth = tmp_path / "auth.json"
     fd = os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, json.dumps({p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type",
-                                                           "broker_address")}
-                             for p in profiles}).encode())
+    os.write(
+        fd,
+        json.dumps(
+            {p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type", "broker_address")} for p in profiles}
+        ).encode(),
+    )
     os.close(fd)
     pilot_env = env | {
         "EWMS_PILOT_TASK_IMAGE": sys.executable,
         "EWMS_PILOT_TASK_ARGS": "resources/examples/tasks/square.py",
         "EWMS_PILOT_QUEUE_INCOMING": by_alias["numbers"]["mqid"],
         "EWMS_PILOT_QUEUE_OUTGOING": by_alias["squares"]["mqid"],
-        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth), "EWMS_PILOT_RUNNER": "process",
-        "EWMS_PILOT_CHIRP": "none", "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
+        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth),
+        "EWMS_PILOT_RUNNER": "process",
+        "EWMS_PILOT_CHIRP": "none",
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
     }
     code, _out, err = await run([sys.executable, "-m", "ewms_pilot"], pilot_env)
     assert code == 0, err
@@ -132,21 +148,22 @@ async def test_pull_to_a_directory_and_push_files(srv: RunningServer, tmp_path: 
     assert code == 0 and out.startswith(f"aborted {wf}"), err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["abort", "WF-nope"], "404 from the EWMS server"),
-    (["push", "WF-nope", "x"], "404 from the EWMS server"),
-    (["submit", "/nonexistent.json"], "cannot read /nonexistent.json"),
-])
-async def test_user_mistakes_are_one_line_errors(srv: RunningServer, args: list[str],
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["abort", "WF-nope"], "404 from the EWMS server"),
+        (["push", "WF-nope", "x"], "404 from the EWMS server"),
+        (["submit", "/nonexistent.json"], "cannot read /nonexistent.json"),
+    ],
+)
+async def test_user_mistakes_are_one_line_errors(srv: RunningServer, args: list[str], message: str) -> None:
     code, out, err = await ewms(cli_env(srv), *args)
     assert code == 1 and out == ""
     assert err.startswith("ewms: error: ") and message in err, err
     assert "Traceback" not in err
 
 
-async def test_bad_requests_and_settings_are_reported(srv: RunningServer,
-                                                      tmp_path: Path) -> None:
+async def test_bad_requests_and_settings_are_reported(srv: RunningServer, tmp_path: Path) -> None:
     env = cli_env(srv)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -3,11 +3,21 @@
 from ewms_client.progress import bar, is_over, pilot_statuses, summary
 
 TFS = [
-    {"phase": "condor-submit", "n_workers": 4, "compound_statuses": {
-        "RUNNING": {"Tasking": 2}, "COMPLETED": {"Done": 1},
-        "HELD: out of memory": {"Tasking": 1}}, "top_task_errors": {"task exit code 3": 5}},
-    {"phase": "condor-complete", "n_workers": 4, "compound_statuses": {
-        "COMPLETED": {"Done": 3, "FatalError": 1}}},
+    {
+        "phase": "condor-submit",
+        "n_workers": 4,
+        "compound_statuses": {
+            "RUNNING": {"Tasking": 2},
+            "COMPLETED": {"Done": 1},
+            "HELD: out of memory": {"Tasking": 1},
+        },
+        "top_task_errors": {"task exit code 3": 5},
+    },
+    {
+        "phase": "condor-complete",
+        "n_workers": 4,
+        "compound_statuses": {"COMPLETED": {"Done": 3, "FatalError": 1}},
+    },
 ]
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import itertools
 import math
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 import mongomock
 import pymongo.errors
@@ -27,9 +27,7 @@ def coll() -> MemoryCollection:
 
 
 async def _seed(coll: MemoryCollection, n: int = 5) -> None:
-    await coll.insert_many(
-        [{"k": i, "g": "even" if i % 2 == 0 else "odd", "n": i * 10} for i in range(n)]
-    )
+    await coll.insert_many([{"k": i, "g": "even" if i % 2 == 0 else "odd", "n": i * 10} for i in range(n)])
 
 
 # --- basics ---------------------------------------------------------------------------------
@@ -120,9 +118,7 @@ async def test_update_operands_are_copied(coll: MemoryCollection) -> None:
     await coll.update_many({}, {"$set": {"v": value}, "$push": {"p": {"$each": items}}})
     value["a"].append(2)
     items[0]["x"] = 99
-    await coll.update_one(
-        {"k": 0}, {"$push": {"v.a": 3}}
-    )  # must not leak into k=1 (shared operand)
+    await coll.update_one({"k": 0}, {"$push": {"v.a": 3}})  # must not leak into k=1 (shared operand)
     docs = await coll.find({}, projection=["v", "p"])
     assert docs == [{"v": {"a": [1, 3]}, "p": [{"x": 1}]}, {"v": {"a": [1]}, "p": [{"x": 1}]}]
 
@@ -182,9 +178,7 @@ async def test_unique_update_violations_leave_store_unchanged(coll: MemoryCollec
     with pytest.raises(DuplicateKeyError):  # all-or-nothing, even between the updated documents
         await coll.update_many({"k": {"$gte": 3}}, {"$set": {"k": 100}})
     assert await coll.find({}) == before
-    assert (
-        await coll.update_many({}, {"$inc": {"k": 10}}) == 5
-    )  # a key moving onto a moving key is fine
+    assert await coll.update_many({}, {"$inc": {"k": 10}}) == 5  # a key moving onto a moving key is fine
     assert [d["k"] for d in await coll.find({})] == [10, 11, 12, 13, 14]
 
 
@@ -228,9 +222,7 @@ async def test_index_follows_updates_of_indexed_fields(coll: MemoryCollection) -
 
 async def test_multikey_index(coll: MemoryCollection) -> None:
     await coll.create_index([("tags", 1)])
-    await coll.insert_many(
-        [{"k": 0, "tags": ["a", "b"]}, {"k": 1, "tags": "a"}, {"k": 2, "tags": []}]
-    )
+    await coll.insert_many([{"k": 0, "tags": ["a", "b"]}, {"k": 1, "tags": "a"}, {"k": 2, "tags": []}])
     assert [d["k"] for d in await coll.find({"tags": "a"})] == [0, 1]
     assert [d["k"] for d in await coll.find({"tags": ["a", "b"]})] == [0]
     assert [d["k"] for d in await coll.find({"tags": {"$in": ["b", "zz"]}})] == [0]
@@ -312,8 +304,15 @@ async def test_lease_claim_never_reaches_mongomock(
     await coll.create_index([("schedd", 1), ("phase", 1)])
     await coll.insert_many(
         [
-            {"k": i, "schedd": f"s{i % 2}", "phase": "pending", "priority": i % 3,
-             "n_failed_submits": i % 2, "timestamp": 100.0 - i, "lease_until": 0.0}
+            {
+                "k": i,
+                "schedd": f"s{i % 2}",
+                "phase": "pending",
+                "priority": i % 3,
+                "n_failed_submits": i % 2,
+                "timestamp": 100.0 - i,
+                "lease_until": 0.0,
+            }
             for i in range(20)
         ]  # fmt: skip
     )
@@ -336,9 +335,7 @@ async def test_lease_claim_never_reaches_mongomock(
 
 async def test_dotted_set_creates_nested_documents(coll: MemoryCollection) -> None:
     await coll.insert_one({"k": 1, "a": {"keep": 1}, "arr": [{"x": 1}]})
-    await coll.update_one(
-        {"k": 1}, {"$set": {"a.b.c": 2, "new.deep.er": 3, "arr.0.y": 4, "arr.2": "z"}}
-    )
+    await coll.update_one({"k": 1}, {"$set": {"a.b.c": 2, "new.deep.er": 3, "arr.0.y": 4, "arr.2": "z"}})
     assert await coll.find_one({"k": 1}) == {
         "k": 1,
         "a": {"keep": 1, "b": {"c": 2}},
@@ -407,9 +404,7 @@ async def test_update_counts_matched_documents(coll: MemoryCollection) -> None:
 
 async def test_find_one_and_update_returns_the_document_after(coll: MemoryCollection) -> None:
     await coll.create_index([("phase", 1)])
-    await coll.insert_many(
-        [{"k": i, "phase": "pending", "prio": p} for i, p in enumerate([1, 3, 3, 2])]
-    )
+    await coll.insert_many([{"k": i, "phase": "pending", "prio": p} for i, p in enumerate([1, 3, 3, 2])])
     got = await coll.find_one_and_update(
         {"phase": "pending"},
         {"$set": {"phase": "running"}},
@@ -608,9 +603,7 @@ def conditions() -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(
         st.just({}),
         single,
-        st.lists(single, min_size=2, max_size=3).map(
-            lambda cs: {k: v for c in cs for k, v in c.items()}
-        ),
+        st.lists(single, min_size=2, max_size=3).map(lambda cs: {k: v for c in cs for k, v in c.items()}),
         st.lists(single, min_size=1, max_size=3).map(lambda cs: {"$and": cs}),
         st.lists(single, min_size=1, max_size=2).map(lambda cs: {"$or": cs}),
         st.tuples(single, single).map(lambda cs: {**cs[0], "$and": [cs[1]]}),
@@ -620,9 +613,7 @@ def conditions() -> st.SearchStrategy[dict[str, Any]]:
 updates = st.one_of(
     st.integers(0, 20).map(lambda v: {"$set": {"k": v}}),
     st.tuples(groups, nums).map(lambda t: {"$set": {"g": t[0], "sub.a": t[1]}}),
-    st.sampled_from(["g", "n", "v", "tags", "sub", "sub.a", "k"]).map(
-        lambda f: {"$unset": {f: ""}}
-    ),
+    st.sampled_from(["g", "n", "v", "tags", "sub", "sub.a", "k"]).map(lambda f: {"$unset": {f: ""}}),
     mixed.map(lambda v: {"$set": {"v": v}}),
     st.sampled_from([["a"], [1, "b"], {"x": 1}]).map(lambda v: {"$set": {"v": v}}),  # fallbacks
     nums.map(lambda v: {"$inc": {"n": v, "sub.c": 1}}),
@@ -728,16 +719,12 @@ def _check_indexed_lookups(mine: MemoryCollection, fields: set[str]) -> None:
     everything = run(mine.find({}))
     for field in fields:
         for value in [None, *DOMAINS[field]]:
-            expected = [
-                d for d in everything if mongomock.filtering.filter_applies({field: value}, d)
-            ]
+            expected = [d for d in everything if mongomock.filtering.filter_applies({field: value}, d)]
             assert run(mine.find({field: value})) == expected, (field, value)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    indexes=indexes, initial=initial_documents, ops=st.lists(operations, min_size=3, max_size=20)
-)
+@given(indexes=indexes, initial=initial_documents, ops=st.lists(operations, min_size=3, max_size=20))
 def test_matches_mongomock(
     indexes: list[tuple[list[tuple[str, int]], bool]],
     initial: list[dict[str, Any]],

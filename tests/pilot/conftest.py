@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pytest
@@ -30,10 +30,14 @@ CHIRP_RE = re.compile(r'^HTChirpEWMSPilot(\w+): "((?:[^"\\]|\\.)*)"$')
 
 
 def adapter_for(delivery_limit: int) -> RabbitMQBrokerAdapter:
-    return RabbitMQBrokerAdapter(RabbitMQSettings.from_env({
-        "EWMS_BROKER_URL": BROKER_URL,
-        "EWMS_BROKER_TASK_DELIVERY_LIMIT": str(delivery_limit),
-    }))
+    return RabbitMQBrokerAdapter(
+        RabbitMQSettings.from_env(
+            {
+                "EWMS_BROKER_URL": BROKER_URL,
+                "EWMS_BROKER_TASK_DELIVERY_LIMIT": str(delivery_limit),
+            }
+        )
+    )
 
 
 async def _call(delivery_limit: int, method: str, *args: object) -> object:
@@ -59,8 +63,7 @@ class Workflow:
     def channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
         a = next(iter(self.access.values()))
         assert a.broker_address and a.auth_token
-        conn = pika.BlockingConnection(pika.URLParameters(
-            connection_url(a.broker_address, a.auth_token)))
+        conn = pika.BlockingConnection(pika.URLParameters(connection_url(a.broker_address, a.auth_token)))
         ch = conn.channel()
         ch.confirm_delivery()
         return ch
@@ -90,13 +93,18 @@ class Workflow:
 
     def env(self, **settings: str) -> dict[str, str]:
         base = {
-            "EWMS_TASKFORCE_UUID": "TF-test", "EWMS_WORKFLOW_ID": self.workflow_id,
-            "EWMS_PILOT_TASK_IMAGE": sys.executable, "EWMS_PILOT_TASK_ARGS": SQUARE,
-            "EWMS_PILOT_QUEUE_INCOMING": self.q[0], "EWMS_PILOT_QUEUE_OUTGOING": self.q[1],
+            "EWMS_TASKFORCE_UUID": "TF-test",
+            "EWMS_WORKFLOW_ID": self.workflow_id,
+            "EWMS_PILOT_TASK_IMAGE": sys.executable,
+            "EWMS_PILOT_TASK_ARGS": SQUARE,
+            "EWMS_PILOT_QUEUE_INCOMING": self.q[0],
+            "EWMS_PILOT_QUEUE_OUTGOING": self.q[1],
             "EWMS_PILOT_QUEUE_AUTH_FILE": str(self.auth_file),
-            "EWMS_PILOT_RUNNER": "process", "EWMS_PILOT_CHIRP": "file",
+            "EWMS_PILOT_RUNNER": "process",
+            "EWMS_PILOT_CHIRP": "file",
             "EWMS_PILOT_CHIRP_FILE": str(self.tmp / "chirp.log"),
-            "EWMS_PILOT_CHIRP_INTERVAL": "0.2", "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1.5",
+            "EWMS_PILOT_CHIRP_INTERVAL": "0.2",
+            "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1.5",
             "EWMS_PILOT_WORK_DIR": str(self.tmp),
         }
         keep = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
@@ -105,10 +113,13 @@ class Workflow:
 
     def start_pilot(self, *, log_level: str = "INFO", **settings: str) -> subprocess.Popen[bytes]:
         n = len(self.pilots)
-        with open(self.tmp / f"pilot{n}.out", "wb") as out, \
-                open(self.tmp / f"pilot{n}.err", "wb") as err:
-            p = subprocess.Popen([sys.executable, "-m", "ewms_pilot", "--log-level", log_level],
-                                 env=self.env(**settings), stdout=out, stderr=err)
+        with open(self.tmp / f"pilot{n}.out", "wb") as out, open(self.tmp / f"pilot{n}.err", "wb") as err:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "ewms_pilot", "--log-level", log_level],
+                env=self.env(**settings),
+                stdout=out,
+                stderr=err,
+            )
         self.pilots.append(p)
         return p
 
@@ -143,9 +154,19 @@ def make_workflow(tmp: Path, n_queues: int = 2, delivery_limit: int = 3) -> Work
     assert isinstance(access, dict)
     auth_file = tmp / "auth.json"
     fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, json.dumps({m: {"auth_token": a.auth_token, "broker_type": a.broker_type,
-                                 "broker_address": a.broker_address}
-                             for m, a in access.items()}).encode())
+    os.write(
+        fd,
+        json.dumps(
+            {
+                m: {
+                    "auth_token": a.auth_token,
+                    "broker_type": a.broker_type,
+                    "broker_address": a.broker_address,
+                }
+                for m, a in access.items()
+            }
+        ).encode(),
+    )
     os.close(fd)
     return Workflow(wf, access, tmp, auth_file)
 

@@ -25,8 +25,7 @@ def wait_until_broker_serves(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{s.management_url}/api/overview", auth=s.admin_auth,
-                            timeout=2).ok:
+            if requests.get(f"{s.management_url}/api/overview", auth=s.admin_auth, timeout=2).ok:
                 return
         except requests.RequestException:
             pass
@@ -39,9 +38,12 @@ def test_broker_restart_while_a_pilot_runs(workflow: Workflow) -> None:
     bodies = [f"m{i}".encode() for i in range(30)]
     workflow.publish(q_in, bodies)
     pilot = workflow.start_pilot(
-        EWMS_PILOT_TASK_ARGS=ECHO, EWMS_PILOT_MAX_CONCURRENT_TASKS="2",
+        EWMS_PILOT_TASK_ARGS=ECHO,
+        EWMS_PILOT_MAX_CONCURRENT_TASKS="2",
         EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "0.1"}),
-        EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="60", EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="3")
+        EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="60",
+        EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="3",
+    )
     deadline = time.monotonic() + 20
     while int(workflow.last("TasksSuccess") or 0) < 4:
         assert time.monotonic() < deadline and pilot.poll() is None

@@ -76,4 +76,7 @@ async def test_file_sink_appends_one_line_per_chirp(tmp_path) -> None:  # type: 
     await sink.send(chirp_line("Status", "Done"))
     sink.close()
     assert path.read_text().splitlines() == [
-        "existing", 'HTChirpEWMSPilotStatus: "Started"', 'HTChirpEWMSPilotStatus: "Done"']
+        "existing",
+        'HTChirpEWMSPilotStatus: "Started"',
+        'HTChirpEWMSPilotStatus: "Done"',
+    ]

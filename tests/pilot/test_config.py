@@ -9,8 +9,12 @@ import pytest
 
 from ewms_pilot.config import ConfigError, PilotConfig, load_auth
 
-BASE = {"EWMS_PILOT_TASK_IMAGE": "img", "EWMS_PILOT_QUEUE_INCOMING": "Q-a, Q-b",
-        "EWMS_PILOT_QUEUE_AUTH_FILE": "/x", "EWMS_PILOT_CHIRP": "none"}
+BASE = {
+    "EWMS_PILOT_TASK_IMAGE": "img",
+    "EWMS_PILOT_QUEUE_INCOMING": "Q-a, Q-b",
+    "EWMS_PILOT_QUEUE_AUTH_FILE": "/x",
+    "EWMS_PILOT_CHIRP": "none",
+}
 
 
 def test_defaults() -> None:
@@ -22,19 +26,23 @@ def test_defaults() -> None:
 
 
 def test_prefetch_and_first_message_timeout_follow_their_defaults() -> None:
-    c = PilotConfig.from_env(BASE | {"EWMS_PILOT_MAX_CONCURRENT_TASKS": "4",
-                                     "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "7"})
+    c = PilotConfig.from_env(
+        BASE | {"EWMS_PILOT_MAX_CONCURRENT_TASKS": "4", "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "7"}
+    )
     assert c.prefetch == 4 and c.timeout_first_message == 7
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"EWMS_PILOT_TASK_IMAGE": ""}, "EWMS_PILOT_TASK_IMAGE is required"),
-    ({"EWMS_PILOT_RUNNER": "podman"}, "EWMS_PILOT_RUNNER must be one of"),
-    ({"EWMS_PILOT_PREFETCH": "0"}, "EWMS_PILOT_PREFETCH must be >= 1"),
-    ({"EWMS_PILOT_TASK_TIMEOUT": "soon"}, "must be a float"),
-    ({"EWMS_PILOT_TASK_ENV_JSON": "[1]"}, "must be a JSON object"),
-    ({"EWMS_PILOT_CHIRP": "file"}, "EWMS_PILOT_CHIRP_FILE is required"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"EWMS_PILOT_TASK_IMAGE": ""}, "EWMS_PILOT_TASK_IMAGE is required"),
+        ({"EWMS_PILOT_RUNNER": "podman"}, "EWMS_PILOT_RUNNER must be one of"),
+        ({"EWMS_PILOT_PREFETCH": "0"}, "EWMS_PILOT_PREFETCH must be >= 1"),
+        ({"EWMS_PILOT_TASK_TIMEOUT": "soon"}, "must be a float"),
+        ({"EWMS_PILOT_TASK_ENV_JSON": "[1]"}, "must be a JSON object"),
+        ({"EWMS_PILOT_CHIRP": "file"}, "EWMS_PILOT_CHIRP_FILE is required"),
+    ],
+)
 def test_bad_settings_are_named(override: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         PilotConfig.from_env(BASE | override)
@@ -47,8 +55,7 @@ def write(path, content: str, mode: int) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_auth_file_must_be_private_and_complete(tmp_path) -> None:  # type: ignore
-    entry = {"auth_token": "secret-token", "broker_type": "rabbitmq",
-             "broker_address": "amqp://u@h:5672/%2F"}
+    entry = {"auth_token": "secret-token", "broker_type": "rabbitmq", "broker_address": "amqp://u@h:5672/%2F"}
     ok = write(tmp_path / "ok", json.dumps({"Q-a": entry}), 0o600)
     assert load_auth(ok, ("Q-a",))["Q-a"].auth_token == "secret-token"
     assert "secret-token" not in repr(load_auth(ok, ("Q-a",)))

@@ -39,10 +39,16 @@ def test_two_chained_tasks(workflow_factory) -> None:  # type: ignore[no-untyped
     w: Workflow = workflow_factory(n_queues=3)
     q_in, q_mid, q_out = w.q
     w.publish(q_in, [b"2", b"3"])
-    first = w.start_pilot(EWMS_PILOT_QUEUE_INCOMING=q_in, EWMS_PILOT_QUEUE_OUTGOING=q_mid,
-                          EWMS_PILOT_CHIRP_FILE=str(w.tmp / "a.log"))
-    second = w.start_pilot(EWMS_PILOT_QUEUE_INCOMING=q_mid, EWMS_PILOT_QUEUE_OUTGOING=q_out,
-                           EWMS_PILOT_CHIRP_FILE=str(w.tmp / "b.log"))
+    first = w.start_pilot(
+        EWMS_PILOT_QUEUE_INCOMING=q_in,
+        EWMS_PILOT_QUEUE_OUTGOING=q_mid,
+        EWMS_PILOT_CHIRP_FILE=str(w.tmp / "a.log"),
+    )
+    second = w.start_pilot(
+        EWMS_PILOT_QUEUE_INCOMING=q_mid,
+        EWMS_PILOT_QUEUE_OUTGOING=q_out,
+        EWMS_PILOT_CHIRP_FILE=str(w.tmp / "b.log"),
+    )
     assert first.wait(30) == 0 and second.wait(30) == 0
     assert sorted(w.drain(q_out)) == [b"16\n", b"81\n"]
 
@@ -67,8 +73,14 @@ def test_a_task_past_its_timeout_is_killed_and_failed(workflow_factory) -> None:
     q_in, q_out = w.q
     w.publish(q_in, [b"slow"])
     start = time.monotonic()
-    assert w.run_pilot(EWMS_PILOT_TASK_ARGS=ECHO, EWMS_PILOT_TASK_TIMEOUT="0.5",
-                       EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "20"})) == 0
+    assert (
+        w.run_pilot(
+            EWMS_PILOT_TASK_ARGS=ECHO,
+            EWMS_PILOT_TASK_TIMEOUT="0.5",
+            EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "20"}),
+        )
+        == 0
+    )
     assert time.monotonic() - start < 10
     assert w.last("Error") == "task timed out after 0.5 s"
     assert w.drain(f"{q_in}.dead-letter") == [b"slow"] and w.drain(q_out) == []
@@ -79,8 +91,10 @@ def test_a_pilot_killed_mid_task_loses_nothing(workflow: Workflow) -> None:
     pids = workflow.tmp / "pids"
     pids.mkdir()
     workflow.publish(q_in, [b"precious"])
-    doomed = workflow.start_pilot(EWMS_PILOT_TASK_ARGS=ECHO, EWMS_PILOT_TASK_ENV_JSON=json.dumps(
-        {"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}))
+    doomed = workflow.start_pilot(
+        EWMS_PILOT_TASK_ARGS=ECHO,
+        EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}),
+    )
     wait_for(lambda: any(pids.iterdir()))
     doomed.kill()  # SIGKILL: no chance to return the message
     doomed.wait()
@@ -96,8 +110,11 @@ def test_sigterm_returns_unfinished_messages(workflow: Workflow) -> None:
     pids.mkdir()
     workflow.publish(q_in, [b"a", b"b", b"c"])
     pilot = workflow.start_pilot(
-        EWMS_PILOT_TASK_ARGS=ECHO, EWMS_PILOT_PREFETCH="3", EWMS_PILOT_STOP_GRACE="0.5",
-        EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}))
+        EWMS_PILOT_TASK_ARGS=ECHO,
+        EWMS_PILOT_PREFETCH="3",
+        EWMS_PILOT_STOP_GRACE="0.5",
+        EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}),
+    )
     wait_for(lambda: any(pids.iterdir()))
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(10) == 0
@@ -116,8 +133,11 @@ def test_sigterm_lets_a_task_within_the_grace_finish(workflow: Workflow) -> None
     pids.mkdir()
     workflow.publish(q_in, [b"a", b"b"])
     pilot = workflow.start_pilot(
-        EWMS_PILOT_TASK_ARGS=ECHO, EWMS_PILOT_PREFETCH="2", EWMS_PILOT_STOP_GRACE="20",
-        EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "1", "TEST_PID_DIR": str(pids)}))
+        EWMS_PILOT_TASK_ARGS=ECHO,
+        EWMS_PILOT_PREFETCH="2",
+        EWMS_PILOT_STOP_GRACE="20",
+        EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "1", "TEST_PID_DIR": str(pids)}),
+    )
     wait_for(lambda: any(pids.iterdir()))
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(15) == 0
@@ -139,8 +159,9 @@ def test_init_command_runs_once_before_tasks(workflow: Workflow) -> None:
     workflow.publish(q_in, [b"5", b"6"])
     code = workflow.run_pilot(
         EWMS_PILOT_INIT_IMAGE=sys.executable,
-        EWMS_PILOT_INIT_ARGS="-c 'import os; open(os.environ[\"MARK\"], \"a\").write(\"x\")'",
-        EWMS_PILOT_INIT_ENV_JSON=json.dumps({"MARK": str(marker)}))
+        EWMS_PILOT_INIT_ARGS='-c \'import os; open(os.environ["MARK"], "a").write("x")\'',
+        EWMS_PILOT_INIT_ENV_JSON=json.dumps({"MARK": str(marker)}),
+    )
     assert code == 0
     assert marker.read_text() == "x"
     assert sorted(workflow.drain(q_out)) == [b"25\n", b"36\n"]
@@ -167,8 +188,9 @@ def test_revoked_credentials_end_the_pilot_with_a_fatal_error(workflow: Workflow
 
     from .conftest import _call
 
-    pilot = workflow.start_pilot(EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="60",
-                                 EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="5")
+    pilot = workflow.start_pilot(
+        EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="60", EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="5"
+    )
     wait_for(lambda: "AwaitingFirstMessage" in workflow.statuses() or pilot.poll() is not None)
     time.sleep(0.5)  # consuming
     asyncio.run(_call(3, "deactivate_workflow", workflow.workflow_id, workflow.q))
@@ -195,8 +217,13 @@ def test_help_lists_every_setting() -> None:
 
     from ewms_pilot.config import SETTINGS_DOCS
 
-    out = subprocess.run([sys.executable, "-m", "ewms_pilot", "--help"], capture_output=True,
-                         text=True, check=True, cwd=Path(SQUARE).parents[3]).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ewms_pilot", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(SQUARE).parents[3],
+    ).stdout
     documented = {name for name, _d, _m in SETTINGS_DOCS}
     for name in documented:
         assert name in out, name

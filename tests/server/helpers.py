@@ -37,8 +37,12 @@ async def submit(tms: RestClient, uuid: str, cluster_id: int = 101, n_workers: i
     return await tms.request(
         "POST",
         f"/v1/tms/condor-submit/taskforces/{uuid}",
-        {"cluster_id": cluster_id, "n_workers": n_workers, "submit_dict": {"executable": "x"},
-         "job_event_log_fpath": "/var/log/ewms/tf.log"},
+        {
+            "cluster_id": cluster_id,
+            "n_workers": n_workers,
+            "submit_dict": {"executable": "x"},
+            "job_event_log_fpath": "/var/log/ewms/tf.log",
+        },
     )
 
 

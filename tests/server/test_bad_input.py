@@ -20,11 +20,21 @@ async def snapshot(server: RunningServer) -> dict[str, Any]:
     return {name: await store.by_name(name).find({}, sort=[("timestamp", 1)]) for name in COLLECTIONS}
 
 
-async def raw(server: RunningServer, method: str, path: str, body: Any = None, *, role: str = "user",
-              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def raw(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    role: str = "user",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     resp = await AsyncHTTPClient().fetch(
-        server.url + path, method=method, raise_error=False, allow_nonstandard_methods=True,
+        server.url + path,
+        method=method,
+        raise_error=False,
+        allow_nonstandard_methods=True,
         body=data if method in ("POST", "PUT", "PATCH") else None,
         headers={"Authorization": f"Bearer {server.token(role=role, sub='alice')}", **(headers or {})},
     )
@@ -91,7 +101,11 @@ BAD_WORKFLOWS = [
     ("unknown location", _task(cluster_locations=["mars"]), "unknown cluster location 'mars'"),
     ("duplicate location", _task(cluster_locations=["local", "local"]), "duplicated location"),
     ("bad alias", _task(input_queue_aliases=["has space"]), "input_queue_aliases[0]"),
-    ("alias in and out", _task(input_queue_aliases=["a"], output_queue_aliases=["a"]), "both input and output"),
+    (
+        "alias in and out",
+        _task(input_queue_aliases=["a"], output_queue_aliases=["a"]),
+        "both input and output",
+    ),
     ("public alias unused", {**workflow_body(), "public_queue_aliases": ["nope"]}, "not an input or output"),
     ("task_env non-string", _task(task_env={"A": 1}), "body.tasks[0].task_env.A"),
     ("pilot image_source", _task(pilot_config={"image_source": "ftp"}), "pilot_config.image_source"),
@@ -99,7 +113,9 @@ BAD_WORKFLOWS = [
 
 
 @pytest.mark.parametrize("name,body,message", BAD_WORKFLOWS, ids=[b[0] for b in BAD_WORKFLOWS])
-async def test_bad_workflow_post(server: RunningServer, seeded: dict[str, Any], name: str, body: Any, message: str) -> None:
+async def test_bad_workflow_post(
+    server: RunningServer, seeded: dict[str, Any], name: str, body: Any, message: str
+) -> None:
     before = await snapshot(server)
     code, err = await raw(server, "POST", "/v1/workflows", body)
     assert code == 400, err
@@ -109,8 +125,13 @@ async def test_bad_workflow_post(server: RunningServer, seeded: dict[str, Any], 
 
 @pytest.mark.parametrize(
     "raw_body,message",
-    [(b"{not json", "not valid JSON"), (b"", "a JSON object is required"), (b"\xff\xfe", "not valid JSON"),
-     (b'"a string"', "must be a JSON object"), (b"null", "must be a JSON object")],
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "a JSON object is required"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b'"a string"', "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+    ],
 )
 async def test_non_json(server: RunningServer, seeded: dict[str, Any], raw_body: bytes, message: str) -> None:
     before = await snapshot(server)
@@ -133,18 +154,48 @@ async def test_tms_bad_inputs(server: RunningServer, seeded: dict[str, Any]) -> 
     cases = [
         ("GET", "/v1/tms/pending-starter/taskforces", None, 400, "query.schedd: required"),
         ("GET", "/v1/tms/pending-starter/taskforces?schedd=a&schedd=b", None, 400, "more than once"),
-        ("GET", "/v1/tms/pending-starter/taskforces?schedd=a&bogus=1", None, 400, "unknown query parameter(s): bogus"),
+        (
+            "GET",
+            "/v1/tms/pending-starter/taskforces?schedd=a&bogus=1",
+            None,
+            400,
+            "unknown query parameter(s): bogus",
+        ),
         ("GET", "/v1/tms/pending-starter/taskforces?schedd=", None, 400, "query.schedd: length"),
         ("GET", "/v1/tms/pending-stopper/taskforces", None, 400, "query.schedd"),
         ("POST", f"/v1/tms/condor-submit/taskforces/{uuid}", {"cluster_id": "7"}, 400, "body.cluster_id"),
-        ("POST", f"/v1/tms/condor-submit/taskforces/{uuid}", {"cluster_id": 7, "n_workers": 1, "submit_dict": {}}, 400, "job_event_log_fpath"),
+        (
+            "POST",
+            f"/v1/tms/condor-submit/taskforces/{uuid}",
+            {"cluster_id": 7, "n_workers": 1, "submit_dict": {}},
+            400,
+            "job_event_log_fpath",
+        ),
         ("POST", f"/v1/tms/condor-submit/taskforces/{uuid}", {}, 400, "required"),
         ("POST", f"/v1/tms/condor-submit/taskforces/{uuid}/failed", {"error": 5}, 400, "body.error"),
         ("POST", f"/v1/tms/condor-rm/taskforces/{uuid}", {"x": 1}, 400, "unknown field(s): body.x"),
         ("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {}, 400, "condor_complete_ts"),
-        ("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": "now"}, 400, "condor_complete_ts"),
-        ("POST", "/v1/tms/statuses/taskforces", {"compound_statuses_by_taskforce": {uuid: {"RUNNING": {"Tasking": -1}}}}, 400, "Tasking"),
-        ("POST", "/v1/tms/statuses/taskforces", {"compound_statuses_by_taskforce": {uuid: {"RUNNING": 3}}}, 400, "RUNNING"),
+        (
+            "POST",
+            f"/v1/tms/condor-complete/taskforces/{uuid}",
+            {"condor_complete_ts": "now"},
+            400,
+            "condor_complete_ts",
+        ),
+        (
+            "POST",
+            "/v1/tms/statuses/taskforces",
+            {"compound_statuses_by_taskforce": {uuid: {"RUNNING": {"Tasking": -1}}}},
+            400,
+            "Tasking",
+        ),
+        (
+            "POST",
+            "/v1/tms/statuses/taskforces",
+            {"compound_statuses_by_taskforce": {uuid: {"RUNNING": 3}}},
+            400,
+            "RUNNING",
+        ),
         ("POST", "/v1/tms/statuses/taskforces", {"statuses": {}}, 400, "unknown field(s): body.statuses"),
         ("POST", f"/v1/tms/condor-rm/taskforces/{'x' * 65}", None, 400, "path.taskforce_uuid"),
         ("DELETE", f"/v1/taskforces/{uuid}", None, 405, "DELETE is not allowed"),
@@ -166,8 +217,20 @@ async def test_user_route_bad_inputs(server: RunningServer, seeded: dict[str, An
         ("GET", "/v1/no/such/route", None, 404, "no route"),
         ("POST", f"/v1/workflows/{wid}/actions/abort", {"why": "x"}, 400, "must be empty"),
         ("POST", "/v1/workflows/WF-nope/actions/finished", None, 404, "no workflow"),
-        ("POST", f"/v1/task-directives/{tid}/actions/add-workers", {"cluster_location": "local"}, 400, "n_workers"),
-        ("POST", f"/v1/task-directives/{tid}/actions/add-workers", {"cluster_location": "local", "n_workers": "2"}, 400, "body.n_workers"),
+        (
+            "POST",
+            f"/v1/task-directives/{tid}/actions/add-workers",
+            {"cluster_location": "local"},
+            400,
+            "n_workers",
+        ),
+        (
+            "POST",
+            f"/v1/task-directives/{tid}/actions/add-workers",
+            {"cluster_location": "local", "n_workers": "2"},
+            400,
+            "body.n_workers",
+        ),
         ("POST", "/v1/query/workflows", {"query": [1]}, 400, "body.query"),
         ("POST", "/v1/query/workflows", {"projection": "phase"}, 400, "body.projection"),
         ("POST", "/v1/query/taskforces", {"projection": ["no_such_field"]}, 400, "unknown field"),

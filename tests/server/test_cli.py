@@ -23,8 +23,9 @@ SECRET = "s" * 40
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "ewms_server", *args], env=full,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ewms_server", *args], env=full, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_help_documents_every_setting() -> None:
@@ -45,11 +46,13 @@ def test_refuses_to_start_without_auth() -> None:
 
 @pytest.mark.parametrize(
     "env,message",
-    [({"EWMS_REST_PORT": "eighty"}, "EWMS_REST_PORT"),
-     ({"EWMS_AUTH_SECRET": "short"}, "at least 32 bytes"),
-     ({"EWMS_CLUSTER_LOCATIONS": "[1]"}, "EWMS_CLUSTER_LOCATIONS"),
-     ({"EWMS_CLUSTER_LOCATIONS": '{"a": {}}'}, "location 'a' needs a schedd"),
-     ({"EWMS_DEV_MODE": "maybe"}, "EWMS_DEV_MODE")],
+    [
+        ({"EWMS_REST_PORT": "eighty"}, "EWMS_REST_PORT"),
+        ({"EWMS_AUTH_SECRET": "short"}, "at least 32 bytes"),
+        ({"EWMS_CLUSTER_LOCATIONS": "[1]"}, "EWMS_CLUSTER_LOCATIONS"),
+        ({"EWMS_CLUSTER_LOCATIONS": '{"a": {}}'}, "location 'a' needs a schedd"),
+        ({"EWMS_DEV_MODE": "maybe"}, "EWMS_DEV_MODE"),
+    ],
 )
 def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
     res = run(env=env)
@@ -57,8 +60,9 @@ def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
 
 
 def test_mint_token() -> None:
-    res = run("mint-token", "--sub", "carol", "--role", "admin", "--expires", "60",
-              env={"EWMS_AUTH_SECRET": SECRET})
+    res = run(
+        "mint-token", "--sub", "carol", "--role", "admin", "--expires", "60", env={"EWMS_AUTH_SECRET": SECRET}
+    )
     assert res.returncode == 0
     claims = jwt.decode(res.stdout.strip(), SECRET, algorithms=["HS256"])
     assert claims["sub"] == "carol" and claims["ewms_role"] == "admin"
@@ -77,8 +81,13 @@ def test_dev_mode_serves_and_stops_on_sigterm() -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
     env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port)})
-    proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ewms_server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -87,16 +96,18 @@ def test_dev_mode_serves_and_stops_on_sigterm() -> None:
                     health = json.loads(r.read())
                     break
             except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None and time.time() < deadline, (
+                    proc.stderr.read() if proc.stderr else ""
+                )
                 time.sleep(0.1)
         assert health["healthy"] is True and set(health["loops"]) == {"mq_activation", "launch_control"}
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
     assert "DEVELOPMENT INSTANCE" in err and "system-tms" in err
     assert "NOTHING IS KEPT" in err
-    token = [line.split()[-1] for line in err.splitlines() if line.strip().startswith("user ")][0]
+    token = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("user "))
     assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"

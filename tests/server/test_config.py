@@ -18,7 +18,9 @@ def test_defaults() -> None:
 
 def test_locations_forms() -> None:
     assert parse_locations('{"a": "s1", "b": {"schedd": "s2", "collector": "c"}}') == {
-        "a": Location("s1", ""), "b": Location("s2", "c")}
+        "a": Location("s1", ""),
+        "b": Location("s2", "c"),
+    }
     for bad in ("nope", "{}", '{"a": ""}', '{"a": 5}'):
         with pytest.raises(ConfigError):
             parse_locations(bad)

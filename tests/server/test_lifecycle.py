@@ -26,7 +26,12 @@ async def test_full_life(user: RestClient, tms: RestClient) -> None:
     (td,) = made["task_directives"]
     (tf,) = made["taskforces"]
     assert tf["phase"] == "pre-mq-activation" and tf["schedd"] == SCHEDD
-    assert tf["pilot_config"] == {"tag": "latest", "image_source": "cvmfs", "environment": {}, "input_files": []}
+    assert tf["pilot_config"] == {
+        "tag": "latest",
+        "image_source": "cvmfs",
+        "environment": {},
+        "input_files": [],
+    }
     assert tf["worker_config"]["condor_requirements"] == ""
 
     offered = await take_starter(tms)
@@ -40,13 +45,20 @@ async def test_full_life(user: RestClient, tms: RestClient) -> None:
     uuid = tf["taskforce_uuid"]
     await submit(tms, uuid, cluster_id=7)
     got = await user.request("GET", f"/v1/taskforces/{uuid}")
-    assert (got["phase"], got["cluster_id"], got["job_event_log_fpath"]) == ("condor-submit", 7, "/var/log/ewms/tf.log")
+    assert (got["phase"], got["cluster_id"], got["job_event_log_fpath"]) == (
+        "condor-submit",
+        7,
+        "/var/log/ewms/tf.log",
+    )
 
     statuses = {"IDLE": {"null": 1}, "HELD: memory. exceeded": {"Tasking": 1}}
     res = await tms.request(
         "POST",
         "/v1/tms/statuses/taskforces",
-        {"compound_statuses_by_taskforce": {uuid: statuses}, "top_task_errors_by_taskforce": {uuid: {"ValueError: x.y": 3}}},
+        {
+            "compound_statuses_by_taskforce": {uuid: statuses},
+            "top_task_errors_by_taskforce": {uuid: {"ValueError: x.y": 3}},
+        },
     )
     assert res == {"results": [{"uuid": uuid, "status": "updated"}]}
     got = await user.request("GET", f"/v1/taskforces/{uuid}")
@@ -153,14 +165,19 @@ async def test_submit_from_wrong_phase_is_404_and_logged(user: RestClient, tms: 
     tf = await user.request("GET", f"/v1/taskforces/{uuid}")
     assert tf["cluster_id"] == 1
     assert tf["phase_change_log"][-1]["was_successful"] is False
-    code, err = await error_of(tms.request("POST", "/v1/tms/condor-rm/taskforces/TF-000000000000-0000-000000"))
+    code, err = await error_of(
+        tms.request("POST", "/v1/tms/condor-rm/taskforces/TF-000000000000-0000-000000")
+    )
     assert code == 404 and err == {"code": 404, "error": "no taskforce TF-000000000000-0000-000000"}
 
 
-async def test_retries_exhausted_reach_submit_failed(server: RunningServer, user: RestClient, tms: RestClient) -> None:
+async def test_retries_exhausted_reach_submit_failed(
+    server: RunningServer, user: RestClient, tms: RestClient
+) -> None:
     made = await create(user, workflow_body())
     uuid = made["taskforces"][0]["taskforce_uuid"]
-    server.deps.cfg  # defaults: 3 attempts, 10 s before a retry is offered
+    cfg = server.deps.cfg
+    assert (cfg.max_submit_attempts, cfg.submit_retry_delay_s) == (3, 10)  # the defaults this test relies on
     await take_starter(tms)
     await tms.request("POST", f"/v1/tms/condor-submit/taskforces/{uuid}/failed", {"error": "no such image"})
     # not offered again before the retry delay
@@ -182,17 +199,23 @@ async def test_retries_exhausted_reach_submit_failed(server: RunningServer, user
     assert code == 404
 
 
-async def test_pending_starter_order_priority_then_failures_then_age(server: RunningServer, user: RestClient, tms: RestClient) -> None:
+async def test_pending_starter_order_priority_then_failures_then_age(
+    server: RunningServer, user: RestClient, tms: RestClient
+) -> None:
     low = await create(user, workflow_body(priority=10))
     high = await create(user, workflow_body(priority=90))
     mid_a = await create(user, workflow_body(priority=50))
     mid_b = await create(user, workflow_body(priority=50))
-    uuids = {n: m["taskforces"][0]["taskforce_uuid"] for n, m in
-             (("low", low), ("high", high), ("mid_a", mid_a), ("mid_b", mid_b))}
+    uuids = {
+        n: m["taskforces"][0]["taskforce_uuid"]
+        for n, m in (("low", low), ("high", high), ("mid_a", mid_a), ("mid_b", mid_b))
+    }
     # make mid_a older-but-failed: it must come after mid_b
     for u in uuids.values():
         await wait_phase(user, u, "pending-starter")
-    await server.deps.store.taskforces.update_one({"taskforce_uuid": uuids["mid_a"]}, {"$set": {"n_failed_submits": 1}})
+    await server.deps.store.taskforces.update_one(
+        {"taskforce_uuid": uuids["mid_a"]}, {"$set": {"n_failed_submits": 1}}
+    )
     order = []
     for _ in range(4):
         got = await tms.request("GET", "/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD})
@@ -214,7 +237,8 @@ async def test_add_workers(user: RestClient, tms: RestClient) -> None:
     td = made["task_directives"][0]
     await take_starter(tms)
     tf = await user.request(
-        "POST", f"/v1/task-directives/{td['task_id']}/actions/add-workers",
+        "POST",
+        f"/v1/task-directives/{td['task_id']}/actions/add-workers",
         {"cluster_location": "remote", "n_workers": 5},
     )
     assert tf["n_workers"] == 5 and tf["schedd"] == "remote-schedd" and tf["phase"] == "pre-launch"
@@ -222,18 +246,31 @@ async def test_add_workers(user: RestClient, tms: RestClient) -> None:
     offered = await take_starter(tms, schedd="remote-schedd")
     assert offered["taskforce"]["taskforce_uuid"] == tf["taskforce_uuid"]
 
-    code, err = await error_of(user.request(
-        "POST", f"/v1/task-directives/{td['task_id']}/actions/add-workers",
-        {"cluster_location": "mars", "n_workers": 1}))
+    code, err = await error_of(
+        user.request(
+            "POST",
+            f"/v1/task-directives/{td['task_id']}/actions/add-workers",
+            {"cluster_location": "mars", "n_workers": 1},
+        )
+    )
     assert code == 400 and "mars" in err["error"]
 
     await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
-    code, err = await error_of(user.request(
-        "POST", f"/v1/task-directives/{td['task_id']}/actions/add-workers",
-        {"cluster_location": "local", "n_workers": 1}))
+    code, err = await error_of(
+        user.request(
+            "POST",
+            f"/v1/task-directives/{td['task_id']}/actions/add-workers",
+            {"cluster_location": "local", "n_workers": 1},
+        )
+    )
     assert code == 422 and "deactivated" in err["error"]
-    code, _ = await error_of(user.request(
-        "POST", "/v1/task-directives/TK-nope/actions/add-workers", {"cluster_location": "local", "n_workers": 1}))
+    code, _ = await error_of(
+        user.request(
+            "POST",
+            "/v1/task-directives/TK-nope/actions/add-workers",
+            {"cluster_location": "local", "n_workers": 1},
+        )
+    )
     assert code == 404
 
 
@@ -245,14 +282,22 @@ async def test_statuses_207_body(server: RunningServer, user: RestClient) -> Non
     import json
 
     resp = await AsyncHTTPClient().fetch(
-        f"{server.url}/v1/tms/statuses/taskforces", method="POST", raise_error=False,
+        f"{server.url}/v1/tms/statuses/taskforces",
+        method="POST",
+        raise_error=False,
         headers={"Authorization": f"Bearer {server.token(role='system-tms', sub='tms')}"},
-        body=json.dumps({"compound_statuses_by_taskforce": {uuid: {"RUNNING": {"Tasking": 1}}, "TF-missing": {}}}),
+        body=json.dumps(
+            {"compound_statuses_by_taskforce": {uuid: {"RUNNING": {"Tasking": 1}}, "TF-missing": {}}}
+        ),
     )
     assert resp.code == 207
-    assert json.loads(resp.body) == {"results": [
-        {"uuid": uuid, "status": "updated"},
-        {"uuid": "TF-missing", "status": "failed", "error": "no such taskforce"},
-    ]}
+    assert json.loads(resp.body) == {
+        "results": [
+            {"uuid": uuid, "status": "updated"},
+            {"uuid": "TF-missing", "status": "failed", "error": "no such taskforce"},
+        ]
+    }
     # the found taskforce was updated all the same
-    assert (await user.request("GET", f"/v1/taskforces/{uuid}"))["compound_statuses"] == {"RUNNING": {"Tasking": 1}}
+    assert (await user.request("GET", f"/v1/taskforces/{uuid}"))["compound_statuses"] == {
+        "RUNNING": {"Tasking": 1}
+    }

@@ -17,32 +17,45 @@ from tests.server.helpers import phase_of, submit, take_starter, wait_phase
 
 
 async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str) -> None:
-    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend,
-                              env={"EWMS_ORPHAN_AGE_S": "1", "EWMS_LOOP_INTERVAL_S": "0.2"}) as srv:
+    async with running_server(
+        cluster_locations=LOCATIONS,
+        mongodb_url=backend,
+        env={"EWMS_ORPHAN_AGE_S": "1", "EWMS_LOOP_INTERVAL_S": "0.2"},
+    ) as srv:
         store = srv.deps.store
-        made = await create_workflow(store, srv.deps.cfg.cluster_locations, Caller("alice", "user"), workflow_body())
+        made = await create_workflow(
+            store, srv.deps.cfg.cluster_locations, Caller("alice", "user"), workflow_body()
+        )
         wid = made["workflow"]["workflow_id"]
         # the crash: everything but the workflow document was written
         await store.workflows.delete_many({"workflow_id": wid})
-        await store.taskforces.update_many({"workflow_id": wid}, {"$set": {"phase": "pre-mq-activation", "timestamp": 0.0}})
+        await store.taskforces.update_many(
+            {"workflow_id": wid}, {"$set": {"phase": "pre-mq-activation", "timestamp": 0.0}}
+        )
 
         async def gone() -> bool:
-            counts = [await store.by_name(n).count_documents({"workflow_id": wid})
-                      for n in ("taskforces", "task_directives", "mqprofiles")]
+            counts = [
+                await store.by_name(n).count_documents({"workflow_id": wid})
+                for n in ("taskforces", "task_directives", "mqprofiles")
+            ]
             return counts == [0, 0, 0]
 
         srv.deps.wake("launch_control")
         await wait_until(gone, timeout=10)
 
 
-async def test_interrupted_deactivation_is_finished(server: RunningServer, user: RestClient, tms: RestClient) -> None:
+async def test_interrupted_deactivation_is_finished(
+    server: RunningServer, user: RestClient, tms: RestClient
+) -> None:
     made = await user.request("POST", "/v1/workflows", workflow_body())
     uuid = made["taskforces"][0]["taskforce_uuid"]
     await take_starter(tms)
     store = server.deps.store
     # the crash: the workflow was marked, its taskforces were not reached
-    await store.workflows.update_one({"workflow_id": made["workflow"]["workflow_id"]},
-                                     {"$set": {"deactivated": "ABORTED", "deactivated_ts": 1.0}})
+    await store.workflows.update_one(
+        {"workflow_id": made["workflow"]["workflow_id"]},
+        {"$set": {"deactivated": "ABORTED", "deactivated_ts": 1.0}},
+    )
     server.deps.wake("launch_control")
     await wait_phase(user, uuid, "cancelled")
 
@@ -77,8 +90,12 @@ async def test_broker_down_keeps_workflow_visible_then_activates(backend: str) -
         await wait_until(lambda: asyncio.sleep(0, broker.calls >= 1))
         assert await phase_of(user, uuid) == "pre-mq-activation"
         await wait_phase(user, uuid, "pending-starter", timeout=15)  # backoff 2 s, then 4 s
-        profiles = await user.request("GET", f"/v1/workflows/{made['workflow']['workflow_id']}/mq-profiles/public")
-        assert {p["auth_token"] for p in profiles["mqprofiles"]} == {f"tok-{p['mqid']}" for p in profiles["mqprofiles"]}
+        profiles = await user.request(
+            "GET", f"/v1/workflows/{made['workflow']['workflow_id']}/mq-profiles/public"
+        )
+        assert {p["auth_token"] for p in profiles["mqprofiles"]} == {
+            f"tok-{p['mqid']}" for p in profiles["mqprofiles"]
+        }
 
 
 async def test_abort_while_broker_down_is_not_undone(backend: str) -> None:
@@ -136,8 +153,9 @@ async def test_wake_runs_a_pass_at_once() -> None:
 
 @pytest.mark.parametrize("kind", ["abort", "finished"])
 async def test_health_endpoint(server: RunningServer, kind: str) -> None:
-    from tornado.httpclient import AsyncHTTPClient
     import json
+
+    from tornado.httpclient import AsyncHTTPClient
 
     resp = await AsyncHTTPClient().fetch(server.url + "/v1/health")
     body = json.loads(resp.body)
@@ -174,7 +192,9 @@ async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
     """Revoking while the TMS still removes the pilots would end each in FatalError."""
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0"}
-    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
+    async with running_server(
+        cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env
+    ) as srv:
         wid, uuid, tms = await end_submitted_workflow(srv, "finished")
         await asyncio.sleep(1.0)  # several loop passes
         assert broker.revoked == [] and broker.deleted == []
@@ -189,7 +209,9 @@ async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
 async def test_credentials_revoked_at_the_latest_after_max_wait(backend: str) -> None:
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0.5"}
-    async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env) as srv:
+    async with running_server(
+        cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env
+    ) as srv:
         wid, _, _ = await end_submitted_workflow(srv, "abort")
         # the TMS never removes the cluster: the credentials are revoked anyway
         await wait_until(lambda: asyncio.sleep(0, broker.revoked == [wid]), timeout=5)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -27,7 +28,7 @@ def issuer() -> Iterator[dict[str, Any]]:
     hits = {"jwks": 0}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             base = f"http://127.0.0.1:{self.server.server_address[1]}"
             if self.path == "/.well-known/openid-configuration":
                 body = {"issuer": base, "jwks_uri": base + "/jwks", "token_endpoint": base + "/token"}
@@ -59,20 +60,35 @@ def issuer() -> Iterator[dict[str, Any]]:
         httpd.server_close()
 
 
-def token(issuer: dict[str, Any], *, kid: str = KID, aud: str = "ewms", iss: str | None = None,
-          role: str = "user", exp: float = 300) -> str:
+def token(
+    issuer: dict[str, Any],
+    *,
+    kid: str = KID,
+    aud: str = "ewms",
+    iss: str | None = None,
+    role: str = "user",
+    exp: float = 300,
+) -> str:
     now = int(time.time())
-    claims = {"sub": "dana", "ewms_role": role, "aud": aud, "iss": iss or issuer["url"],
-              "iat": now, "exp": now + int(exp)}
+    claims = {
+        "sub": "dana",
+        "ewms_role": role,
+        "aud": aud,
+        "iss": iss or issuer["url"],
+        "iat": now,
+        "exp": now + int(exp),
+    }
     return jwt.encode(claims, issuer["key"], algorithm="RS256", headers={"kid": kid})
 
 
 async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
     env = {"EWMS_AUTH_SECRET": "", "EWMS_AUTH_OPENID_URL": issuer["url"], "EWMS_AUTH_AUDIENCE": "ewms"}
     async with running_server(env=env) as srv:
+
         async def status(tok: str) -> int:
-            resp = await AsyncHTTPClient().fetch(srv.url + "/v1/", headers={"Authorization": f"Bearer {tok}"},
-                                                 raise_error=False)
+            resp = await AsyncHTTPClient().fetch(
+                srv.url + "/v1/", headers={"Authorization": f"Bearer {tok}"}, raise_error=False
+            )
             return resp.code
 
         assert await status(token(issuer)) == 200
@@ -81,8 +97,14 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
         assert await status(token(issuer, iss="http://evil.example")) == 401
         assert await status(token(issuer, exp=-120)) == 401
         # a secret-signed token is not accepted when an issuer is configured
-        assert await status(jwt.encode({"sub": "x", "ewms_role": "admin", "exp": time.time() + 60},
-                                       "s" * 40, algorithm="HS256")) == 401
+        assert (
+            await status(
+                jwt.encode(
+                    {"sub": "x", "ewms_role": "admin", "exp": time.time() + 60}, "s" * 40, algorithm="HS256"
+                )
+            )
+            == 401
+        )
         # unknown key ids: at most one key download a minute, however many such tokens come
         before = issuer["hits"]["jwks"]
         for i in range(5):

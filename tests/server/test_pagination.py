@@ -31,8 +31,9 @@ async def seed(server: RunningServer) -> list[str]:
     ids = []
     for i in range(N_ALICE + N_BOB):
         owner = "alice" if i % 9 else "bob"
-        made = await create_workflow(deps.store, deps.cfg.cluster_locations, Caller(owner, "user"),
-                                     workflow_body(priority=i % 101))
+        made = await create_workflow(
+            deps.store, deps.cfg.cluster_locations, Caller(owner, "user"), workflow_body(priority=i % 101)
+        )
         if owner == "alice":
             ids.append(made["workflow"]["workflow_id"])
     return ids
@@ -50,7 +51,9 @@ async def page_all(client: RestClient, path: str, key: str, body: dict) -> tuple
         assert pages < 1000
 
 
-async def test_paginate_thousands(server: RunningServer, user: RestClient, user_b: RestClient, admin: RestClient) -> None:
+async def test_paginate_thousands(
+    server: RunningServer, user: RestClient, user_b: RestClient, admin: RestClient
+) -> None:
     alice_ids = await seed(server)
     assert len(alice_ids) > 2000
     docs, pages = await page_all(user, "/v1/query/workflows", "workflows", {"query": {}})
@@ -64,8 +67,12 @@ async def test_paginate_thousands(server: RunningServer, user: RestClient, user_
     assert len({t["taskforce_uuid"] for t in tfs}) == len(tfs)
 
     # projection and a filter
-    hi, _ = await page_all(user, "/v1/query/workflows", "workflows",
-                           {"query": {"priority": {"$gte": 100}}, "projection": ["priority"]})
+    hi, _ = await page_all(
+        user,
+        "/v1/query/workflows",
+        "workflows",
+        {"query": {"priority": {"$gte": 100}}, "projection": ["priority"]},
+    )
     assert hi and all(d == {"priority": 100} for d in hi)
 
     bob_docs, _ = await page_all(user_b, "/v1/query/workflows", "workflows", {"query": {"owner": "alice"}})

@@ -14,7 +14,7 @@ def _example(openapi_path: str) -> str:
 
 
 def test_no_route_shadows_another() -> None:
-    for i, h in enumerate(HANDLERS):
+    for h in HANDLERS:
         path = _example(h.OPENAPI_PATH)
         first = next(x for x in HANDLERS if re.fullmatch(x.ROUTE, path))
         assert first is h, f"{h.__name__} is shadowed by {first.__name__}"
@@ -43,7 +43,15 @@ def test_phase_enum_matches_schema() -> None:
 
 def test_every_schema_field_is_described() -> None:
     schema = OpenAPI()
-    for name in ("WorkflowObject", "TaskDirectiveObject", "TaskforceObject", "MQProfileObject",
-                 "TaskPostObject", "WorkflowPostObject", "PilotConfigObject", "WorkerConfigObject"):
+    for name in (
+        "WorkflowObject",
+        "TaskDirectiveObject",
+        "TaskforceObject",
+        "MQProfileObject",
+        "TaskPostObject",
+        "WorkflowPostObject",
+        "PilotConfigObject",
+        "WorkerConfigObject",
+    ):
         for field, sub in schema.doc["components"]["schemas"][name]["properties"].items():
             assert "description" in sub or "$ref" in sub, f"{name}.{field} has no description"

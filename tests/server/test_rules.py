@@ -17,11 +17,16 @@ def test_aliases_in_first_use_order() -> None:
 
 @pytest.mark.parametrize(
     "change,message",
-    [(lambda b: b["tasks"][0].update(cluster_locations=["x"]), "unknown cluster location 'x' (known: local, remote)"),
-     (lambda b: b["tasks"][0].update(input_queue_aliases=["a", "a"]), "duplicated alias"),
-     (lambda b: b["tasks"][0].update(output_queue_aliases=["q0"]), "both input and output"),
-     (lambda b: b.update(public_queue_aliases=["q0", "q0"]), "duplicated alias"),
-     (lambda b: b.update(public_queue_aliases=["zz"]), "not an input or output")],
+    [
+        (
+            lambda b: b["tasks"][0].update(cluster_locations=["x"]),
+            "unknown cluster location 'x' (known: local, remote)",
+        ),
+        (lambda b: b["tasks"][0].update(input_queue_aliases=["a", "a"]), "duplicated alias"),
+        (lambda b: b["tasks"][0].update(output_queue_aliases=["q0"]), "both input and output"),
+        (lambda b: b.update(public_queue_aliases=["q0", "q0"]), "duplicated alias"),
+        (lambda b: b.update(public_queue_aliases=["zz"]), "not an input or output"),
+    ],
 )
 def test_rules(change, message: str) -> None:  # type: ignore[no-untyped-def]
     body = workflow_body()

@@ -21,8 +21,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import jwt
@@ -38,8 +39,12 @@ from tests.conftest import LOCATIONS, SCHEDD, wait_until, workflow_body
 
 IDENTITIES = ("none", "expired", "badsig", "alice", "bob", "tms", "admin")
 ENTITY = {"alice": "user:alice", "bob": "user:bob", "tms": "system-tms:tms-1", "admin": "admin:root"}
-SUBJECT_ROLE = {"alice": ("alice", "user"), "bob": ("bob", "user"), "tms": ("tms-1", "system-tms"),
-                "admin": ("root", "admin")}
+SUBJECT_ROLE = {
+    "alice": ("alice", "user"),
+    "bob": ("bob", "user"),
+    "tms": ("tms-1", "system-tms"),
+    "admin": ("root", "admin"),
+}
 WRONG_SECRET = "not-the-server-secret-but-long-enough-0123456789"
 
 WF = "/v1/workflows/{workflow_id}"
@@ -168,8 +173,13 @@ class Ctx:
         url = self.srv.url + path + (f"?{urlencode(query)}" if query else "")
         raw = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         r = await self.http.fetch(
-            url, method=method, body=raw, headers=headers, raise_error=False,
-            allow_nonstandard_methods=True, request_timeout=30,
+            url,
+            method=method,
+            body=raw,
+            headers=headers,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+            request_timeout=30,
         )
         return Reply(r.code, r.body.decode() if r.body else "", r.headers)
 
@@ -232,8 +242,10 @@ class Ctx:
             )
             for wf in unrevoked:
                 live = await self.store.taskforces.count_documents(
-                    {"workflow_id": wf["workflow_id"],
-                     "phase": {"$nin": ["condor-complete", "submit-failed", "cancelled"]}}
+                    {
+                        "workflow_id": wf["workflow_id"],
+                        "phase": {"$nin": ["condor-complete", "submit-failed", "cancelled"]},
+                    }
                 )
                 if not live:
                     return False
@@ -418,8 +430,10 @@ async def _statuses(ctx: Ctx) -> Req:
     uuid = created["taskforces"][1]["taskforce_uuid"]
     return Req(
         "/v1/tms/statuses/taskforces",
-        body={"compound_statuses_by_taskforce": {uuid: {"IDLE": {"null": 2}}},
-              "top_task_errors_by_taskforce": {uuid: {"boom": 1}}},
+        body={
+            "compound_statuses_by_taskforce": {uuid: {"IDLE": {"null": 2}}},
+            "top_task_errors_by_taskforce": {uuid: {"boom": 1}},
+        },
         ids={"uuid": uuid},
     )
 
@@ -528,7 +542,7 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
     prepare, check = ROWS[op]
     ctx = Ctx(server)
     failures: list[str] = []
-    for ident, expected in zip(IDENTITIES, MATRIX[op]):
+    for ident, expected in zip(IDENTITIES, MATRIX[op], strict=True):
         req = await prepare(ctx)
         await ctx.settle()
         before = await ctx.snapshot()
@@ -625,28 +639,52 @@ async def test_token_variants(server: RunningServer) -> None:
     cases: list[tuple[str, str | None, int, int]] = [
         # (what, Authorization header, GET /v1/ status, GET pending-starter status)
         ("alg none", "Bearer " + jwt.encode(_claims(ewms_role="admin"), "", algorithm="none"), 401, 401),
-        ("HS512 with the right secret", "Bearer " + jwt.encode(_claims(), secret, algorithm="HS512"), 401, 401),
+        (
+            "HS512 with the right secret",
+            "Bearer " + jwt.encode(_claims(), secret, algorithm="HS512"),
+            401,
+            401,
+        ),
         ("no exp", "Bearer " + jwt.encode(no_exp, secret, algorithm="HS256"), 401, 401),
         ("no sub", "Bearer " + jwt.encode(no_sub, secret, algorithm="HS256"), 401, 401),
         ("empty sub", "Bearer " + jwt.encode(_claims(sub=""), secret, algorithm="HS256"), 401, 401),
-        ("not yet valid", "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), secret, algorithm="HS256"),
-         401, 401),
+        (
+            "not yet valid",
+            "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), secret, algorithm="HS256"),
+            401,
+            401,
+        ),
         ("garbage", "Bearer abc.def.ghi", 401, 401),
         ("basic scheme", "Basic YWxpY2U6cHc=", 401, 401),
         ("bearer, no token", "Bearer ", 401, 401),
         ("token without scheme", str(ctx.tokens["admin"]), 401, 401),
-        ("unknown role", "Bearer " + jwt.encode(_claims(ewms_role="superuser"), secret, algorithm="HS256"), 403, 403),
+        (
+            "unknown role",
+            "Bearer " + jwt.encode(_claims(ewms_role="superuser"), secret, algorithm="HS256"),
+            403,
+            403,
+        ),
         ("no role", "Bearer " + jwt.encode(_claims(ewms_role=None), secret, algorithm="HS256"), 403, 403),
-        ("role list: highest known wins",
-         "Bearer " + jwt.encode(_claims(ewms_role=["bogus", "user", "admin"]), secret, algorithm="HS256"), 200, 200),
-        ("role list of user and tms",
-         "Bearer " + jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256"), 200, 200),
+        (
+            "role list: highest known wins",
+            "Bearer " + jwt.encode(_claims(ewms_role=["bogus", "user", "admin"]), secret, algorithm="HS256"),
+            200,
+            200,
+        ),
+        (
+            "role list of user and tms",
+            "Bearer " + jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256"),
+            200,
+            200,
+        ),
         ("lowercase bearer", f"bearer {ctx.tokens['tms']}", 200, 200),
     ]
     failures = []
     for what, header, main_status, tms_status in cases:
-        for path, query, expected in (("/v1/", None, main_status),
-                                      ("/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD}, tms_status)):
+        for path, query, expected in (
+            ("/v1/", None, main_status),
+            ("/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD}, tms_status),
+        ):
             r = await ctx.call("none", "GET", path, query=query, authorization=header)
             if r.status != expected:
                 failures.append(f"{what}: GET {path}: expected {expected}, got {r.status} {r.text}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -150,7 +151,9 @@ class Api:
     async def query(self, who: str, route: str, body: Any) -> Reply:
         return await self.post(who, f"/v1/query/{route}", body)
 
-    async def query_all(self, who: str, route: str, query: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    async def query_all(
+        self, who: str, route: str, query: dict[str, Any], **extra: Any
+    ) -> list[dict[str, Any]]:
         """Every page, following next_after."""
         key = ROUTES[route]
         out: list[dict[str, Any]] = []
@@ -283,9 +286,21 @@ async def test_bad_filters_name_the_offender(
     assert spy.calls == []
 
 
-@pytest.mark.parametrize("body", [{"query": []}, {"query": "x"}, {"query": 1}, {"query": None}, {"query": {}, "x": 1},
-                                  {"projection": ["nonexistent"]}, {"projection": ["auth_token"]},
-                                  {"projection": ["$where"]}, {"projection": "owner"}, {"projection": ["owner"] * 65}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": []},
+        {"query": "x"},
+        {"query": 1},
+        {"query": None},
+        {"query": {}, "x": 1},
+        {"projection": ["nonexistent"]},
+        {"projection": ["auth_token"]},
+        {"projection": ["$where"]},
+        {"projection": "owner"},
+        {"projection": ["owner"] * 65},
+    ],
+)
 async def test_bad_bodies(server: RunningServer, spy: Spy, body: dict[str, Any]) -> None:
     api = Api(server)
     for route in ROUTES:
@@ -384,7 +399,9 @@ async def test_after_cannot_escape_the_scope(server: RunningServer, spy: Spy) ->
     for route, coll in ROUTES.items():
         bobs = world.ids("bob", coll=coll)
         alices = world.ids("alice_hi", "alice_lo", coll=coll)
-        lowest = {"workflows": "WF", "task_directives": "TK", "taskforces": "TF"}[coll] + "-000000000000-0000-000000"
+        lowest = {"workflows": "WF", "task_directives": "TK", "taskforces": "TF"}[
+            coll
+        ] + "-000000000000-0000-000000"
         for after in (lowest, sorted(alices)[0], min(bobs | alices)):
             docs = await api.query_all("bob", route, {}, after=after)
             assert _ids(docs, coll) <= bobs, (route, after)
@@ -393,7 +410,11 @@ async def test_after_cannot_escape_the_scope(server: RunningServer, spy: Spy) ->
     after = sorted(world.ids("alice_hi", coll="workflows"))[0]
     await api.query("bob", "workflows", {"query": {"owner": "alice"}, "after": after})
     assert spy.calls == [
-        ("workflows", "find", {"$and": [{"owner": "alice"}, {"owner": "bob"}, {"workflow_id": {"$gt": after}}]})
+        (
+            "workflows",
+            "find",
+            {"$and": [{"owner": "alice"}, {"owner": "bob"}, {"workflow_id": {"$gt": after}}]},
+        )
     ]
 
 
@@ -459,7 +480,11 @@ ALLOWED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("task-directives", {"input_queues": {"$size": 1}}, ("alice_hi", "alice_lo")),
     ("task-directives", {"cluster_locations": {"$all": ["local"]}}, ("alice_hi", "alice_lo")),
     ("task-directives", {"task_env": {}}, ("alice_hi", "alice_lo")),
-    ("taskforces", {"phase_change_log": {"$elemMatch": {"source_entity": "user:alice"}}}, ("alice_hi", "alice_lo")),
+    (
+        "taskforces",
+        {"phase_change_log": {"$elemMatch": {"source_entity": "user:alice"}}},
+        ("alice_hi", "alice_lo"),
+    ),
     ("taskforces", {"phase_change_log.source_entity": {"$in": ["user:alice"]}}, ("alice_hi", "alice_lo")),
     ("taskforces", {"worker_config.n_cores": {"$lte": 1}, "priority": 30}, ("alice_lo",)),
     (
@@ -486,7 +511,9 @@ async def test_allowed_filters_work(server: RunningServer, spy: Spy) -> None:
         assert not bobs & world.ids("alice_hi", "alice_lo", coll=coll), (route, query)
     assert not failures, "\n".join(failures)
     # a projection returns just those fields
-    r = await api.query("alice", "workflows", {"query": {"priority": 70}, "projection": ["priority", "owner"]})
+    r = await api.query(
+        "alice", "workflows", {"query": {"priority": 70}, "projection": ["priority", "owner"]}
+    )
     assert r.status == 200 and r.body["workflows"] == [{"priority": 70, "owner": "alice"}]
     # pages of 2 hold the 3 task directives of alice
     r = await api.query("alice", "task-directives", {"query": {}})

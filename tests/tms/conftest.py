@@ -16,10 +16,17 @@ FAKE_PILOT = os.path.join(HERE, "fake_pilot.py")
 
 def make_cfg(tmp_path: Any, **kw: Any) -> TmsConfig:
     base: dict[str, Any] = dict(
-        server_url="http://127.0.0.1:1", token="tok-SECRET", schedd="test-schedd",
-        job_event_log_dir=str(tmp_path / "jobs"), backend="local",
-        starter_interval=0.05, stopper_interval=0.05, watcher_interval=0.1, tracker_interval=0.5,
-        pilot_image_cvmfs="/cvmfs/pilot", pilot_image_docker="docker://pilot",
+        server_url="http://127.0.0.1:1",
+        token="tok-SECRET",
+        schedd="test-schedd",
+        job_event_log_dir=str(tmp_path / "jobs"),
+        backend="local",
+        starter_interval=0.05,
+        stopper_interval=0.05,
+        watcher_interval=0.1,
+        tracker_interval=0.5,
+        pilot_image_cvmfs="/cvmfs/pilot",
+        pilot_image_docker="docker://pilot",
         local_job_command=f"{sys.executable} {FAKE_PILOT}",
         local_state_dir=str(tmp_path / "jobs" / ".local-schedd"),
     )
@@ -32,27 +39,64 @@ SECRET_TOKEN = "mq-token-VERY-SECRET-123"
 
 def pending(uuid: str = "TF-0001", n_workers: int = 2, **wc: Any) -> dict[str, Any]:
     """A pending-starter response as the server sends it."""
-    worker_config = {"do_transfer_worker_stdouterr": True, "max_worker_runtime": 600, "n_cores": 1,
-                     "priority": 50, "worker_disk": "1G", "worker_memory": "512M"}
+    worker_config = {
+        "do_transfer_worker_stdouterr": True,
+        "max_worker_runtime": 600,
+        "n_cores": 1,
+        "priority": 50,
+        "worker_disk": "1G",
+        "worker_memory": "512M",
+    }
     worker_config.update(wc)
     return {
         "taskforce": {
-            "taskforce_uuid": uuid, "workflow_id": "WF-0001", "task_id": "TK-0001", "schedd": "test-schedd",
-            "n_workers": n_workers, "priority": 50,
-            "pilot_config": {"tag": "1.2.3", "image_source": "cvmfs", "environment": {"EWMS_PILOT_PREFETCH": "2"},
-                             "input_files": []},
+            "taskforce_uuid": uuid,
+            "workflow_id": "WF-0001",
+            "task_id": "TK-0001",
+            "schedd": "test-schedd",
+            "n_workers": n_workers,
+            "priority": 50,
+            "pilot_config": {
+                "tag": "1.2.3",
+                "image_source": "cvmfs",
+                "environment": {"EWMS_PILOT_PREFETCH": "2"},
+                "input_files": [],
+            },
             "worker_config": worker_config,
         },
         "task_directive": {
-            "task_id": "TK-0001", "workflow_id": "WF-0001", "task_image": "/bin/echo", "task_args": "hello 'big world'",
-            "task_env": {"A": "1"}, "init_image": "", "init_args": "", "init_env": {},
-            "input_queues": ["MQ-in"], "output_queues": ["MQ-out"],
+            "task_id": "TK-0001",
+            "workflow_id": "WF-0001",
+            "task_image": "/bin/echo",
+            "task_args": "hello 'big world'",
+            "task_env": {"A": "1"},
+            "init_image": "",
+            "init_args": "",
+            "init_env": {},
+            "input_queues": ["MQ-in"],
+            "output_queues": ["MQ-out"],
         },
         "mqprofiles": [
-            {"mqid": "MQ-in", "workflow_id": "WF-0001", "alias": "in", "is_public": True, "is_activated": True,
-             "auth_token": SECRET_TOKEN, "broker_type": "rabbitmq", "broker_address": "amqp://127.0.0.1"},
-            {"mqid": "MQ-out", "workflow_id": "WF-0001", "alias": "out", "is_public": True, "is_activated": True,
-             "auth_token": SECRET_TOKEN + "-out", "broker_type": "rabbitmq", "broker_address": "amqp://127.0.0.1"},
+            {
+                "mqid": "MQ-in",
+                "workflow_id": "WF-0001",
+                "alias": "in",
+                "is_public": True,
+                "is_activated": True,
+                "auth_token": SECRET_TOKEN,
+                "broker_type": "rabbitmq",
+                "broker_address": "amqp://127.0.0.1",
+            },
+            {
+                "mqid": "MQ-out",
+                "workflow_id": "WF-0001",
+                "alias": "out",
+                "is_public": True,
+                "is_activated": True,
+                "auth_token": SECRET_TOKEN + "-out",
+                "broker_type": "rabbitmq",
+                "broker_address": "amqp://127.0.0.1",
+            },
         ],
     }
 

@@ -89,16 +89,24 @@ class FakeSchedd:
     @staticmethod
     def _match(constraint: str, ad: dict[str, Any]) -> bool:
         m = re.fullmatch(r'(\w+) == "(.*)"', constraint)
-        assert m, f"the fake understands only attr == \"value\", not {constraint!r}"
+        assert m, f'the fake understands only attr == "value", not {constraint!r}'
         return ad.get(m.group(1)) == f'"{m.group(2)}"'
 
-    def query(self, constraint: str = "True", projection: list[str] = [], limit: int = -1) -> list[dict]:
+    def query(
+        self, constraint: str = "True", projection: list[str] | None = None, limit: int = -1
+    ) -> list[dict]:
         self._maybe_fail()
-        return [ad for ad in self.jobs.values() if self._match(constraint, ad)][: None if limit < 0 else limit]
+        return [ad for ad in self.jobs.values() if self._match(constraint, ad)][
+            : None if limit < 0 else limit
+        ]
 
-    def history(self, constraint: str | None = None, projection: list[str] = [], match: int = -1) -> list[dict]:
+    def history(
+        self, constraint: str | None = None, projection: list[str] | None = None, match: int = -1
+    ) -> list[dict]:
         self._maybe_fail()
-        return [ad for ad in self.history_jobs.values() if self._match(constraint or "", ad)][: None if match < 0 else match]
+        return [ad for ad in self.history_jobs.values() if self._match(constraint or "", ad)][
+            : None if match < 0 else match
+        ]
 
     def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict:
         self._maybe_fail()

@@ -12,7 +12,7 @@ import argparse
 import json
 import random
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from tms.backends import eventlog_writer as w
 
@@ -33,7 +33,7 @@ def chirp(cluster: int, proc: int, attr: str, value: str, ts: float) -> tuple[st
     """The record, and the text a reader gets back: HTCondor cuts the whole line at 1,023 chars."""
     rec = w.generic(cluster, proc, f'HTChirpEWMSPilot{attr}: "{value}"', ts)
     first = rec.split("\n", 1)[0]
-    return rec, first[:CHIRP_MAX][first.index("HTChirp"):]
+    return rec, first[:CHIRP_MAX][first.index("HTChirp") :]
 
 
 def _value_after_cut(line: str) -> str:
@@ -51,8 +51,9 @@ class JobModel:
         self.releases = 0
 
 
-def job_script(rng: random.Random, cluster: int, proc: int, m: JobModel, length: int,
-               ts: float) -> Iterator[str]:
+def job_script(
+    rng: random.Random, cluster: int, proc: int, m: JobModel, length: int, ts: float
+) -> Iterator[str]:
     def t() -> float:
         return ts + rng.random() * 3600
 
@@ -71,8 +72,13 @@ def job_script(rng: random.Random, cluster: int, proc: int, m: JobModel, length:
         while n < length - 3:
             r = rng.random()
             if r < 0.5:
-                rec, _ = chirp(cluster, proc, rng.choice(["TasksTotal", "TasksSuccess", "LastUpdatedTimestamp"]),
-                               str(rng.randrange(1000)), t())
+                rec, _ = chirp(
+                    cluster,
+                    proc,
+                    rng.choice(["TasksTotal", "TasksSuccess", "LastUpdatedTimestamp"]),
+                    str(rng.randrange(1000)),
+                    t(),
+                )
                 yield rec
             elif r < 0.6:
                 rec, line = chirp(cluster, proc, "Error", rng.choice(ERRORS), t())
@@ -117,8 +123,14 @@ def job_script(rng: random.Random, cluster: int, proc: int, m: JobModel, length:
     # else: still live (running / idle)
 
 
-def generate(path: str, n_events: int, n_jobs: int, jobs_per_cluster: int = 1000, seed: int = 7,
-             first_cluster: int = 5000) -> dict:
+def generate(
+    path: str,
+    n_events: int,
+    n_jobs: int,
+    jobs_per_cluster: int = 1000,
+    seed: int = 7,
+    first_cluster: int = 5000,
+) -> dict:
     """Write the log; return the expected statuses per cluster and counts."""
     rng = random.Random(seed)
     models: dict[tuple[int, int], JobModel] = {}

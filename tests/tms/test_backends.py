@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import htcondor2
 import pytest
@@ -36,7 +37,9 @@ def _spec(tmp_path: Any, backend: Any, uuid: str, **env: str) -> Any:
     p = pending(uuid=uuid, n_workers=2)
     p["taskforce"]["pilot_config"]["environment"].update(env)
     runner, chirp = ("process", "file") if backend.name == "local" else ("apptainer", "htcondor")
-    spec, secrets = build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner=runner, chirp=chirp)
+    spec, secrets = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner=runner, chirp=chirp
+    )
     prepare_job_dir(spec, secrets)
     return spec
 

@@ -49,8 +49,9 @@ async def test_backoff_through_outage_then_catch_up() -> None:
     async def later() -> None:  # the server comes back after a while, first answering 503
         nonlocal server
         await asyncio.sleep(0.6)
-        app = tornado.web.Application([(r"/v1/tms/pending-starter/taskforces", Flaky),
-                                       (r"/v1/tms/pending-stopper/taskforces", Rejects)])
+        app = tornado.web.Application(
+            [(r"/v1/tms/pending-starter/taskforces", Flaky), (r"/v1/tms/pending-stopper/taskforces", Rejects)]
+        )
         server = tornado.httpserver.HTTPServer(app)
         server.listen(port, "127.0.0.1")
 
@@ -76,12 +77,16 @@ async def test_backoff_through_outage_then_catch_up() -> None:
 def test_settings_and_help() -> None:
     with pytest.raises(ConfigError):
         from_env({})
-    cfg = from_env({"EWMS_TMS_SERVER_URL": "http://x", "EWMS_TMS_TOKEN": "SECRET-T", "EWMS_TMS_BACKEND": "local"})
+    cfg = from_env(
+        {"EWMS_TMS_SERVER_URL": "http://x", "EWMS_TMS_TOKEN": "SECRET-T", "EWMS_TMS_BACKEND": "local"}
+    )
     assert cfg.schedd == socket.gethostname() and cfg.backend == "local"
     assert "SECRET-T" not in repr(cfg) and "SECRET-T" not in str(cfg)
     with pytest.raises(ConfigError):
         from_env({"EWMS_TMS_SERVER_URL": "http://x", "EWMS_TMS_TOKEN": "t", "EWMS_TMS_BACKEND": "slurm"})
-    out = subprocess.run([sys.executable, "-m", "tms", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tms", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for s in SETTINGS:
         assert s.env in out
 
@@ -104,7 +109,9 @@ def test_housekeeping_sweep(tmp_path: Any) -> None:
     done = sweep(str(root), {"TF-live"}, {live_log}, 3 * 86400, 14 * 86400, now=now)
     assert done == {"compressed": ["TF-mid"], "deleted": ["TF-old"]}
     assert not (root / "TF-old").exists()
-    assert (root / "TF-mid" / "job-events.log.gz").exists() and not (root / "TF-mid" / "pilot-queue-auth.json").exists()
+    assert (root / "TF-mid" / "job-events.log.gz").exists() and not (
+        root / "TF-mid" / "pilot-queue-auth.json"
+    ).exists()
     assert (root / "TF-live" / "job-events.log").exists() and (root / "TF-new" / "job-events.log").exists()
     # the compressed log keeps its age: it is deleted later, not kept forever
     later = sweep(str(root), set(), set(), 3 * 86400, 14 * 86400, now=now + 10 * 86400)

@@ -25,27 +25,49 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def workflow_body(mode: str) -> dict[str, Any]:
     return {
-        "tasks": [{
-            "cluster_locations": ["local"], "task_image": "/bin/true", "task_args": "",
-            "input_queue_aliases": ["in"], "output_queue_aliases": ["out"],
-            "pilot_config": {"tag": "latest", "image_source": "cvmfs", "environment": {"FAKE_PILOT_MODE": mode},
-                             "input_files": []},
-            "worker_config": {"do_transfer_worker_stdouterr": True, "max_worker_runtime": 600, "n_cores": 1,
-                              "priority": 50, "worker_disk": "1G", "worker_memory": "512M"},
-            "n_workers": 2,
-        }],
+        "tasks": [
+            {
+                "cluster_locations": ["local"],
+                "task_image": "/bin/true",
+                "task_args": "",
+                "input_queue_aliases": ["in"],
+                "output_queue_aliases": ["out"],
+                "pilot_config": {
+                    "tag": "latest",
+                    "image_source": "cvmfs",
+                    "environment": {"FAKE_PILOT_MODE": mode},
+                    "input_files": [],
+                },
+                "worker_config": {
+                    "do_transfer_worker_stdouterr": True,
+                    "max_worker_runtime": 600,
+                    "n_cores": 1,
+                    "priority": 50,
+                    "worker_disk": "1G",
+                    "worker_memory": "512M",
+                },
+                "n_workers": 2,
+            }
+        ],
         "public_queue_aliases": ["in", "out"],
     }
 
 
 def start_tms(srv: Any, jobs: str, log: str) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ, "PYTHONPATH": REPO,
-        "EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
-        "EWMS_TMS_SCHEDD": "test-schedd", "EWMS_TMS_BACKEND": "local", "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
+        **os.environ,
+        "PYTHONPATH": REPO,
+        "EWMS_TMS_SERVER_URL": srv.url,
+        "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
+        "EWMS_TMS_SCHEDD": "test-schedd",
+        "EWMS_TMS_BACKEND": "local",
+        "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
         "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
-        "EWMS_TMS_STARTER_INTERVAL": "0.1", "EWMS_TMS_STOPPER_INTERVAL": "0.1", "EWMS_TMS_WATCHER_INTERVAL": "0.2",
-        "EWMS_TMS_TRACKER_INTERVAL": "1", "EWMS_TMS_LOG_LEVEL": "DEBUG",
+        "EWMS_TMS_STARTER_INTERVAL": "0.1",
+        "EWMS_TMS_STOPPER_INTERVAL": "0.1",
+        "EWMS_TMS_WATCHER_INTERVAL": "0.2",
+        "EWMS_TMS_TRACKER_INTERVAL": "1",
+        "EWMS_TMS_LOG_LEVEL": "DEBUG",
     }
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "tms"], env=env, stdout=out, stderr=out, cwd=REPO)
@@ -64,7 +86,9 @@ async def wait_for(rc: RestClient, uuid: str, cond: Any, timeout: float = 30.0) 
 async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any) -> None:
     jobs = str(tmp_path / "jobs")
     tms_log = str(tmp_path / "tms.log")
-    async with running_server(cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}) as srv:
+    async with running_server(
+        cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}
+    ) as srv:
         user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
         tms_rc = RestClient(srv.url, srv.token(role="system-tms", sub="tms"), retries=0)
         wf = await user.request("POST", "/v1/workflows", workflow_body("sleep"))
@@ -73,17 +97,29 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
 
         # a first TMS gets the taskforce and submits it, then dies before reporting condor-submit
         deadline = time.monotonic() + 20
-        while not (got := await tms_rc.request("GET", "/v1/tms/pending-starter/taskforces", {"schedd": "test-schedd"})):
+        while not (
+            got := await tms_rc.request(
+                "GET", "/v1/tms/pending-starter/taskforces", {"schedd": "test-schedd"}
+            )
+        ):
             assert time.monotonic() < deadline, "taskforce never reached pending-starter"
             await asyncio.sleep(0.1)
         assert got["taskforce"]["taskforce_uuid"] == uuid
         from tms.config import from_env
 
-        cfg = from_env({"EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": "x", "EWMS_TMS_SCHEDD": "test-schedd",
-                        "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs, "EWMS_TMS_BACKEND": "local",
-                        "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}"})
-        spec, secrets = build_spec(cfg, got["taskforce"], got["task_directive"], got["mqprofiles"],
-                                   runner="process", chirp="file")
+        cfg = from_env(
+            {
+                "EWMS_TMS_SERVER_URL": srv.url,
+                "EWMS_TMS_TOKEN": "x",
+                "EWMS_TMS_SCHEDD": "test-schedd",
+                "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
+                "EWMS_TMS_BACKEND": "local",
+                "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
+            }
+        )
+        spec, secrets = build_spec(
+            cfg, got["taskforce"], got["task_directive"], got["mqprofiles"], runner="process", chirp="file"
+        )
         prepare_job_dir(spec, secrets)
         crashed_cluster = await LocalBackend(cfg.local_state_dir, cfg.local_job_command).submit(spec)
 
@@ -95,7 +131,9 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
             assert tf["n_workers"] == 2 and tf["job_event_log_fpath"] == spec.job_event_log_fpath
             assert len(glob.glob(os.path.join(cfg.local_state_dir, "clusters", "*.json"))) == 1
             # the jobs run and their pilots' statuses reach the server
-            tf = await wait_for(user, uuid, lambda t: t.get("compound_statuses") == {"RUNNING": {"Tasking": 2}})
+            tf = await wait_for(
+                user, uuid, lambda t: t.get("compound_statuses") == {"RUNNING": {"Tasking": 2}}
+            )
             assert "submit_dict" in tf and "mq-" not in json.dumps(tf["submit_dict"]).lower()
 
             # kill the TMS for real while jobs run; a new one keeps watching the same cluster
@@ -129,7 +167,9 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
                 assert mq["auth_token"] not in log_text
 
 
-async def test_tms_killed_between_submit_and_report_makes_one_cluster(tmp_path: Any, monkeypatch: Any) -> None:
+async def test_tms_killed_between_submit_and_report_makes_one_cluster(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
     """A real SIGKILL in the window: the cluster exists, its condor-submit report never landed."""
     from ewms_server.database import taskforces as taskforce_ops
     from tms.config import from_env
@@ -143,12 +183,21 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(tmp_path: 
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(taskforce_ops, "condor_submit", never_lands)
-    async with running_server(cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}) as srv:
+    async with running_server(
+        cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}
+    ) as srv:
         user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
         wf = await user.request("POST", "/v1/workflows", workflow_body("sleep"))
         uuid = wf["taskforces"][0]["taskforce_uuid"]
-        cfg = from_env({"EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": "x", "EWMS_TMS_SCHEDD": "test-schedd",
-                        "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs, "EWMS_TMS_BACKEND": "local"})
+        cfg = from_env(
+            {
+                "EWMS_TMS_SERVER_URL": srv.url,
+                "EWMS_TMS_TOKEN": "x",
+                "EWMS_TMS_SCHEDD": "test-schedd",
+                "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
+                "EWMS_TMS_BACKEND": "local",
+            }
+        )
         clusters = os.path.join(cfg.local_state_dir, "clusters", "*.json")
 
         first = start_tms(srv, jobs, tms_log)

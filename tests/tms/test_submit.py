@@ -18,8 +18,9 @@ from .conftest import SECRET_TOKEN, make_cfg, pending
 def test_submit_description_is_complete_and_secret_free(tmp_path: Any) -> None:
     cfg = make_cfg(tmp_path, site_requirements="HAS_CVMFS_icecube_opensciencegrid_org")
     p = pending(n_workers=3, condor_requirements="has_avx2")
-    spec, secrets = build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"],
-                               runner="apptainer", chirp="htcondor")
+    spec, secrets = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="apptainer", chirp="htcondor"
+    )
     sub = htcondor2.Submit(spec.submit_dict)
     text = str(sub)
     assert sub["universe"] == "container"
@@ -36,8 +37,16 @@ def test_submit_description_is_complete_and_secret_free(tmp_path: Any) -> None:
     assert sub["transfer_input_files"].endswith("pilot-queue-auth.json")
     assert SECRET_TOKEN not in text and SECRET_TOKEN not in json.dumps(spec.environment)
     assert secrets == {
-        "MQ-in": {"auth_token": SECRET_TOKEN, "broker_type": "rabbitmq", "broker_address": "amqp://127.0.0.1"},
-        "MQ-out": {"auth_token": SECRET_TOKEN + "-out", "broker_type": "rabbitmq", "broker_address": "amqp://127.0.0.1"},
+        "MQ-in": {
+            "auth_token": SECRET_TOKEN,
+            "broker_type": "rabbitmq",
+            "broker_address": "amqp://127.0.0.1",
+        },
+        "MQ-out": {
+            "auth_token": SECRET_TOKEN + "-out",
+            "broker_type": "rabbitmq",
+            "broker_address": "amqp://127.0.0.1",
+        },
     }
     assert spec.memory_bytes == 512 << 20 and spec.n_workers == 3
 
@@ -45,7 +54,9 @@ def test_submit_description_is_complete_and_secret_free(tmp_path: Any) -> None:
 def test_auth_file_is_owner_only(tmp_path: Any) -> None:
     cfg = make_cfg(tmp_path)
     p = pending()
-    spec, secrets = build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file")
+    spec, secrets = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file"
+    )
     os.umask(0o022)
     path = prepare_job_dir(spec, secrets)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -60,17 +71,26 @@ def test_null_broker_profiles_and_bad_input(tmp_path: Any) -> None:
     p = pending()
     for mq in p["mqprofiles"]:
         mq.update(auth_token=None, broker_type=None, broker_address=None)
-    _, secrets = build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file")
+    _, secrets = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file"
+    )
     assert secrets["MQ-in"] == {"auth_token": None, "broker_type": None, "broker_address": None}
     with pytest.raises(InvalidTaskforce):
-        build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"][:1], runner="process", chirp="file")
+        build_spec(
+            cfg, p["taskforce"], p["task_directive"], p["mqprofiles"][:1], runner="process", chirp="file"
+        )
     bad = pending(uuid="../etc")
     with pytest.raises(InvalidTaskforce):
-        build_spec(cfg, bad["taskforce"], bad["task_directive"], bad["mqprofiles"], runner="process", chirp="file")
+        build_spec(
+            cfg, bad["taskforce"], bad["task_directive"], bad["mqprofiles"], runner="process", chirp="file"
+        )
 
 
 def test_sizes_and_environment_quoting() -> None:
     assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("100") == 100
     with pytest.raises(InvalidTaskforce):
         parse_size("lots")
-    assert format_environment({"A": "1", "B": "x y", "C": 'q"t', "D": "it's"}) == '"A=1 B=\'x y\' C=q""t D=\'it\'\'s\'"'
+    assert (
+        format_environment({"A": "1", "B": "x y", "C": 'q"t', "D": "it's"})
+        == "\"A=1 B='x y' C=q\"\"t D='it''s'\""
+    )

@@ -15,8 +15,10 @@ from .fakes import RecordingClient
 from .gen_event_log import generate
 
 SMALL = os.path.join(os.path.dirname(__file__), "fixtures", "small.log")
-MEM_HOLD = ("Error from slot1_2@node18.example.org: Job has gone over cgroup memory limit of 512 megabytes. "
-            "Last measured usage: 530 megabytes.")
+MEM_HOLD = (
+    "Error from slot1_2@node18.example.org: Job has gone over cgroup memory limit of 512 megabytes. "
+    "Last measured usage: 530 megabytes."
+)
 
 
 class RecordingBackend:
@@ -32,9 +34,13 @@ class RecordingBackend:
         self.calls.append(("remove", cluster_id, proc))
 
 
-def make_watcher(client: Any, backend: Any = None, policy: HoldPolicy = HoldPolicy(2, 1e12)) -> tuple[Watcher, Registry]:
+def make_watcher(
+    client: Any, backend: Any = None, policy: HoldPolicy | None = None
+) -> tuple[Watcher, Registry]:
     reg = Registry()
-    return Watcher(WatcherDeps(client, backend or RecordingBackend(), reg, 0.1, policy, batch=7)), reg
+    return Watcher(
+        WatcherDeps(client, backend or RecordingBackend(), reg, 0.1, policy or HoldPolicy(2, 1e12), batch=7)
+    ), reg
 
 
 def test_parse_chirp() -> None:
@@ -59,7 +65,9 @@ async def test_small_fixture_exact_statuses(tmp_path: Any) -> None:
         "TF-A": {"COMPLETED": {"Done": 1}, f"HELD: {MEM_HOLD}": {"Tasking": 1}, "IDLE": {"None": 1}},
         "TF-B": {"COMPLETED": {"FatalError": 1}},
     }
-    long_error = "Traceback (most recent call last): " + "E" * (1023 - 39 - 24 - 35)  # line cut at 1,023 chars
+    long_error = "Traceback (most recent call last): " + "E" * (
+        1023 - 39 - 24 - 35
+    )  # line cut at 1,023 chars
     assert errors == {"TF-A": {"TaskFailed: exit code 2": 1}, "TF-B": {long_error: 1}}
     # 4243 is gone (cluster removed) -> condor-complete; 4242 still has live jobs
     assert client.named("confirm_complete") == ["TF-B"]
@@ -88,13 +96,15 @@ async def test_generated_log_exact_statuses(tmp_path: Any) -> None:
     watcher, reg = make_watcher(client)
     for i, cluster in enumerate(sorted(expected["statuses"])):
         reg.track(f"TF-{i}", cluster, 200, log)
-    watcher.deps.registry  # batch=7 forces many batches over the same readers
+    # batch=7 (make_watcher) forces many batches over the same readers
     await watcher.pass_once()
     statuses, errors = client.named("send_statuses")[0]
     for i, cluster in enumerate(sorted(expected["statuses"])):
         assert statuses[f"TF-{i}"] == expected["statuses"][cluster]
         assert errors[f"TF-{i}"] == expected["errors"].get(cluster, {})
-    held = sum(n for s in statuses.values() for k, v in s.items() if k.startswith("HELD: ") for n in v.values())
+    held = sum(
+        n for s in statuses.values() for k, v in s.items() if k.startswith("HELD: ") for n in v.values()
+    )
     assert held > 0  # the log really has jobs left held
 
 

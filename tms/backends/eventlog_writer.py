@@ -41,8 +41,9 @@ def evicted(cluster: int, proc: int, ts: float | None = None) -> str:
     return _head(4, cluster, proc, ts) + "Job was evicted.\n\t(0) CPU times\n" + _USAGE2 + _BYTES2 + "...\n"
 
 
-def terminated(cluster: int, proc: int, *, exit_code: int | None = 0, signal: int | None = None,
-               ts: float | None = None) -> str:
+def terminated(
+    cluster: int, proc: int, *, exit_code: int | None = 0, signal: int | None = None, ts: float | None = None
+) -> str:
     if signal is not None:
         how = f"\t(0) Abnormal termination (signal {signal})\n\t(0) No core file\n"
     else:
@@ -58,9 +59,13 @@ def aborted(cluster: int, proc: int, reason: str = "via condor_rm", ts: float | 
     return _head(9, cluster, proc, ts) + f"Job was aborted.\n\t{_one_line(reason)}\n...\n"
 
 
-def held(cluster: int, proc: int, reason: str, code: int = 0, subcode: int = 0, ts: float | None = None) -> str:
-    return (_head(12, cluster, proc, ts) + f"Job was held.\n\t{_one_line(reason)}\n"
-            f"\tCode {code} Subcode {subcode}\n...\n")
+def held(
+    cluster: int, proc: int, reason: str, code: int = 0, subcode: int = 0, ts: float | None = None
+) -> str:
+    return (
+        _head(12, cluster, proc, ts) + f"Job was held.\n\t{_one_line(reason)}\n"
+        f"\tCode {code} Subcode {subcode}\n...\n"
+    )
 
 
 def released(cluster: int, proc: int, reason: str = "via condor_release", ts: float | None = None) -> str:
@@ -68,8 +73,10 @@ def released(cluster: int, proc: int, reason: str = "via condor_release", ts: fl
 
 
 def cluster_removed(cluster: int, n_jobs: int, ts: float | None = None) -> str:
-    return (_head(36, cluster, 0, ts) + f"Cluster removed\n\tMaterialized {n_jobs} jobs. Errors 0\n"
-            "\tCompleted\n...\n")
+    return (
+        _head(36, cluster, 0, ts) + f"Cluster removed\n\tMaterialized {n_jobs} jobs. Errors 0\n"
+        "\tCompleted\n...\n"
+    )
 
 
 class EventLogWriter:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import htcondor2
 
@@ -68,8 +69,9 @@ class HTCondorBackend:
         await self._call("act", htcondor2.JobAction.Remove, spec, reason=reason)
 
     async def release(self, cluster_id: int, proc: int) -> None:
-        await self._call("act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy")
+        await self._call(
+            "act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy"
+        )
 
     async def close(self) -> None:
         self._schedd = None
-

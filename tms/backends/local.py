@@ -77,17 +77,22 @@ class LocalBackend:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f)
         os.makedirs(spec.job_dir, mode=0o700, exist_ok=True)
-        with open(os.path.join(spec.job_dir, f"supervisor-{cluster_id}.log"), "ab") as out:
-            proc = subprocess.Popen(
+        # opening a log file and forking a supervisor that daemonizes at once take microseconds
+        with open(os.path.join(spec.job_dir, f"supervisor-{cluster_id}.log"), "ab") as out:  # noqa: ASYNC230
+            proc = subprocess.Popen(  # noqa: ASYNC220
                 [sys.executable, "-m", "tms.backends.local_supervisor", pending],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                cwd=spec.job_dir, env={**os.environ, "PYTHONPATH": _pythonpath()},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                cwd=spec.job_dir,
+                env={**os.environ, "PYTHONPATH": _pythonpath()},
             )
         if await asyncio.to_thread(proc.wait) != 0:  # it daemonizes at once: this is quick
             raise BackendError(f"local submit of cluster {cluster_id}: supervisor failed to start")
         # the supervisor commits the cluster (renames .spec -> .json) once its submit events are written
         deadline = time.monotonic() + self._submit_timeout
-        while not os.path.exists(self.record_path(cluster_id)):
+        while not os.path.exists(self.record_path(cluster_id)):  # noqa: ASYNC240 - a stat per 10 ms
             if time.monotonic() > deadline:
                 raise BackendError(f"local submit of cluster {cluster_id} timed out (see supervisor log)")
             await asyncio.sleep(0.01)

@@ -5,8 +5,8 @@ Started detached by ``LocalBackend.submit`` as ``python -m tms.backends.local_su
 
 from __future__ import annotations
 
-import json
 import functools
+import json
 import os
 import resource
 import shlex
@@ -54,8 +54,10 @@ class Supervisor:
     def _limits(self, proc: int) -> None:
         """In the child: the requested memory, disk (per file) and cores, where the OS allows."""
         os.setsid()
-        for rlimit, value in ((resource.RLIMIT_AS, self.spec["memory_bytes"]),
-                              (resource.RLIMIT_FSIZE, self.spec["disk_bytes"])):
+        for rlimit, value in (
+            (resource.RLIMIT_AS, self.spec["memory_bytes"]),
+            (resource.RLIMIT_FSIZE, self.spec["disk_bytes"]),
+        ):
             try:
                 resource.setrlimit(rlimit, (value, value))
             except (ValueError, OSError):
@@ -75,14 +77,16 @@ class Supervisor:
         open(job.chirp_path, "ab").close()
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR") if k in os.environ}
         env.update(self.spec["environment"])
-        env.update({
-            "EWMS_PILOT_RUNNER": "process",
-            "EWMS_PILOT_CHIRP": "file",
-            "EWMS_PILOT_CHIRP_FILE": job.chirp_path,
-            "_CONDOR_SCRATCH_DIR": job_dir,
-            "CLUSTER_ID": str(self.cluster_id),
-            "PROC_ID": str(job.proc),
-        })
+        env.update(
+            {
+                "EWMS_PILOT_RUNNER": "process",
+                "EWMS_PILOT_CHIRP": "file",
+                "EWMS_PILOT_CHIRP_FILE": job.chirp_path,
+                "_CONDOR_SCRATCH_DIR": job_dir,
+                "CLUSTER_ID": str(self.cluster_id),
+                "PROC_ID": str(job.proc),
+            }
+        )
         if self.spec["transfer_stdouterr"]:
             out = open(os.path.join(job_dir, f"{self.cluster_id}.{job.proc}.out"), "ab")
             err = open(os.path.join(job_dir, f"{self.cluster_id}.{job.proc}.err"), "ab")
@@ -90,10 +94,21 @@ class Supervisor:
             out = err = open(os.devnull, "wb")
         self.log.write(ev.execute(self.cluster_id, job.proc))
         try:
-            job.popen = subprocess.Popen(self.command, env=env, cwd=job_dir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, preexec_fn=functools.partial(self._limits, job.proc))
+            job.popen = subprocess.Popen(
+                self.command,
+                env=env,
+                cwd=job_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                preexec_fn=functools.partial(self._limits, job.proc),
+            )
         except OSError as e:
-            self.log.write(ev.held(self.cluster_id, job.proc, f"Failed to execute '{shlex.join(self.command)}': {e}", 6, 2))
+            self.log.write(
+                ev.held(
+                    self.cluster_id, job.proc, f"Failed to execute '{shlex.join(self.command)}': {e}", 6, 2
+                )
+            )
             job.state = "held"
         else:
             job.state = "running"
@@ -178,7 +193,9 @@ class Supervisor:
                 for job in self.jobs:
                     if job.state != "ended":
                         self._kill(job)
-                        self.log.write(ev.aborted(self.cluster_id, job.proc, "via condor_rm (supervisor stopped)"))
+                        self.log.write(
+                            ev.aborted(self.cluster_id, job.proc, "via condor_rm (supervisor stopped)")
+                        )
                         job.state = "ended"
                 break
             self._commands()
@@ -197,10 +214,14 @@ class Supervisor:
                     job.state = "ended"
                 elif time.monotonic() - job.started > max_runtime:
                     self._kill(job)
-                    self.log.write(ev.held(
-                        self.cluster_id, job.proc,
-                        f"The job exceeded allowed execute duration of {int(max_runtime)}s",
-                        HOLD_CODE_DURATION))
+                    self.log.write(
+                        ev.held(
+                            self.cluster_id,
+                            job.proc,
+                            f"The job exceeded allowed execute duration of {int(max_runtime)}s",
+                            HOLD_CODE_DURATION,
+                        )
+                    )
                     job.state = "held"
             time.sleep(POLL)
         self.log.write(ev.cluster_removed(self.cluster_id, len(self.jobs)))
