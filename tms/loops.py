@@ -66,7 +66,7 @@ class ErrorLog:
         self._seen[key] = (now, 0)
         LOGGER.log(
             logging.ERROR if bug else logging.WARNING,
-            "loop %s: %s: %s (again, %d more time(s) since last logged)",
+            "loop %s: %s: %s (%d time(s) since last logged)",
             loop,
             type(exc).__name__,
             exc,
