@@ -9,10 +9,9 @@ import pytest
 
 from tms.config import TmsConfig
 
-from .isolation import ISOLATED, JOB_PYTHON, job_root, uid_range
+from .isolation import ISOLATED, JOB_PYTHON, job_root, readable, uid_range
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE_PILOT = os.path.join(HERE, "fake_pilot.py")
+FAKE_PILOT = readable("tests/tms/fake_pilot.py")  # run by job uids
 
 
 def make_cfg(tmp_path: Any, **kw: Any) -> TmsConfig:

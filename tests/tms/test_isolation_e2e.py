@@ -36,13 +36,13 @@ from tests.test_e2e_workflow import (
     supervisor_pids,
 )
 
-from .isolation import ISOLATED, JOB_PYTHON, REPO, job_root, pilot_command, uid_range
+from .isolation import ISOLATED, JOB_PYTHON, REPO, job_root, pilot_command, readable, uid_range
 
 pytestmark = pytest.mark.skipif(not ISOLATED, reason="per-taskforce uids need root or CAP_SETUID")
 
 SCHEDD = "isolation-schedd"
 N_MESSAGES = 30
-EVIL = Path(__file__).with_name("evil_task.py")
+EVIL = readable("tests/tms/evil_task.py")
 
 
 def task(args: str, inq: str, outq: str, n_workers: int) -> dict[str, Any]:
@@ -134,7 +134,7 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
                     alice.submit,
                     {
                         "tasks": [
-                            task(str(REPO / "resources/examples/tasks/square.py"), "numbers", "squares", 2)
+                            task(readable("resources/examples/tasks/square.py"), "numbers", "squares", 2)
                         ],
                         "public_queue_aliases": ["numbers", "squares"],
                     },
@@ -142,7 +142,7 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
                 wf_b = await call(
                     bob.submit,
                     {
-                        "tasks": [task(str(EVIL), "orders", "loot", 1)],
+                        "tasks": [task(EVIL, "orders", "loot", 1)],
                         "public_queue_aliases": ["orders", "loot"],
                     },
                 )

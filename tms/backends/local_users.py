@@ -114,8 +114,8 @@ def reclaim(uid: int, gid: int, work_dir: str) -> None:
     )
 
 
-def _searchable_by_others(path: str) -> str | None:
-    """The first directory on the way to ``path`` others cannot enter, or None."""
+def private_ancestor(path: str) -> str | None:
+    """The first directory on the way to ``path`` others cannot enter (o+x), or None."""
     path = os.path.realpath(path)
     parts = path.split(os.sep)
     for i in range(1, len(parts)):
@@ -136,7 +136,7 @@ def runnable_by_others(command: str, path_env: str | None) -> str | None:
         if not program or not os.path.exists(program):
             return f"{argv[0]} is not found on the jobs' PATH"
         real = os.path.realpath(program)
-        if blocked := _searchable_by_others(real):
+        if blocked := private_ancestor(real):
             return f"{program}: {blocked} is not searchable by other users (chmod o+x, or move it)"
         if not os.stat(real).st_mode & stat.S_IXOTH:
             return f"{program} is not executable by other users"
@@ -174,7 +174,7 @@ def setup_problems(
             "instead (any task can then read every other's queue credentials)"
         ]
     problems = []
-    if blocked := _searchable_by_others(os.path.join(job_dir, "x")):
+    if blocked := private_ancestor(os.path.join(job_dir, "x")):
         problems.append(
             f"EWMS_TMS_JOB_EVENT_LOG_DIR {job_dir}: {blocked} is not searchable by other users, "
             "so jobs under their own uids cannot reach their directories (choose e.g. "
