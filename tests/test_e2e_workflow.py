@@ -69,7 +69,9 @@ def workflow_request() -> dict[str, Any]:
     return body
 
 
-def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_tms(
+    srv: RunningServer, jobs: Path, log: Path, *, schedd: str = SCHEDD, token: str | None = None
+) -> subprocess.Popen[bytes]:
     """Isolated when the test process can switch users (root here and in CI): each
     taskforce's jobs under a uid of their own, running this tree's pilot from a venv they can
     run; else every job as this user, said explicitly."""
@@ -88,8 +90,8 @@ def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[byt
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),  # the real ewms-pilot
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "EWMS_TMS_SERVER_URL": srv.url,
-        "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms-e2e"),
-        "EWMS_TMS_SCHEDD": SCHEDD,
+        "EWMS_TMS_TOKEN": token or srv.token(role="system-tms", sub="tms-e2e"),
+        "EWMS_TMS_SCHEDD": schedd,
         "EWMS_TMS_BACKEND": "local",
         "EWMS_TMS_JOB_EVENT_LOG_DIR": str(jobs),
         "EWMS_TMS_STARTER_INTERVAL": "0.1",

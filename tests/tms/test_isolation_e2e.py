@@ -5,7 +5,7 @@ once.
 
 The server runs in-process with the RabbitMQ adapter; ``ewms-tms`` (local backend, isolated:
 the test process is root) is a subprocess whose jobs run the real pilot of this tree from
-the venv of resources/pilot-venv.sh under uids of their own.
+the venv of resources/pilot-venv.sh under uids of their own (tests/test_e2e_workflow.start_tms).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from ewms_client import queues
 from ewms_client.client import EWMSClient
-from ewms_server.testing import RunningServer, running_server
+from ewms_server.testing import running_server
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
     BROKER_URL,
@@ -33,10 +32,11 @@ from tests.test_e2e_workflow import (
     delete_broker_leftovers,
     kill_pids,
     poll,
+    start_tms,
     supervisor_pids,
 )
 
-from .isolation import ISOLATED, JOB_PYTHON, REPO, job_root, pilot_command, readable, uid_range
+from .isolation import ISOLATED, JOB_PYTHON, job_root, readable
 
 pytestmark = pytest.mark.skipif(not ISOLATED, reason="per-taskforce uids need root or CAP_SETUID")
 
@@ -68,30 +68,6 @@ def task(args: str, inq: str, outq: str, n_workers: int) -> dict[str, Any]:
         },
         "n_workers": n_workers,
     }
-
-
-def start_tms(srv: RunningServer, jobs: str, log: Path, token: str) -> subprocess.Popen[bytes]:
-    first, last = uid_range()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("EWMS_")},
-        "PYTHONPATH": str(REPO),  # the jobs' pilot is this tree's (the venv has its dependencies)
-        "EWMS_TMS_SERVER_URL": srv.url,
-        "EWMS_TMS_TOKEN": token,
-        "EWMS_TMS_SCHEDD": SCHEDD,
-        "EWMS_TMS_BACKEND": "local",
-        "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
-        "EWMS_TMS_LOCAL_JOB_COMMAND": pilot_command(),
-        "EWMS_TMS_LOCAL_UID_RANGE": f"{first}-{last}",
-        "EWMS_TMS_STARTER_INTERVAL": "0.1",
-        "EWMS_TMS_STOPPER_INTERVAL": "0.2",
-        "EWMS_TMS_WATCHER_INTERVAL": "0.2",
-        "EWMS_TMS_TRACKER_INTERVAL": "1",
-        "EWMS_TMS_LOG_LEVEL": "DEBUG",
-    }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tms"], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO
-        )
 
 
 def auth_tokens(path: str) -> set[str]:
@@ -154,7 +130,7 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
                     uuids |= {tf["taskforce_uuid"] for tf in wf["taskforces"]}
                 a_id, b_id = made[0][0], made[1][0]
 
-                tms = start_tms(srv, jobs, tmp_path / "tms.log", tms_token)
+                tms = start_tms(srv, Path(jobs), tmp_path / "tms.log", schedd=SCHEDD, token=tms_token)
                 [tf_a] = await poll(lambda: running(alice, a_id, 2), "A's 2 pilots to run", 60)
                 [tf_b] = await poll(lambda: running(bob, b_id, 1), "B's pilot to run", 60)
 
