@@ -34,6 +34,12 @@ def _backend(value: str) -> str:
     return value
 
 
+def _level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+    return value.upper()
+
+
 def _url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"must be an http:// or https:// URL, not {value[:80]!r}")
@@ -262,7 +268,9 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "local backend: where its clusters are recorded (default: <job event log dir>/.local-schedd)",
     ),
-    Setting("EWMS_TMS_LOG_LEVEL", "log_level", str, "INFO", "logging level"),
+    Setting(
+        "EWMS_TMS_LOG_LEVEL", "log_level", _level, "INFO", "logging level: DEBUG, INFO, WARNING or ERROR"
+    ),
 )
 
 

@@ -43,6 +43,7 @@ async def test_every_bad_setting_named_at_once_exit_2() -> None:
             EWMS_TMS_BACKEND="slurm",
             EWMS_TMS_WATCHER_INTERVAL="-1",
             EWMS_TMS_SITE_REQUIREMENTS="false) || (true",
+            EWMS_TMS_LOG_LEVEL="loud",
         )
     )
     assert out.returncode == 2, out
@@ -54,6 +55,7 @@ async def test_every_bad_setting_named_at_once_exit_2() -> None:
         "EWMS_TMS_BACKEND",
         "EWMS_TMS_WATCHER_INTERVAL",
         "EWMS_TMS_SITE_REQUIREMENTS",
+        "EWMS_TMS_LOG_LEVEL",
     ):
         assert name in line, line
     assert out.stdout == ""
