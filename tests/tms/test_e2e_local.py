@@ -219,3 +219,28 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
             for proc in (first, second):
                 if proc is not None:
                     stop_process(proc)
+
+
+async def test_what_no_backend_can_start_ends_submit_failed_with_its_reason(tmp_path: Any) -> None:
+    """Issue 9, finding 2: a stored taskforce the API would now refuse (written here straight
+    into the store, as by an older server) is not a supervisor dying with its job RUNNING
+    forever: each submit fails with the reason, and the server gives up after its attempts."""
+    jobs = os.path.join(job_root(tmp_path.name), "jobs")
+    uids = uid_range()
+    env = {"EWMS_STARTER_LEASE_S": "1", "EWMS_MAX_SUBMIT_ATTEMPTS": "2", "EWMS_SUBMIT_RETRY_DELAY_S": "0"}
+    async with running_server(cluster_locations={"local": "test-schedd"}, env=env) as srv:
+        user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
+        wf = await user.request("POST", "/v1/workflows", workflow_body("quick"))
+        uuid = wf["taskforces"][0]["taskforce_uuid"]
+        await srv.deps.store.by_name("task_directives").update_one(
+            {"task_id": wf["task_directives"][0]["task_id"]}, {"$set": {"task_image": "/bin/true\u0000"}}
+        )
+        tms = start_tms(srv, jobs, str(tmp_path / "tms.log"), uids)
+        try:
+            tf = await wait_for(user, uuid, lambda t: t["phase"] == "submit-failed")
+        finally:
+            stop_process(tms)
+            user.close()
+        failures = [e["context"] for e in tf["phase_change_log"] if not e["was_successful"]]
+        assert len(failures) == 2 and all("task_image" in c and "NUL" in c for c in failures), failures
+        assert not glob.glob(os.path.join(jobs, ".local-schedd", "clusters", "*.json"))  # nothing started
