@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .rules import JobLimits
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it."""
@@ -76,6 +78,18 @@ SETTINGS: tuple[Setting, ...] = (
         "(so removed pilots end cleanly), or at the latest this many seconds after it ended.",
     ),
     Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    Setting(
+        "EWMS_INPUT_FILE_SCHEMES",
+        "https,http,osdf,pelican",
+        "URL schemes allowed in a task's pilot_config.input_files (comma-separated; HTCondor "
+        "file-transfer plugins). Local paths and file:// are always refused: the access point "
+        "would read them as the TMS.",
+    ),
+    Setting(
+        "EWMS_MAX_WORKER_MEMORY", "1T", "Largest worker_memory a task may ask for (a bare number is MiB)."
+    ),
+    Setting("EWMS_MAX_WORKER_DISK", "20T", "Largest worker_disk a task may ask for (a bare number is KiB)."),
+    Setting("EWMS_MAX_WORKER_CORES", "256", "Largest n_cores a task may ask for."),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -112,6 +126,7 @@ class Config:
     broker_revoke_max_wait_s: float
     log_level: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    job_limits: JobLimits = field(default_factory=JobLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -166,11 +181,19 @@ class Config:
             broker_revoke_max_wait_s=num("EWMS_BROKER_REVOKE_MAX_WAIT_S", float, 0),
             log_level=level,
             env=dict(env),
+            job_limits=_job_limits(get),
         )
 
     @property
     def auth_configured(self) -> bool:
         return bool(self.auth_secret or self.auth_openid_url)
+
+
+def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
+    try:
+        return JobLimits.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_locations(raw: str | None) -> dict[str, Location]:

@@ -157,8 +157,20 @@ export EWMS_TOKEN
 unset EWMS_AUTH_SECRET  # nothing below signs tokens
 
 # -- the TMS --------------------------------------------------------------------------------
+# As root the local backend runs each taskforce's jobs under a uid of their own: they need a
+# pilot and a task interpreter any user can run, and a way through $WORK to their directories.
+if [ "$(id -u)" = 0 ]; then
+    say "preparing a pilot runtime any job uid can run (resources/pilot-venv.sh)"
+    bash "$REPO/resources/pilot-venv.sh" /opt/ewms-pilot-venv >/dev/null
+    chmod 711 "$WORK"
+    TMS_LOCAL=(EWMS_TMS_LOCAL_JOB_COMMAND="/opt/ewms-pilot-venv/bin/python -m ewms_pilot" PYTHONPATH="$REPO")
+    TASK_PY=/usr/bin/python3
+else
+    TMS_LOCAL=(EWMS_TMS_LOCAL_SINGLE_TENANT=true)  # one user: every task trusted alike
+    TASK_PY="$PY"
+fi
 say "starting ewms-tms (local backend, schedd $SCHEDD)"
-env -u EWMS_TOKEN -u EWMS_URL \
+env -u EWMS_TOKEN -u EWMS_URL "${TMS_LOCAL[@]}" \
     EWMS_TMS_SERVER_URL="$EWMS_URL" EWMS_TMS_TOKEN="$TMS_TOKEN" EWMS_TMS_SCHEDD="$SCHEDD" \
     EWMS_TMS_BACKEND=local EWMS_TMS_JOB_EVENT_LOG_DIR="$WORK/tms-jobs" \
     EWMS_TMS_STARTER_INTERVAL=0.2 EWMS_TMS_STOPPER_INTERVAL=0.5 \
@@ -170,7 +182,7 @@ unset TMS_TOKEN
 # -- the workflow ---------------------------------------------------------------------------
 # the example names `python3` and repository-relative scripts; jobs run in their own
 # directory, so make both absolute
-py "$REPO" "$WORK/workflow.json" "$PY" <<'PY'
+py "$REPO" "$WORK/workflow.json" "$TASK_PY" <<'PY'
 import json, sys
 repo, out, python = sys.argv[1:]
 wf = json.load(open(f"{repo}/resources/examples/square-then-add-one.json"))

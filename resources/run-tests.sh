@@ -32,6 +32,10 @@ done
 # -- Python packages from setup.cfg ---------------------------------------------------------
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 
+# -- a pilot runtime any uid can run: the local backend's jobs run under uids of their own ----
+# (Debian's python3 + python3-venv, installed if missing; the tests run this tree's pilot in it)
+bash resources/pilot-venv.sh "${EWMS_TEST_PILOT_VENV:-/opt/ewms-pilot-venv}"
+
 # -- static checks: lint, format, types (configured in pyproject.toml) ------------------------
 python3 -m ruff check .
 python3 -m ruff format --check .

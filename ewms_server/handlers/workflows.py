@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..database import workflows as ops
 from ..database.queries import run_query
 from ..errors import NotFound
+from ..rules import check_job_inputs
 from .base import USERS, BaseHandler
 
 
@@ -15,6 +16,7 @@ class WorkflowsHandler(BaseHandler):
 
     async def post(self) -> None:
         body = self.body()
+        check_job_inputs(body, self.deps.cfg.job_limits)
         created = await ops.create_workflow(
             self.deps.store, self.deps.cfg.cluster_locations, self.caller, body
         )
