@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import pika
+
+from ewms_client.client import EWMSClient
+from ewms_pilot.broker import connection_url
 from ewms_server.testing import RunningServer
 
 from .test_cli import EXAMPLES, cli_env, ewms
@@ -54,3 +59,25 @@ async def test_binary_files_need_the_raw_format(srv: RunningServer, tmp_path: Pa
     )
     assert code == 0, err
     assert [p.read_bytes() for p in (tmp_path / "got").iterdir()] == [BLOB]
+
+
+async def test_pushing_to_a_deleted_queue_is_an_error(srv: RunningServer) -> None:
+    env = cli_env(srv)
+    code, out, err = await ewms(env, "submit", str(EXAMPLES / "square.json"))
+    assert code == 0, err
+    wf = out.strip()
+    client = EWMSClient(srv.url, srv.token(role="user", sub="alice"))
+    squares = await asyncio.to_thread(client.pick_queue, wf, "squares", "push", 30)
+    client._rc.close()
+
+    def delete() -> None:  # the workflow's user may configure its queues
+        assert squares.broker_address and squares.auth_token
+        conn = pika.BlockingConnection(
+            pika.URLParameters(connection_url(squares.broker_address, squares.auth_token))
+        )
+        conn.channel().queue_delete(squares.mqid)
+        conn.close()
+
+    await asyncio.to_thread(delete)
+    code, _out, err = await ewms(env, "push", wf, "--queue", "squares", "-", stdin=b"x")
+    assert code == 1 and "queue 'squares' is gone; 0 message(s) were pushed" in err

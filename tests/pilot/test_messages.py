@@ -92,3 +92,14 @@ def test_an_amqp_url_address_still_works(workflow: Workflow) -> None:
     workflow.publish(q_in, [b"5"])
     assert workflow.run_pilot() == 0
     assert workflow.drain(q_out) == [b"25\n"]
+
+
+def test_a_result_no_queue_takes_is_fatal_and_the_input_stays(workflow: Workflow) -> None:
+    q_in, q_out = workflow.q
+    ch = workflow.channel()
+    ch.queue_delete(q_out)  # the workflow's user may configure its queues
+    ch.connection.close()
+    workflow.publish(q_in, [b"5"])
+    assert workflow.run_pilot() == 1
+    assert "no queue" in (workflow.last("Error") or "") and workflow.statuses()[-1] == "FatalError"
+    assert workflow.drain(q_in) == [b"5"]  # returned, not lost
