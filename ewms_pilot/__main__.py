@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 from .chirp import Chirper, PilotStatus, make_sink
-from .config import SETTINGS_DOCS, ConfigError, PilotConfig, load_auth
+from .config import SECRET_VARS, SETTINGS_DOCS, ConfigError, PilotConfig, queue_auth
 from .pilot import FatalError, Pilot, make_chirper
 
 LOGGER = logging.getLogger("ewms_pilot")
@@ -77,11 +77,13 @@ async def amain() -> int:
     _use_pidfd_child_watcher()
     try:
         cfg = PilotConfig.from_env(os.environ)
-        auth = load_auth(cfg.auth_file, tuple(dict.fromkeys(cfg.queues_in + cfg.queues_out)))
+        auth = queue_auth(cfg, os.environ)
     except ConfigError as e:
         LOGGER.error("bad settings: %s", e)
         await _fatal_chirp(f"bad settings: {e}")
         return 2
+    for name in SECRET_VARS:  # tasks inherit the environment: EWMS's tokens must not reach them
+        os.environ.pop(name, None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

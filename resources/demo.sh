@@ -213,16 +213,11 @@ PY
 
 delete_broker_objects() { py "$BROKER_URL" "$WORK/submitted.json" <<'PY'
 import json, os, sys, requests
-from urllib.parse import quote
-from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
+from ewms_server.broker.rabbitmq import RabbitMQSettings, leftover_paths
 s = RabbitMQSettings.from_env({**os.environ, "EWMS_BROKER_URL": sys.argv[1]})
 created = json.load(open(sys.argv[2]))
-mqids = {q for d in created["task_directives"] for q in d["input_queues"] + d["output_queues"]}
-api, vhost = s.management_url.rstrip("/") + "/api", quote(s.vhost, safe="")
-user = quote(username_for(created["workflow"]["workflow_id"]), safe="")
-for path in ([f"/users/{user}", f"/connections/username/{user}"]
-             + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-             + [f"/exchanges/{vhost}/{m}" for m in mqids]):
+api = s.management_url.rstrip("/") + "/api"
+for path in leftover_paths(created["workflow"]["workflow_id"]):
     requests.delete(api + path, auth=s.admin_auth, timeout=5)
 PY
 }

@@ -32,7 +32,13 @@ import requests
 
 from ewms_client import queues
 from ewms_client.client import EWMSClient
-from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
+from ewms_server.broker.rabbitmq import (
+    RabbitMQSettings,
+    dead_letter_queue,
+    leftover_paths,
+    username_for,
+    vhost_for,
+)
 from ewms_server.testing import RunningServer, running_server
 from tests.processes import stop_process
 from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, pilot_command, readable, uid_range
@@ -155,28 +161,24 @@ def world_readable_files(root: Path) -> Iterator[Path]:
                     yield path
 
 
-def delete_broker_leftovers(workflow_id: str, mqids: list[str]) -> None:
-    """Best effort: the workflow's broker user, queues and exchanges (the server's finish +
-    zero grace normally removed them already)."""
+def delete_broker_leftovers(workflow_id: str) -> None:
+    """Best effort: the workflow's broker user and vhost (the server's finish + zero grace
+    normally removed them already)."""
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
-    vhost = quote(s.vhost, safe="")
     api = s.management_url.rstrip("/") + "/api"
     with requests.Session() as session:
         session.auth = s.admin_auth
-        user = quote(username_for(workflow_id), safe="")
-        for path in (
-            [f"/users/{user}", f"/connections/username/{user}"]
-            + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-            + [f"/exchanges/{vhost}/{m}" for m in mqids]
-        ):
+        for path in leftover_paths(workflow_id):
             with contextlib.suppress(requests.RequestException):
                 session.delete(api + path, timeout=5)
 
 
-def broker_queue_depths(mqids: list[str]) -> dict[str, int]:
+def broker_queue_depths(workflow_id: str, mqids: list[str]) -> dict[str, int]:
     """Ready messages left in each queue and dead-letter queue (exact, unlike the management
-    API's periodic statistics)."""
-    conn = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    API's periodic statistics), seen by the admin in the workflow's vhost."""
+    params = pika.URLParameters(BROKER_URL)
+    params.virtual_host = vhost_for(workflow_id)
+    conn = pika.BlockingConnection(params)
     try:
         ch = conn.channel()
         return {
@@ -188,15 +190,10 @@ def broker_queue_depths(mqids: list[str]) -> dict[str, int]:
         conn.close()
 
 
-def broker_objects_gone(workflow_id: str, mqids: list[str]) -> bool:
+def broker_objects_gone(workflow_id: str) -> bool:
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
-    vhost = quote(s.vhost, safe="")
     api = s.management_url.rstrip("/") + "/api"
-    paths = (
-        [f"/users/{quote(username_for(workflow_id), safe='')}"]
-        + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-        + [f"/exchanges/{vhost}/{m}" for m in mqids]
-    )
+    paths = [f"/users/{quote(username_for(workflow_id), safe='')}", f"/vhosts/{vhost_for(workflow_id)}"]
     with requests.Session() as session:
         session.auth = s.admin_auth
         return all(session.get(api + p, timeout=5).status_code == 404 for p in paths)
@@ -271,7 +268,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 # nothing more: every message came out exactly once
                 assert await call(queues.pull, pull_q, results.append, n=None, timeout=1.5) == 0
                 assert Counter(int(r) for r in results) == Counter(n * n + 1 for n in numbers)
-                assert await call(broker_queue_depths, mqids) == {
+                assert await call(broker_queue_depths, wf_id, mqids) == {
                     q: 0 for m in mqids for q in (m, dead_letter_queue(m))
                 }
 
@@ -316,9 +313,9 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                     assert "FatalError" not in pilot_statuses, tf["compound_statuses"]
                 wf = await call(c.workflow, wf_id)
                 assert wf["deactivated"] == "FINISHED"
-                # the broker user went with the workflow, and (zero delete grace) its queues
+                # the broker user went with the workflow, and (zero delete grace) its vhost of queues
                 await poll(
-                    lambda: asyncio.to_thread(broker_objects_gone, wf_id, mqids),
+                    lambda: asyncio.to_thread(broker_objects_gone, wf_id),
                     "the broker user and queues to be deleted",
                     15,
                 )
@@ -330,7 +327,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
             if client is not None:
                 client._rc.close()
             if wf_id:
-                await asyncio.to_thread(delete_broker_leftovers, wf_id, mqids)
+                await asyncio.to_thread(delete_broker_leftovers, wf_id)
 
     # no queue token in the TMS's output nor in any world-readable file it wrote
     assert tokens, "no queue-auth file found"
