@@ -14,7 +14,10 @@ PY="${EWMS_PILOT_VENV_PYTHON:-/usr/bin/python3}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import pika" 2>/dev/null; then
+# the pilot's runtime dependencies (setup.cfg's install_requires that ewms_pilot imports)
+DEPS=("pika>=1.3" "zstd>=1.5")
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import pika, zstd" 2>/dev/null; then
     exit 0
 fi
 if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then  # Debian splits venv out
@@ -23,5 +26,5 @@ if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then  # Debian splits venv o
         "python3-venv" "python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"
 fi
 "$PY" -m venv --clear "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "pika>=1.3"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${DEPS[@]}"
 chmod -R a+rX "$VENV"

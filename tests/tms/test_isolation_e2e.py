@@ -210,8 +210,8 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
             kill_pids(supervisor_pids(Path(jobs)))
             for c in clients:
                 c._rc.close()
-            for wf_id, mqids in made:
-                await asyncio.to_thread(delete_broker_leftovers, wf_id, mqids)
+            for wf_id, _ in made:
+                await asyncio.to_thread(delete_broker_leftovers, wf_id)
     log_text = (tmp_path / "tms.log").read_text(errors="replace")
     assert tms_token not in log_text and "submitted taskforce" in log_text
 
