@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from .config import Command
 
@@ -144,7 +144,7 @@ class Runner:
             raise TaskFailed(f"task exit code {code}" + (f": {tail}" if tail else ""))
 
     async def _kill(self, proc: asyncio.subprocess.Process, name: str) -> None:
-        await kill_process(self.runner, proc, name)
+        await kill_process(self.runner, proc.pid, name, proc.wait())
 
     async def close(self) -> None:
         """Nothing outlives a task here; the warm runner stops its workers."""
@@ -156,16 +156,16 @@ def process_env(runner: str, extra_env: dict[str, str]) -> dict[str, str]:
     return {**base, **extra_env} if runner == "process" else base
 
 
-async def kill_process(runner: str, proc: asyncio.subprocess.Process, name: str) -> None:
-    """SIGKILL the program's process group (and its container), then reap it."""
+async def kill_process(runner: str, pid: int, name: str, exited: Awaitable[object]) -> None:
+    """SIGKILL the program's process group (and its container), then wait for `exited`."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     if runner == "docker":  # the container outlives its killed client
         killer = await asyncio.create_subprocess_exec(
             "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         await killer.wait()
-    await proc.wait()
+    await exited
 
 
 def _last_line(path: str) -> str:

@@ -62,20 +62,47 @@ def worker_command(runner: str, cmd: Command, workdir: str, name: str) -> tuple[
     return build_argv(runner, cmd, workdir, extra_env, name), extra_env
 
 
+class _WorkerProcess(asyncio.SubprocessProtocol):
+    """Watches one worker process: passes its stderr on to the job's, keeping a tail for error
+    reports, and notices its exit even while a child of it still holds that stderr open (which
+    `Process.wait()` would wait for)."""
+
+    def __init__(self) -> None:
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tail = b""
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        self.tail = (self.tail + data)[-STDERR_TAIL:]
+        with contextlib.suppress(OSError):
+            _write_all(2, data)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class WarmWorker:
     """One running task program and its connection."""
 
     def __init__(
-        self, runner: str, cmd: Command, workdir: str, name: str, proc: asyncio.subprocess.Process
+        self,
+        runner: str,
+        cmd: Command,
+        workdir: str,
+        name: str,
+        transport: asyncio.SubprocessTransport,
+        watch: _WorkerProcess,
     ) -> None:
         self.runner = runner
         self.cmd = cmd
         self.workdir = workdir
         self.name = name
-        self.proc = proc
-        self._exited = asyncio.ensure_future(proc.wait())
-        self._stderr = asyncio.ensure_future(self._pump_stderr())
-        self._tail = b""
+        self.pid = transport.get_pid()
+        self._transport = transport
+        self._watch = watch
+        self._exited = watch.exited
+        self._exited.add_done_callback(self._on_exit)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._last_id = 0
@@ -93,11 +120,13 @@ class WarmWorker:
                 listener.bind(address)
             listener.listen(1)
             listener.setblocking(False)
-            proc = await asyncio.create_subprocess_exec(
+            transport, watch = await asyncio.get_running_loop().subprocess_exec(
+                _WorkerProcess,
                 *argv,
                 cwd=None if runner == "process" else workdir,
                 env=process_env(runner, extra_env),
-                stdin=asyncio.subprocess.DEVNULL,  # stdout is the job's, as for any task
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=None,  # the job's, as for any task
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
@@ -105,7 +134,7 @@ class WarmWorker:
             listener.close()
             shutil.rmtree(workdir, ignore_errors=True)
             raise WorkerBroken(f"cannot start {argv[0]}: {e.strerror}") from None
-        worker = cls(runner, cmd, workdir, name, proc)
+        worker = cls(runner, cmd, workdir, name, transport, watch)
         try:
             await worker._connect(listener, timeout)
         except BaseException:
@@ -115,14 +144,15 @@ class WarmWorker:
             listener.close()
             with contextlib.suppress(OSError):
                 os.unlink(sock_path)  # nobody else may connect
-        LOGGER.info("warm worker %s started (pid %d)", name, proc.pid)
+        LOGGER.info("warm worker %s started (pid %d)", name, worker.pid)
         return worker
 
     async def call(self, body: bytes, timeout: float | None) -> bytes:
         """One task; TaskFailed if it failed (the worker stays), WorkerBroken if the worker did."""
         self._last_id += 1
         try:
-            return await self._until_exit(self._exchange(self._last_id, body), timeout)
+            async with asyncio.timeout(timeout):  # the hot path: no task or future per call
+                return await self._exchange(self._last_id, body)
         except TimeoutError:
             raise WorkerBroken(f"task timed out after {timeout:g} s") from None
         except _Exited:
@@ -142,18 +172,21 @@ class WarmWorker:
     def exited(self) -> bool:
         return self._exited.done()
 
+    @property
+    def returncode(self) -> int | None:
+        return self._transport.get_returncode()
+
     async def kill(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        if self.proc.returncode is None:  # now, even if cancelled while reaping below
+        if not self.exited:  # now, even if cancelled while reaping below
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        await kill_process(self.runner, self.proc, self.name)
-        try:  # a grandchild in another session may hold stderr open: do not wait for it
-            await asyncio.wait_for(self._stderr, 1)
-        except TimeoutError:
-            pass
+        try:
+            await kill_process(self.runner, self.pid, self.name, asyncio.shield(self._exited))
+        finally:
+            self._transport.close()  # our end of its stderr, even if a child still holds it
 
     # -- internals ------------------------------------------------------------------------
 
@@ -177,12 +210,14 @@ class WarmWorker:
             task = Task(task_id, f"{base}.out", data=body)
         else:
             task = Task(task_id, f"{base}.out", infile=f"{base}.in")
+        output_inline = False
         try:
             if task.infile is not None:
                 await _in_thread(_write_new, task.infile, body)
             self._writer.write(encode_task(task))
             await self._writer.drain()
             output = decode_reply(await self._reader.readuntil(b"\n"), task)
+            output_inline = output is not None
             if output is None:
                 output = await _in_thread(_read_regular, task.outfile)
             return output
@@ -197,19 +232,24 @@ class WarmWorker:
             raise WorkerBroken(
                 f"warm worker broke the protocol: reply longer than {MAX_LINE} bytes"
             ) from None
-        finally:
-            for path in (task.infile, task.outfile):
+        finally:  # an inline success left no file: spare the syscall
+            for path in (task.infile, None if output_inline else task.outfile):
                 if path is not None:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
 
+    def _on_exit(self, _: object) -> None:
+        """Its end of the socket closes with the process, unless a child inherited it: then
+        break the connection ourselves, after a moment to read what the worker last sent."""
+        if self._writer is not None:
+            asyncio.get_running_loop().call_later(EXIT_GRACE / 10, self._writer.transport.abort)
+
     async def _until_exit(self, aw: Awaitable[T], timeout: float | None) -> T:
         """`aw`'s result; _Exited if the worker process ends first, TimeoutError past `timeout`."""
         work = asyncio.ensure_future(aw)
+        waiting: set[asyncio.Future[Any]] = {work, self._exited}
         try:
-            done, _ = await asyncio.wait(
-                {work, self._exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not work.done():
                 work.cancel()
@@ -225,31 +265,24 @@ class WarmWorker:
             await asyncio.wait_for(asyncio.shield(self._exited), EXIT_GRACE)
 
     def _death(self, what: str) -> str:
-        code = self.proc.returncode
+        code = self.returncode
         if code is None:
             how = "closed its connection"
         elif code < 0:
             how = f"killed by {signal.Signals(-code).name}"
         else:
             how = f"exit code {code}"
-        tail = last_line(self._tail).replace(self.workdir, "<task-dir>")  # groupable
+        tail = last_line(self._watch.tail).replace(self.workdir, "<task-dir>")  # groupable
         return f"{what} ({how})" + (f": {tail}" if tail else "")
-
-    async def _pump_stderr(self) -> None:
-        """Pass the worker's stderr on to the job's, keeping a tail for error reports."""
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self._tail = (self._tail + chunk)[-STDERR_TAIL:]
-            with contextlib.suppress(OSError):
-                _write_all(2, chunk)
 
 
 async def _in_thread(func: Callable[..., Any], *args: Any) -> Any:
-    """A large payload's file, off the event loop; any failure means a worker we cannot trust."""
+    """A large payload's file, off the event loop; a failure (disk full, a file planted by the
+    worker) fails the task, and a fresh worker gets a fresh dir."""
     try:
         return await asyncio.to_thread(func, *args)
     except OSError as e:
-        raise ProtocolError(f"task file {os.path.basename(args[0])}: {e.strerror}") from None
+        raise WorkerBroken(f"warm worker task file {os.path.basename(args[0])}: {e.strerror}") from None
 
 
 def _write_new(path: str, data: bytes) -> None:
@@ -308,7 +341,7 @@ class WarmRunner(Runner):
 
     async def _take_idle(self, cmd: Command) -> WarmWorker | None:
         for worker in [w for w in self._idle if w.exited]:  # died between tasks: no task lost
-            LOGGER.warning("warm worker %s exited while idle (%s)", worker.name, worker.proc.returncode)
+            LOGGER.warning("warm worker %s exited while idle (%s)", worker.name, worker.returncode)
             self._idle.remove(worker)
             await self._retire(worker)
         for i, worker in enumerate(self._idle):
