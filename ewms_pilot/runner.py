@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .config import Command
 
@@ -144,7 +144,7 @@ class Runner:
             raise TaskFailed(f"task exit code {code}" + (f": {tail}" if tail else ""))
 
     async def _kill(self, proc: asyncio.subprocess.Process, name: str) -> None:
-        await kill_process(self.runner, proc.pid, name, proc.wait())
+        await kill_process(self.runner, proc.pid, name, proc.wait)
 
     async def close(self) -> None:
         """Nothing outlives a task here; the warm runner stops its workers."""
@@ -156,8 +156,8 @@ def process_env(runner: str, extra_env: dict[str, str]) -> dict[str, str]:
     return {**base, **extra_env} if runner == "process" else base
 
 
-async def kill_process(runner: str, pid: int, name: str, exited: Awaitable[object]) -> None:
-    """SIGKILL the program's process group (and its container), then wait for `exited`."""
+async def kill_process(runner: str, pid: int, name: str, wait: Callable[[], Awaitable[object]]) -> None:
+    """SIGKILL the program's process group (and its container), then `wait` for its end."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     if runner == "docker":  # the container outlives its killed client
@@ -165,7 +165,7 @@ async def kill_process(runner: str, pid: int, name: str, exited: Awaitable[objec
             "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         await killer.wait()
-    await exited
+    await wait()
 
 
 def _last_line(path: str) -> str:

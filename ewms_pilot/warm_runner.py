@@ -184,7 +184,7 @@ class WarmWorker:
                 os.killpg(self.pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
         try:
-            await kill_process(self.runner, self.pid, self.name, asyncio.shield(self._exited))
+            await kill_process(self.runner, self.pid, self.name, lambda: asyncio.shield(self._exited))
         finally:
             self._transport.close()  # our end of its stderr, even if a child still holds it
 
