@@ -13,15 +13,12 @@ from ewms_server.schema import OpenAPI
 
 from .conftest import REPO, Workflow
 from .test_pilot import wait_for
+from .test_warm_runner import alive
 
 HERE = Path(__file__).parent
 WARM_TASK = str(HERE / "warm_task.py")
 RAW_WORKER = str(HERE / "raw_worker.py")
 EXAMPLE = REPO / "resources" / "examples" / "square-warm.json"
-
-
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
 
 
 def dirs(w: Workflow) -> tuple[Path, Path, Path]:
@@ -69,6 +66,24 @@ def test_a_warm_worker_killed_mid_task_is_restarted_and_the_message_redelivered(
         "warm worker died during the task (killed by SIGKILL): stderr: got b'precious'"
     )
     assert workflow.statuses()[-1] == "Done"
+
+
+def test_a_pilot_killed_mid_task_loses_nothing_and_leaves_no_worker_behind(workflow: Workflow) -> None:
+    q_in, q_out = workflow.q
+    pids, busy, hold = dirs(workflow)
+    hold.touch()
+    workflow.publish(q_in, [b"precious"])
+    doomed = workflow.start_pilot(**warm(WARM_TASK, pids, busy, hold))
+    orphan = held_worker(busy)
+    doomed.kill()  # SIGKILL: no chance to return the message or stop the worker
+    doomed.wait()
+    hold.unlink()
+    wait_for(lambda: not alive(orphan), timeout=30)  # its task done, it finds the pilot gone
+
+    assert workflow.run_pilot(**warm(WARM_TASK, pids, busy, hold)) == 0
+    (result,) = workflow.drain(q_out)
+    assert result.startswith(b"precious by ") and int(result.partition(b" by ")[2]) != orphan
+    assert workflow.drain(q_in) == [] and workflow.drain(f"{q_in}.dead-letter") == []
 
 
 def test_a_worker_writing_garbage_has_its_message_nacked_and_the_error_reported(workflow_factory) -> None:  # type: ignore

@@ -30,7 +30,11 @@ def pid_of(output: bytes) -> int:
 
 
 def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """Running (a zombie is not: an orphan waits for whoever reaps orphans here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 20) -> None:
