@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -45,13 +46,20 @@ def held_worker(busy: Path) -> int:
     return int(marker.name.removeprefix("busy-"))
 
 
+def start_held(
+    w: Workflow, bodies: list[bytes], **settings: str
+) -> tuple[subprocess.Popen[bytes], int, tuple[Path, Path, Path]]:
+    """A warm pilot whose worker holds the first message: the pilot, that worker's pid, dirs()."""
+    pids, busy, hold = dirs(w)
+    hold.touch()
+    w.publish(w.q[0], bodies)
+    pilot = w.start_pilot(**warm(WARM_TASK, pids, busy, hold, **settings))
+    return pilot, held_worker(busy), (pids, busy, hold)
+
+
 def test_a_warm_worker_killed_mid_task_is_restarted_and_the_message_redelivered(workflow: Workflow) -> None:
     q_in, q_out = workflow.q
-    pids, busy, hold = dirs(workflow)
-    hold.touch()
-    workflow.publish(q_in, [b"precious"])
-    pilot = workflow.start_pilot(**warm(WARM_TASK, pids, busy, hold))
-    victim = held_worker(busy)
+    pilot, victim, (pids, _busy, hold) = start_held(workflow, [b"precious"])
     os.kill(victim, signal.SIGKILL)
     hold.unlink()  # the redelivered message may run
 
@@ -70,11 +78,7 @@ def test_a_warm_worker_killed_mid_task_is_restarted_and_the_message_redelivered(
 
 def test_a_pilot_killed_mid_task_loses_nothing_and_leaves_no_worker_behind(workflow: Workflow) -> None:
     q_in, q_out = workflow.q
-    pids, busy, hold = dirs(workflow)
-    hold.touch()
-    workflow.publish(q_in, [b"precious"])
-    doomed = workflow.start_pilot(**warm(WARM_TASK, pids, busy, hold))
-    orphan = held_worker(busy)
+    doomed, orphan, (pids, busy, hold) = start_held(workflow, [b"precious"])
     doomed.kill()  # SIGKILL: no chance to return the message or stop the worker
     doomed.wait()
     hold.unlink()
@@ -105,13 +109,9 @@ def test_a_worker_writing_garbage_has_its_message_nacked_and_the_error_reported(
 
 def test_sigterm_during_a_warm_task_returns_every_message(workflow: Workflow) -> None:
     q_in, q_out = workflow.q
-    pids, busy, hold = dirs(workflow)
-    hold.touch()
-    workflow.publish(q_in, [b"a", b"b", b"c"])
-    pilot = workflow.start_pilot(
-        **warm(WARM_TASK, pids, busy, hold, EWMS_PILOT_PREFETCH="3", EWMS_PILOT_STOP_GRACE="0.5")
+    pilot, worker, _ = start_held(
+        workflow, [b"a", b"b", b"c"], EWMS_PILOT_PREFETCH="3", EWMS_PILOT_STOP_GRACE="0.5"
     )
-    worker = held_worker(busy)
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(15) == 0
 
