@@ -28,6 +28,8 @@ def settings_help() -> str:
         )
     lines.append("")
     lines.append("the task reads $EWMS_TASK_INFILE and writes its output to $EWMS_TASK_OUTFILE.")
+    lines.append("a warm task (EWMS_PILOT_TASK_MODE=warm) serves messages over $EWMS_WARM_SOCKET")
+    lines.append("instead: see docs/warm-runner.md, or ewms_pilot.worker.serve for Python tasks.")
     lines.append("exit status: 0 done (idle timeout, SIGTERM), 1 fatal error, 2 bad settings.")
     return "\n".join(lines)
 
@@ -89,10 +91,11 @@ async def amain() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     LOGGER.info(
-        "pilot for taskforce %s (workflow %s), runner %s, %d concurrent task(s)",
+        "pilot for taskforce %s (workflow %s), runner %s (%s), %d concurrent task(s)",
         cfg.taskforce_uuid or "?",
         cfg.workflow_id or "?",
         cfg.runner,
+        cfg.task_mode,
         cfg.max_concurrent_tasks,
     )
     chirper = make_chirper(cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .envelope import ENVELOPE, FORMATS
 
 RUNNERS = ("apptainer", "docker", "process")
+TASK_MODES = ("per-message", "warm")
 CHIRP_MODES = ("htcondor", "file", "none")
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
@@ -63,6 +64,19 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
         "(binary payloads; set it on every task of the workflow)",
     ),
     ("EWMS_PILOT_RUNNER", "apptainer", "apptainer | docker | process"),
+    (
+        "EWMS_PILOT_TASK_MODE",
+        "per-message",
+        "per-message (a fresh task program per message) | warm (the task program starts once "
+        "per concurrent task and serves message after message over $EWMS_WARM_SOCKET; "
+        "docs/warm-runner.md, ewms_pilot.worker.serve)",
+    ),
+    (
+        "EWMS_PILOT_WARM_START_TIMEOUT",
+        "600",
+        "with EWMS_PILOT_TASK_MODE=warm: seconds a starting worker (or its container) may take "
+        "to connect; past it the task fails and its message is returned",
+    ),
     ("EWMS_PILOT_CHIRP", "htcondor", "htcondor (condor_chirp ulog) | file (EWMS_PILOT_CHIRP_FILE) | none"),
     ("EWMS_PILOT_CHIRP_FILE", "(none)", "with EWMS_PILOT_CHIRP=file: file chirp lines go to"),
     (
@@ -159,6 +173,8 @@ class PilotConfig:
     auth_file: str | None
     message_format: str
     runner: str
+    task_mode: str
+    warm_start_timeout: float
     chirp: str
     chirp_file: str | None
     chirp_interval: float
@@ -209,6 +225,8 @@ class PilotConfig:
             or (None if env.get(SECRET_VARS[0], "").strip() else req("EWMS_PILOT_QUEUE_AUTH_FILE")),
             message_format=choice("EWMS_PILOT_MESSAGE_FORMAT", ENVELOPE, FORMATS),
             runner=choice("EWMS_PILOT_RUNNER", "apptainer", RUNNERS),
+            task_mode=choice("EWMS_PILOT_TASK_MODE", "per-message", TASK_MODES),
+            warm_start_timeout=_number(env, "EWMS_PILOT_WARM_START_TIMEOUT", 600.0, float, minimum=1),
             chirp=chirp,
             chirp_file=req("EWMS_PILOT_CHIRP_FILE") if chirp == "file" else None,
             chirp_interval=_number(env, "EWMS_PILOT_CHIRP_INTERVAL", 30.0, float, minimum=0),

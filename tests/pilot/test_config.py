@@ -23,6 +23,12 @@ def test_defaults() -> None:
     assert c.runner == "apptainer" and c.max_concurrent_tasks == 1 and c.prefetch == 1
     assert c.timeout_incoming == 60 and c.timeout_first_message == 60
     assert c.task_timeout is None and c.init is None
+    assert c.task_mode == "per-message" and c.warm_start_timeout == 600
+
+
+def test_warm_mode_is_chosen_per_task() -> None:
+    c = PilotConfig.from_env(BASE | {"EWMS_PILOT_TASK_MODE": "warm", "EWMS_PILOT_WARM_START_TIMEOUT": "90"})
+    assert c.task_mode == "warm" and c.warm_start_timeout == 90
 
 
 def test_prefetch_and_first_message_timeout_follow_their_defaults() -> None:
@@ -37,6 +43,8 @@ def test_prefetch_and_first_message_timeout_follow_their_defaults() -> None:
     [
         ({"EWMS_PILOT_TASK_IMAGE": ""}, "EWMS_PILOT_TASK_IMAGE is required"),
         ({"EWMS_PILOT_RUNNER": "podman"}, "EWMS_PILOT_RUNNER must be one of"),
+        ({"EWMS_PILOT_TASK_MODE": "hot"}, "EWMS_PILOT_TASK_MODE must be one of per-message, warm"),
+        ({"EWMS_PILOT_WARM_START_TIMEOUT": "0"}, "EWMS_PILOT_WARM_START_TIMEOUT must be >= 1"),
         ({"EWMS_PILOT_PREFETCH": "0"}, "EWMS_PILOT_PREFETCH must be >= 1"),
         ({"EWMS_PILOT_TASK_TIMEOUT": "soon"}, "must be a float"),
         ({"EWMS_PILOT_TASK_ENV_JSON": "[1]"}, "must be a JSON object"),
