@@ -154,9 +154,10 @@ async def _seed(
     store: Any, cfg: Any, n_taskforces: int, pending_at_target: int, rng: random.Random
 ) -> dict[str, Any]:
     """Fill the store through create_workflow + checked updates; return what the READY line reports."""
-    from ewms_server import documents
     from ewms_server.database.store import Caller
     from ewms_server.database.workflows import create_workflow
+
+    from ewms_server import documents
     from ewms_server.phases import Phase as P
 
     user = Caller("alice", "user")

@@ -171,7 +171,7 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
     """A real SIGKILL in the window: the cluster exists, its condor-submit report never landed."""
-    from ewms_server.database import taskforces as taskforce_ops
+    from ewms_server.ops import taskforces as taskforce_ops
     from tms.config import from_env
 
     jobs = str(tmp_path / "jobs")
