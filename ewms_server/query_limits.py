@@ -2,9 +2,10 @@
 too costly to run, and constructs whose answer could differ between the stores.
 
 Cost: at most EWMS_QUERY_MAX_CLAUSES field conditions and EWMS_QUERY_MAX_IN_ITEMS values in
-all $in/$nin/$all lists together, field paths of at most MAX_PATH_SEGMENTS parts (depth is
-checked by `query_filter`); the store then stops any page that works longer than
-EWMS_QUERY_TIME_BUDGET_S. Parity: no $gt/$gte/$lt/$lte against null, a document or an array
+all $in/$nin/$all lists together, and at most MAX_NESTING levels looked into along one path
+(each path part after the first, and each $elemMatch, is one: each is a loop over a
+sub-document or array); logical depth is checked by `query_filter`. The store then stops any
+page that works longer than EWMS_QUERY_TIME_BUDGET_S. Parity: no $gt/$gte/$lt/$lte against null, a document or an array
 (MongoDB's ordering of those is not reproduced by SQLite), no array positions in paths
 (`a.0`), and no `"`, `\\` or control characters in field names (SQLite's JSON paths cannot
 name them). Each refusal is a 400 that names the limit.
@@ -17,7 +18,8 @@ from typing import Any
 
 from .errors import Invalid
 
-MAX_PATH_SEGMENTS = 6
+MAX_NESTING = 4
+"""Levels looked into along one path; SQLite parses about twice as many nested loops."""
 COMPARISONS = frozenset({"$gt", "$gte", "$lt", "$lte"})
 
 
@@ -51,21 +53,27 @@ def check_limits(query: dict[str, Any], limits: QueryLimits) -> None:
         )
 
 
-def _document(query: dict[str, Any], n: _Count, where: str) -> None:
+def _document(query: dict[str, Any], n: _Count, where: str, nesting: int = 0) -> None:
     for key, value in query.items():
         if key in ("$and", "$or", "$nor"):
             for i, sub in enumerate(value):
-                _document(sub, n, f"{where}.{key}[{i}]")
+                _document(sub, n, f"{where}.{key}[{i}]", nesting)
         else:
             _path(key, where)
-            _condition(value, n, f"{where}.{key}")
+            _condition(value, n, f"{where}.{key}", _deeper(nesting, key.count("."), where))
+
+
+def _deeper(nesting: int, by: int, where: str) -> int:
+    if nesting + by > MAX_NESTING:
+        raise Invalid(
+            f"{where}: looks more than {MAX_NESTING} levels into sub-documents and arrays "
+            "(path parts after the first, and $elemMatch, count one each)"
+        )
+    return nesting + by
 
 
 def _path(path: str, where: str) -> None:
-    parts = path.split(".")
-    if len(parts) > MAX_PATH_SEGMENTS:
-        raise Invalid(f"{where}: field path {path!r} has more than {MAX_PATH_SEGMENTS} parts")
-    for part in parts:
+    for part in path.split("."):
         if part.isascii() and part.isdigit():
             raise Invalid(f"{where}: field path {path!r}: array positions are not supported")
         if '"' in part or "\\" in part or any(ord(c) < 32 for c in part):
@@ -75,7 +83,7 @@ def _path(path: str, where: str) -> None:
             )
 
 
-def _condition(value: Any, n: _Count, where: str) -> None:
+def _condition(value: Any, n: _Count, where: str, nesting: int) -> None:
     if not (isinstance(value, dict) and any(k.startswith("$") for k in value)):
         n.clauses += 1  # {field: value}
         return
@@ -89,9 +97,10 @@ def _condition(value: Any, n: _Count, where: str) -> None:
                 "(for null use {field: null} or $exists)"
             )
         elif op == "$not":
-            _condition(arg, n, f"{where}.$not")
+            _condition(arg, n, f"{where}.$not", nesting)
         elif op == "$elemMatch":
+            inner = _deeper(nesting, 1, f"{where}.$elemMatch")
             if any(k.startswith("$") for k in arg):
-                _condition(arg, n, f"{where}.$elemMatch")
+                _condition(arg, n, f"{where}.$elemMatch", inner)
             else:
-                _document(arg, n, f"{where}.$elemMatch")
+                _document(arg, n, f"{where}.$elemMatch", inner)

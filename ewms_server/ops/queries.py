@@ -11,7 +11,7 @@ from ..caller import Caller
 from ..errors import Invalid, Unprocessable
 from ..query_filter import check_filter
 from ..query_limits import QueryLimits, check_limits
-from ..storage.base import QueryTimeout, Storage
+from ..storage.base import FilterTooComplex, QueryTimeout, Storage
 from ..storage.collections import COLLECTIONS
 from ..storage.projection import ProjectionCollision, projection_tree
 
@@ -66,6 +66,8 @@ async def run_query(
             limit=page_docs,
             budget_s=limits.time_budget_s,
         )
+    except FilterTooComplex as e:
+        raise Invalid(f"body.query: {e}") from None
     except QueryTimeout:
         raise Unprocessable(
             f"the query ran longer than its budget of {limits.time_budget_s:g} s "

@@ -50,6 +50,10 @@ class QueryTimeout(Exception):
     """A budgeted read ran past its time budget and was stopped."""
 
 
+class FilterTooComplex(Exception):
+    """The store cannot take this filter (nested deeper than its parser allows)."""
+
+
 class Storage(Protocol):
     """One store holding the collections of `collections.COLLECTIONS`."""
 

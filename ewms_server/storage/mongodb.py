@@ -20,6 +20,7 @@ from .base import (
     Doc,
     DuplicateKey,
     Filter,
+    FilterTooComplex,
     Projection,
     QueryTimeout,
     Sort,
@@ -109,6 +110,10 @@ class MongoStorage:
             return [doc async for doc in cursor]
         except pymongo.errors.ExecutionTimeout:
             raise QueryTimeout(f"stopped after {budget_s:g} s") from None
+        except pymongo.errors.OperationFailure as e:
+            if budget_s is not None and e.code == 2:  # BadValue: a client's filter MongoDB refuses
+                raise FilterTooComplex(f"MongoDB refused the filter: {e.details or e}") from None
+            raise
 
     async def count(self, coll: str, filter: Filter) -> int:
         return int(await self._db[coll].count_documents(dict(filter)))

@@ -104,13 +104,19 @@ def _at(base: str, path: str) -> _Slot:
     )
 
 
+def _json(alias: str) -> str:
+    """An array element as JSON text. SQLite may evaluate a term before the type test ANDed
+    with it, so a scalar element (plain SQL text) must never reach a JSON function."""
+    return f"(CASE WHEN {alias}.type IN ('object', 'array') THEN {alias}.value ELSE 'null' END)"
+
+
 def _element(alias: str) -> _Slot:
     return _Slot(
         ty=f"{alias}.type",
         val=f"{alias}.value",
         js=f"{alias}.value",
-        length=f"json_array_length({alias}.value)",
-        each=f"json_each({alias}.value)",
+        length=f"json_array_length({_json(alias)})",
+        each=f"json_each({_json(alias)})",
     )
 
 
@@ -277,7 +283,7 @@ class _Compiler:
         if any(k.startswith("$") for k in arg):  # conditions on each element itself
             inner = self.condition(_Value(_element(a)), arg)
         else:  # a filter over each element that is a document
-            inner = f"{a}.type = 'object' AND {self.document(arg, f'{a}.value', top=False)}"
+            inner = f"{a}.type = 'object' AND {self.document(arg, _json(a), top=False)}"
         return f"({s.ty} = 'array' AND EXISTS (SELECT 1 FROM {s.each} AS {a} WHERE {inner}))"
 
 
@@ -317,23 +323,21 @@ class _Path(_Target):
         return self._walk(self.root, [], self.segments, pred, missing)
 
     def _walk(self, base: str, prefix: list[str], rest: list[str], pred: Pred, missing: bool) -> str:
-        here = [*prefix, rest[0]]
-        path = self.c.params.add(json_path(here))
+        path = self.c.params.add(json_path([*prefix, rest[0]]))
         if len(rest) == 1:
             return pred(_at(base, path))
-        # an inner field: a document to look into, missing (so is what is below it), or an
-        # array whose documents are each looked into; anything else has no such field
+        # an inner field: missing (so is everything below it), or a document to look into, or an
+        # array whose documents are each looked into (one loop over both: a document is read as
+        # an array of one); anything else has no such field
         ty = f"json_type({base}, {path})"
         a = self.c._alias()
-        branches = [f"({ty} = 'object' AND {self._walk(base, here, rest[1:], pred, missing)})"]
-        if missing:
-            branches.append(f"{ty} IS NULL")
-        inner = self._walk(f"{a}.value", [], rest[1:], pred, missing)
-        branches.append(
-            f"({ty} = 'array' AND EXISTS (SELECT 1 FROM json_each({base}, {path}) AS {a} "
-            f"WHERE {a}.type = 'object' AND {inner}))"
+        docs = (
+            f"CASE {ty} WHEN 'array' THEN json_extract({base}, {path}) "
+            f"WHEN 'object' THEN json_array(json_extract({base}, {path})) ELSE '[]' END"
         )
-        return join("OR", branches)
+        inner = self._walk(_json(a), [], rest[1:], pred, missing)
+        found = f"EXISTS (SELECT 1 FROM json_each({docs}) AS {a} WHERE {a}.type = 'object' AND {inner})"
+        return f"({ty} IS NULL OR {found})" if missing else found
 
 
 def compile_filter(flt: Mapping[str, Any], columns: Mapping[str, frozenset[str]]) -> tuple[str, list[Any]]:
@@ -353,11 +357,12 @@ def compile_sort(sort: Sequence[tuple[str, int]], columns: Mapping[str, frozense
     return ", ".join([*terms, "seq"])
 
 
-def json_equal(a: str | None, b: str | None) -> int:
+def json_equal(a: Any, b: Any) -> int:
     """SQL function `ewms_json_eq`: MongoDB's equality of two JSON documents or arrays."""
-    if a is None or b is None:
+    try:  # SQLite may call this for values the type test beside it has already ruled out
+        return int(_same(orjson.loads(a), orjson.loads(b)))
+    except (TypeError, ValueError):
         return 0
-    return int(_same(orjson.loads(a), orjson.loads(b)))
 
 
 def _same(x: Any, y: Any) -> bool:

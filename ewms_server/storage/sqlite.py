@@ -29,13 +29,14 @@ from typing import Any, TypeVar
 import orjson
 
 from . import sqlite_schema
-from .base import Change, Doc, DuplicateKey, Filter, Projection, QueryTimeout, Sort
+from .base import Change, Doc, DuplicateKey, Filter, FilterTooComplex, Projection, QueryTimeout, Sort
 from .collections import COLLECTIONS, CollectionSpec
 from .projection import project, projection_tree
 from .sql_filter import compile_filter, compile_sort, json_equal
 
 T = TypeVar("T")
 SYNCHRONOUS = ("FULL", "NORMAL")
+_TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many SQL variables")
 _PROGRESS_STEPS = 1000
 """SQLite VM steps between checks of a query's deadline (a few microseconds of work)."""
 
@@ -222,6 +223,8 @@ class SQLiteStorage:
         except sqlite3.OperationalError as e:
             if "interrupted" in str(e):
                 raise QueryTimeout(f"stopped after {budget_s:g} s") from None
+            if any(m in str(e) for m in _TOO_COMPLEX):
+                raise FilterTooComplex(f"SQLite cannot take this filter: {e}") from None
             raise
         finally:
             conn.set_progress_handler(None, 0)
