@@ -139,6 +139,7 @@ class SQLiteStorage:
             name: {c: frozenset(spec.kinds[c].split("|")) for c in spec.columns()}
             for name, spec in self._specs.items()
         }
+        self._columns = {name: frozenset(spec.columns()) for name, spec in self._specs.items()}
         if not os.path.exists(path):  # the WAL and shared-memory files inherit this mode
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._writer = _Workers("ewms-sqlite-writer", 1, lambda: self._connect(write=True))
@@ -162,6 +163,26 @@ class SQLiteStorage:
 
     def _where(self, coll: str, flt: Filter) -> tuple[str, list[Any]]:
         return compile_filter(flt, self._kinds[coll])
+
+    def _row(self, coll: str, doc: Mapping[str, Any]) -> tuple[str, str]:
+        """(doc, ix): the document, and its indexed fields the columns are generated from."""
+        return _dump(doc), _dump({c: doc[c] for c in self._columns[coll] if c in doc})
+
+    def _rewrite(
+        self, conn: sqlite3.Connection, coll: str, rows: list[tuple[int, str]], change: Change
+    ) -> list[Doc]:
+        """Inside a write transaction: apply `change` to these (seq, doc) rows, touching the
+        indexed columns only if the change writes an indexed field; return the new documents."""
+        table = self._table(coll)
+        docs = [change.apply(orjson.loads(doc)) for _, doc in rows]
+        seqs = [seq for seq, _ in rows]
+        if self._columns[coll].isdisjoint([*change.set, *change.push]):
+            values: list[tuple[Any, ...]] = [(_dump(d), seq) for d, seq in zip(docs, seqs, strict=True)]
+            conn.executemany(f"UPDATE {table} SET doc = ? WHERE seq = ?", values)
+        else:
+            values = [(*self._row(coll, d), seq) for d, seq in zip(docs, seqs, strict=True)]
+            conn.executemany(f"UPDATE {table} SET doc = ?, ix = ? WHERE seq = ?", values)
+        return docs
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -244,13 +265,13 @@ class SQLiteStorage:
         await self.insert_bundle([(coll, docs)])
 
     async def insert_bundle(self, bundle: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> None:
-        tables = [(self._table(coll), docs) for coll, docs in bundle]
+        tables = [(coll, self._table(coll), docs) for coll, docs in bundle]
 
         def job(conn: sqlite3.Connection) -> None:
-            rows = [(t, [(_dump(d),) for d in docs]) for t, docs in tables]
+            rows = [(t, [self._row(coll, d) for d in docs]) for coll, t, docs in tables]
             with _write(conn):
                 for table, values in rows:
-                    conn.executemany(f"INSERT INTO {table} (doc) VALUES (?)", values)
+                    conn.executemany(f"INSERT INTO {table} (doc, ix) VALUES (?, ?)", values)
 
         await self._writer.run(job)
 
@@ -263,11 +284,7 @@ class SQLiteStorage:
         row = conn.execute(
             f"SELECT seq, doc FROM {table} WHERE {where} ORDER BY {order} LIMIT 1", params
         ).fetchone()
-        if row is None:
-            return None
-        doc = change.apply(orjson.loads(row[1]))
-        conn.execute(f"UPDATE {table} SET doc = ? WHERE seq = ?", (_dump(doc), row[0]))
-        return doc
+        return None if row is None else self._rewrite(conn, coll, [row], change)[0]
 
     async def claim(self, coll: str, filter: Filter, *, sort: Sort, change: Change) -> Doc | None:
         order = compile_sort(sort, self._kinds[coll])
@@ -295,10 +312,7 @@ class SQLiteStorage:
             where, params = self._where(coll, filter)
             with _write(conn):
                 rows = conn.execute(f"SELECT seq, doc FROM {table} WHERE {where}", params).fetchall()
-                conn.executemany(
-                    f"UPDATE {table} SET doc = ? WHERE seq = ?",
-                    [(_dump(change.apply(orjson.loads(doc))), seq) for seq, doc in rows],
-                )
+                self._rewrite(conn, coll, rows, change)
             return len(rows)
 
         return await self._writer.run(job)

@@ -1,5 +1,12 @@
-"""The SQLite layout: one table per collection (JSON documents plus generated, indexed columns
-derived from the collection table), its version in `PRAGMA user_version`, and migrations."""
+"""The SQLite layout: one table per collection, its version in `PRAGMA user_version`, and
+migrations.
+
+Each row holds the document as JSON (`doc`) and, in `ix`, a JSON object of just its indexed
+fields (those of the collection table); the indexed columns are generated from `ix`. A write
+that changes no indexed field (statuses, log entries) rewrites `doc` alone and leaves every
+index untouched: with the columns generated from `doc`, SQLite rewrites all six taskforce
+indexes on each update, which costs five times the update itself.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,11 @@ from .collections import COLLECTIONS, CollectionSpec
 
 def table_ddl(spec: CollectionSpec) -> list[str]:
     cols = ",\n  ".join(
-        f'"{c}" GENERATED ALWAYS AS (json_extract(doc, \'$."{c}"\')) VIRTUAL' for c in spec.columns()
+        f'"{c}" GENERATED ALWAYS AS (json_extract(ix, \'$."{c}"\')) VIRTUAL' for c in spec.columns()
     )
     out = [
-        f'CREATE TABLE IF NOT EXISTS "{spec.name}" (\n  seq INTEGER PRIMARY KEY,\n  doc TEXT NOT NULL,\n  {cols}\n)'
+        f'CREATE TABLE IF NOT EXISTS "{spec.name}" (\n  seq INTEGER PRIMARY KEY,\n  doc TEXT NOT NULL,\n'
+        f"  ix TEXT NOT NULL,\n  {cols}\n)"
     ]
     for ix in spec.indexes:
         name = f"{spec.name}__{'__'.join(f.lstrip('-') for f in ix.fields)}"
