@@ -118,6 +118,17 @@ class MongoStorage:
     async def count(self, coll: str, filter: Filter) -> int:
         return int(await self._db[coll].count_documents(dict(filter)))
 
+    async def count_by(self, coll: str, fields: Sequence[str], filter: Filter) -> dict[tuple[Any, ...], int]:
+        indexed = set(COLLECTIONS[coll].columns())
+        if not fields or not set(fields) <= indexed:
+            raise ValueError(f"count_by on {coll}: only indexed fields, not {sorted(fields)}")
+        group = {"_id": {f"k{i}": f"${f}" for i, f in enumerate(fields)}, "n": {"$sum": 1}}
+        out: dict[tuple[Any, ...], int] = {}
+        async for row in self._db[coll].aggregate([{"$match": dict(filter)}, {"$group": group}]):
+            key = tuple(row["_id"].get(f"k{i}") for i in range(len(fields)))
+            out[key] = out.get(key, 0) + int(row["n"])
+        return out
+
     # -- writes --------------------------------------------------------------------------------
 
     async def insert(self, coll: str, docs: Sequence[Mapping[str, Any]]) -> None:

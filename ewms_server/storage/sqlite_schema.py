@@ -40,7 +40,15 @@ def _v1(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
             conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1}
+def _v2(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `workflow_progress` table (progress history); every statement is IF NOT EXISTS, so
+    a store made by this code at version 1 of the step list gains just the new table."""
+    for spec in specs:
+        for stmt in table_ddl(spec):
+            conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1, 2: _v2}
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
