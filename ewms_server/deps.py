@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .auth import Authenticator
 from .config import Config
@@ -10,6 +11,10 @@ from .loops.base import LoopState
 from .query_limits import QueryLimits
 from .schema import OpenAPI
 from .storage.base import Storage
+
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
+    from .progress_cache import ProgressCache
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,9 @@ class Deps:
     loops: dict[str, LoopState] = field(default_factory=dict)
     query_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     query_limits: QueryLimits = field(default_factory=lambda: QueryLimits(8, 2000, 5000, 5.0))
+    progress: ProgressCache | None = None
+    metrics: ServerMetrics | None = None
+    """None when EWMS_METRICS_ENABLED=false."""
 
     def wake(self, name: str) -> None:
         if name in self.loops:

@@ -27,3 +27,7 @@ class Unprocessable(EWMSError):
 
 class TooLarge(EWMSError):
     """The request body is larger than allowed (413)."""
+
+
+class Unavailable(EWMSError):
+    """A service the request needs (the broker) cannot be reached right now (503)."""

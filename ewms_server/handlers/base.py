@@ -11,7 +11,16 @@ import tornado.web
 
 from ..caller import Caller
 from ..deps import Deps
-from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
+from ..errors import (
+    EWMSError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    Unprocessable,
+)
 
 LOGGER = logging.getLogger("ewms_server.requests")
 
@@ -22,6 +31,7 @@ STATUS_OF: dict[type[EWMSError], int] = {
     NotFound: 404,
     TooLarge: 413,
     Unprocessable: 422,
+    Unavailable: 503,
 }
 USERS = frozenset({"user", "admin"})
 TMS = frozenset({"system-tms", "admin"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..ops import task_counts
 from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
@@ -103,6 +104,16 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
     ROLES = {"POST": TMS}
 
     async def post(self) -> None:
-        results = await ops.update_statuses(self.deps.store, self.body())
+        body, cfg = self.body(), self.deps.cfg
+        prior = await task_counts.before(self.deps.store, body)
+        results = await ops.update_statuses(self.deps.store, body)
+        await task_counts.after(
+            self.deps.store,
+            body,
+            prior,
+            on_delta=self.deps.metrics.add_tasks if self.deps.metrics else None,
+            min_interval_s=cfg.progress_sample_s,
+            max_len=cfg.progress_history_len,
+        )
         failed = any(r["status"] != "updated" for r in results)
         self.send({"results": results}, 207 if failed else 200)
