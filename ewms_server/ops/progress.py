@@ -59,6 +59,8 @@ class Snapshot:
             return "the workflow's queues were deleted after it ended"
         if not self.mqprofiles:
             return "the workflow has no queues"
+        if all(p.get("is_activated") and p.get("broker_type") is None for p in self.mqprofiles):
+            return "no broker is configured (EWMS_BROKER_URL is unset)"
         if not any(p.get("is_activated") for p in self.mqprofiles) and not self.workflow.get(
             "queues_revoked"
         ):
@@ -91,7 +93,7 @@ async def load(store: Storage, workflow_id: str) -> Snapshot | None:
         return None
     flt = {"workflow_id": workflow_id}
     profiles, tds, tfs, hist = await asyncio.gather(
-        store.find("mqprofiles", flt, projection=["mqid", "alias", "is_public", "is_activated"]),
+        store.find("mqprofiles", flt, projection=["mqid", "alias", "is_public", "is_activated", "broker_type"]),
         store.find("task_directives", flt, projection=["task_id", "input_queues", "output_queues"]),
         store.find(
             "taskforces",
