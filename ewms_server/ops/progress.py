@@ -93,7 +93,9 @@ async def load(store: Storage, workflow_id: str) -> Snapshot | None:
         return None
     flt = {"workflow_id": workflow_id}
     profiles, tds, tfs, hist = await asyncio.gather(
-        store.find("mqprofiles", flt, projection=["mqid", "alias", "is_public", "is_activated", "broker_type"]),
+        store.find(
+            "mqprofiles", flt, projection=["mqid", "alias", "is_public", "is_activated", "broker_type"]
+        ),
         store.find("task_directives", flt, projection=["task_id", "input_queues", "output_queues"]),
         store.find(
             "taskforces",
