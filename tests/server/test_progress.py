@@ -179,3 +179,39 @@ async def test_bad_task_counts_and_diagnoses_are_refused_whole(user: RestClient,
         assert code == 400, bad
     tf = await user.request("GET", f"/v1/taskforces/{uuid}")
     assert "task_counts" not in tf and tf.get("diagnosis") is None
+
+
+def test_backlog_per_task_for_launch_control() -> None:
+    from ewms_server.broker.base import QueueDepth
+    from ewms_server.ops.progress import Snapshot, backlogs
+
+    snap = Snapshot(
+        workflow={"workflow_id": "WF-1", "owner": "alice", "deactivated": None},
+        mqprofiles=[
+            {"mqid": q, "alias": q, "is_public": True, "is_activated": True} for q in ("in", "mid", "out")
+        ],
+        task_directives=[
+            {"task_id": "TK-1", "input_queues": ["in"], "output_queues": ["mid"]},
+            {"task_id": "TK-2", "input_queues": ["mid"], "output_queues": ["out"]},
+        ],
+        taskforces=[
+            {
+                "task_id": "TK-1",
+                "compound_statuses": {"RUNNING": {"Tasking": 2}, "IDLE": {"None": 3}},
+                "task_counts": {"succeeded": 300, "failed": 1},
+            },
+            {"task_id": "TK-1", "compound_statuses": {"RUNNING": {"Tasking": 2}}},
+            {"task_id": "TK-2", "compound_statuses": {"IDLE": {"None": 1}}},
+        ],
+        history={"samples": [], "task_samples": {"TK-1": [[0.0, 0.0, 0.0], [100.0, 100.0, 0.0]]}},
+    )
+    depths = {"in": QueueDepth(50, 4, 1), "mid": QueueDepth(10, 0, 0), "out": QueueDepth(7, 0, 0)}
+    got = backlogs(snap, depths, now=200.0, window_s=100.0)
+    one, two = got["TK-1"], got["TK-2"]
+    assert (one.pending, one.in_flight, one.running_workers) == (50, 4, 4)
+    assert one.rate_per_s == pytest.approx(2.0) and one.rate_per_worker == pytest.approx(0.5)
+    assert (two.pending, two.in_flight, two.running_workers) == (10, 0, 0)
+    assert two.rate_per_s is None and two.rate_per_worker is None
+    # without broker figures the backlog is unknown, the rate still known
+    blind = backlogs(snap, None, now=200.0, window_s=100.0)["TK-1"]
+    assert blind.pending is None and blind.in_flight is None and blind.rate_per_s == pytest.approx(2.0)
