@@ -47,6 +47,17 @@ def check_filter(query: Any, fields: Iterable[str], max_depth: int) -> None:
     _check_doc(query, frozenset(fields), max_depth, 1, "body.query")
 
 
+def check_projection(projection: Iterable[str]) -> None:
+    """A path and a path inside it (`a` and `a.b`) cannot both be projected (the database
+    refuses the collision); the schema has already checked each path's form."""
+    paths = set(projection)
+    for path in sorted(paths):
+        parts = path.split(".")
+        for n in range(1, len(parts)):
+            if (outer := ".".join(parts[:n])) in paths:
+                raise Invalid(f"body.projection: {path!r} is inside {outer!r}; give one of them")
+
+
 def _check_doc(query: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
     if depth > max_depth:
         raise Invalid(f"{where}: filter nested deeper than {max_depth} levels")
@@ -94,8 +105,8 @@ def _check_condition(value: Any, fields: frozenset[str], max_depth: int, depth: 
                         raise Invalid(f"{where}.$elemMatch: must be an object")
                     _check_elem_match(arg, fields, max_depth, depth + 1, f"{where}.$elemMatch")
                 elif op == "$not":
-                    if not isinstance(arg, dict):
-                        raise Invalid(f"{where}.$not: must be an operator object")
+                    if not isinstance(arg, dict) or not arg or not all(str(k).startswith("$") for k in arg):
+                        raise Invalid(f'{where}.$not: must be an operator object, e.g. {{"$eq": 1}}')
                     _check_condition(arg, fields, max_depth, depth + 1, f"{where}.$not")
                 elif op == "$exists":
                     if not isinstance(arg, bool):

@@ -21,6 +21,9 @@ from jsonschema import Draft202012Validator
 
 from .errors import Invalid
 
+MAX_DEPTH = 64
+"""Deepest nesting of objects and arrays accepted in a request body (the API needs far less)."""
+
 COLLECTION_COMPONENTS = {
     "workflows": "WorkflowObject",
     "task_directives": "TaskDirectiveObject",
@@ -47,6 +50,20 @@ def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline_refs(v, components) for v in node]
     return node
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Is `value` nested deeper than `limit` levels? Iterative: any depth is safe to ask about."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _path_of(error: jsonschema.ValidationError) -> str:
@@ -85,9 +102,13 @@ class Checker:
         """None when valid; else every problem (up to `most`) with its field path."""
         if self._fast.is_valid(instance):
             return None
-        errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        try:
+            errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        except RecursionError:  # python-jsonschema recurses; the Rust validator does not
+            errors = []
         if not errors:  # the two disagree: trust the stricter one, word it as it does
-            return f"{where}: {next(iter(self._fast.iter_errors(instance))).message}"
+            message = next(iter(self._fast.iter_errors(instance))).message
+            return f"{where}: {message[:300] + '…' if len(message) > 300 else message}"
         messages = list(dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors))
         more = f" (and {len(messages) - most} more)" if len(messages) > most else ""
         return "; ".join(messages[:most]) + more
@@ -132,6 +153,8 @@ class OpenAPI:
         validator = self._bodies[(path, method)]
         if validator is None:
             return
+        if too_deep(body, MAX_DEPTH):
+            raise Invalid(f"body: nested deeper than {MAX_DEPTH} levels")
         message = validator.problems(body, "body")
         if message is not None:
             raise Invalid(message)

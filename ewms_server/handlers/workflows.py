@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..database import workflows as ops
 from ..database.queries import run_query
 from ..errors import NotFound
+from ..query_filter import check_projection
 from .base import USERS, BaseHandler
 
 
@@ -80,10 +81,12 @@ class QueryWorkflowsHandler(BaseHandler):
 
     async def post(self) -> None:
         cfg = self.deps.cfg
+        body = self.body()
+        check_projection(body.get("projection") or [])
         docs, next_after = await run_query(
             self.deps.store,
             self.COLLECTION,
-            self.body(),
+            body,
             self.caller,
             fields=self.deps.query_fields[self.COLLECTION],
             max_depth=cfg.query_max_depth,
