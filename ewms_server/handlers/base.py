@@ -1,14 +1,22 @@
 """The base handler: authentication, request validation from the schema, JSON in and out,
-and the one table that turns domain errors into HTTP statuses."""
+and the one table that turns domain errors into HTTP statuses.
+
+Bodies are streamed: `prepare()` decides everything the request line and headers allow
+(method, token, role, the TMS's schedd, a declared Content-Length over the route's limit, query
+parameters) before a single body byte is read, so an unauthenticated or oversized upload costs
+no memory. A refusal then closes the connection (`Connection: close`) without reading the body.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import orjson
 import tornado.web
 
+from ..auth import acts_for
 from ..database.store import Caller
 from ..deps import Deps
 from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
@@ -29,6 +37,10 @@ ANYONE = frozenset({"user", "admin", "system-tms"})
 PUBLIC: frozenset[str] = frozenset()
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     ROUTE: ClassVar[str]
     """The tornado regex this handler serves."""
@@ -36,6 +48,8 @@ class BaseHandler(tornado.web.RequestHandler):
     """The same path in schema/openapi.json: its parameters and body validate requests."""
     ROLES: ClassVar[dict[str, frozenset[str]]] = {}
     """Method -> roles allowed; PUBLIC (empty) needs no token; an absent method is a 405."""
+    MAX_BODY_SETTING: ClassVar[str] = "max_body_bytes"
+    """The Config field holding the largest body this route takes (413 above)."""
 
     deps: Deps
     caller: Caller
@@ -43,6 +57,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def initialize(self, deps: Deps) -> None:
         self.deps = deps
+        self._body = bytearray()
+        self._body_limit: int = getattr(deps.cfg, self.MAX_BODY_SETTING)
+        self._body_unread = True  # until prepare() admits the request: a refusal closes the connection
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -51,6 +68,7 @@ class BaseHandler(tornado.web.RequestHandler):
         return None  # bearer tokens only; no cookies
 
     async def prepare(self) -> None:
+        """Admit the request from its headers alone; only then is the body read."""
         method = self.request.method or "GET"
         if method not in self.ROLES:
             raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.request.path}")
@@ -59,19 +77,50 @@ class BaseHandler(tornado.web.RequestHandler):
             self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
             if self.caller.role not in roles:
                 raise Forbidden(f"role {self.caller.role!r} may not {method} {self.OPENAPI_PATH}")
+            self.deps.auth.check_schedds_claim(self.caller)
         else:
             self.caller = Caller(subject="anonymous", role="none")
-        if len(self.request.body) > self.deps.cfg.max_body_bytes:
-            raise TooLarge(f"request body is larger than {self.deps.cfg.max_body_bytes} bytes")
+        declared = self._declared_length()
+        if declared is not None and declared > self._body_limit:
+            raise TooLarge(f"request body is larger than {self._body_limit} bytes")
         self.query = self.deps.schema.check_params(
             self.OPENAPI_PATH, method, self.path_kwargs, self.request.query_arguments
         )
+        await self.authorize()
+        self._body_unread = False
+
+    async def authorize(self) -> None:
+        """Route-specific checks that may need the database; still before the body is read."""
+
+    def require_schedd(self, schedd: str, refusal: str) -> None:
+        """403 (saying `refusal`) unless the caller is an admin or a TMS naming `schedd`."""
+        if not acts_for(self.caller, schedd):
+            raise Forbidden(refusal)
+
+    def _declared_length(self) -> int | None:
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        values = {v.strip() for v in raw.split(",")}
+        value = values.pop() if len(values) == 1 else ""
+        if not _DIGITS.fullmatch(value):
+            raise Invalid("header Content-Length: not a number")
+        return int(value) if len(value) <= 18 else self._body_limit + 1
+
+    def data_received(self, chunk: bytes) -> None:
+        """Bodies arrive here in pieces (chunked ones too): refused once over the limit."""
+        if len(self._body) + len(chunk) > self._body_limit:
+            self._body_unread = True
+            error = TooLarge(f"request body is larger than {self._body_limit} bytes")
+            self.send_error(413, exc_info=(TooLarge, error, None))
+            return
+        self._body += chunk
 
     def body(self) -> dict[str, Any]:
         """The JSON body, validated against this route's request schema."""
         method = self.request.method or "GET"
-        raw = self.request.body
-        if not raw.strip():
+        raw = self._body
+        if not raw or raw.isspace():
             if self.deps.schema.body_required(self.OPENAPI_PATH, method):
                 raise Invalid("body: a JSON object is required")
             return {}
@@ -107,6 +156,10 @@ class BaseHandler(tornado.web.RequestHandler):
             message = "internal server error" if status_code >= 500 else self._reason
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.ROLES))
+        if self._body_unread:  # the body was never read: the connection cannot carry another request
+            self.set_header("Connection", "close")
         self.finish(orjson.dumps({"code": status_code, "error": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

@@ -68,6 +68,7 @@ def token(
     iss: str | None = None,
     role: str = "user",
     exp: float = 300,
+    **extra: Any,
 ) -> str:
     now = int(time.time())
     claims = {
@@ -77,6 +78,7 @@ def token(
         "iss": iss or issuer["url"],
         "iat": now,
         "exp": now + int(exp),
+        **extra,
     }
     return jwt.encode(claims, issuer["key"], algorithm="RS256", headers={"kid": kid})
 
@@ -92,7 +94,8 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
             return resp.code
 
         assert await status(token(issuer)) == 200
-        assert await status(token(issuer, role="system-tms")) == 200
+        assert await status(token(issuer, role="system-tms", ewms_schedds=["test-schedd"])) == 200
+        assert await status(token(issuer, role="system-tms")) == 403  # names no schedds
         assert await status(token(issuer, aud="other")) == 401
         assert await status(token(issuer, iss="http://evil.example")) == 401
         assert await status(token(issuer, exp=-120)) == 401
@@ -110,3 +113,48 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
         for i in range(5):
             assert await status(token(issuer, kid=f"nope-{i}")) == 401
         assert issuer["hits"]["jwks"] - before <= 1
+
+
+async def test_oidc_schedds_claim_is_configurable(issuer: dict[str, Any]) -> None:
+    """An issuer that writes the schedds into its own claim, as one space-separated string."""
+    env = {
+        "EWMS_AUTH_SECRET": "",
+        "EWMS_AUTH_OPENID_URL": issuer["url"],
+        "EWMS_AUTH_AUDIENCE": "ewms",
+        "EWMS_AUTH_SCHEDDS_CLAIM": "condor_aps",
+    }
+    async with running_server(env=env) as srv:
+
+        async def pending(tok: str, schedd: str) -> int:
+            resp = await AsyncHTTPClient().fetch(
+                f"{srv.url}/v1/tms/pending-starter/taskforces?schedd={schedd}",
+                headers={"Authorization": f"Bearer {tok}"},
+                raise_error=False,
+            )
+            return resp.code
+
+        tms = token(issuer, role="system-tms", condor_aps="ap1.example ap2.example")
+        assert await pending(tms, "ap1.example") == 200
+        assert await pending(tms, "ap2.example") == 200
+        assert await pending(tms, "ap3.example") == 403
+        # the default claim name means nothing to this server
+        assert (
+            await pending(token(issuer, role="system-tms", ewms_schedds=["ap3.example"]), "ap3.example")
+            == 403
+        )
+
+
+async def test_oidc_unscoped_tms_tokens_with_the_legacy_setting(issuer: dict[str, Any]) -> None:
+    env = {
+        "EWMS_AUTH_SECRET": "",
+        "EWMS_AUTH_OPENID_URL": issuer["url"],
+        "EWMS_AUTH_AUDIENCE": "ewms",
+        "EWMS_AUTH_ALLOW_UNSCOPED_TMS": "true",
+    }
+    async with running_server(env=env) as srv:
+        resp = await AsyncHTTPClient().fetch(
+            f"{srv.url}/v1/tms/pending-starter/taskforces?schedd=anywhere",
+            headers={"Authorization": f"Bearer {token(issuer, role='system-tms')}"},
+            raise_error=False,
+        )
+        assert resp.code == 200
