@@ -43,4 +43,4 @@ class TaskDirectiveIDActionsAddWorkersHandler(BaseHandler):
 class QueryTaskDirectivesHandler(QueryWorkflowsHandler):
     ROUTE = r"/v1/query/task-directives"
     OPENAPI_PATH = "/v1/query/task-directives"
-    COLLECTION, KEY = "task_directives", "task_directives"
+    COLLECTION, KEY, ID_FIELD = "task_directives", "task_directives", "task_id"

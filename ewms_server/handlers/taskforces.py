@@ -23,4 +23,4 @@ class QueryTaskforcesHandler(QueryWorkflowsHandler):
     ROUTE = r"/v1/query/taskforces"
     OPENAPI_PATH = "/v1/query/taskforces"
     ROLES = {"POST": ANYONE}
-    COLLECTION, KEY = "taskforces", "taskforces"
+    COLLECTION, KEY, ID_FIELD = "taskforces", "taskforces", "taskforce_uuid"

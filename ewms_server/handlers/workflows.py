@@ -6,6 +6,7 @@ from ..database import workflows as ops
 from ..database.queries import run_query
 from ..errors import NotFound
 from ..query_filter import check_projection
+from ..schema import COLLECTION_COMPONENTS
 from .base import USERS, BaseHandler
 
 
@@ -77,12 +78,13 @@ class QueryWorkflowsHandler(BaseHandler):
     ROUTE = r"/v1/query/workflows"
     OPENAPI_PATH = "/v1/query/workflows"
     ROLES = {"POST": USERS}
-    COLLECTION, KEY = "workflows", "workflows"
+    COLLECTION, KEY, ID_FIELD = "workflows", "workflows", "workflow_id"
 
     async def post(self) -> None:
         cfg = self.deps.cfg
         body = self.body()
-        check_projection(body.get("projection") or [])
+        schema = self.deps.schema.schemas[COLLECTION_COMPONENTS[self.COLLECTION]]
+        check_projection(body.get("projection") or [], self.ID_FIELD, schema)
         docs, next_after = await run_query(
             self.deps.store,
             self.COLLECTION,

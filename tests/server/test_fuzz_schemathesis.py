@@ -89,7 +89,8 @@ NEGATIVE_CHECKS = [*POSITIVE_CHECKS, negative_data_rejection]
 class ThreadedServer:
     """running_server() on its own event loop in a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, mongodb_url: str = "memory://") -> None:
+        self.mongodb_url = mongodb_url
         self.srv: RunningServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -103,7 +104,7 @@ class ThreadedServer:
             self._stop = asyncio.Event()
             async with running_server(
                 cluster_locations=LOCATIONS,
-                mongodb_url="memory://",
+                mongodb_url=self.mongodb_url,
                 env={"EWMS_LOOP_INTERVAL_S": "1"},
             ) as srv:
                 self.srv = srv
