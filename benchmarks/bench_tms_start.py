@@ -1,7 +1,7 @@
 """Latency from a taskforce reaching pending-starter to its cluster being submitted (local backend).
 
 A real ewms_server on loopback and a real ``ewms-tms`` subprocess (local backend, default
-intervals). Creates workflows one after another and reads both moments from the taskforce's
+intervals; isolated -- a uid per taskforce -- when run as root, as the TMS would be). Creates workflows one after another and reads both moments from the taskforce's
 ``phase_change_log`` (pending-starter, then condor-submit: an upper bound on the submit time).
 Prints ONE JSON line with p50/p90/max.
 """
@@ -64,18 +64,26 @@ def _ts(tf: dict, phase: str) -> float | None:
     return None
 
 
+ISOLATED = os.geteuid() == 0
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o711)  # job uids pass through to their directories
+        first = 5_000_000 + os.getpid() % 1000 * 1000
         async with running_server(cluster_locations={"local": "bench-schedd"}) as srv:
             env = {
-                **os.environ,
+                **{k: v for k, v in os.environ.items() if not k.startswith("EWMS_")},
                 "PYTHONPATH": REPO,
                 "EWMS_TMS_SERVER_URL": srv.url,
                 "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
                 "EWMS_TMS_SCHEDD": "bench-schedd",
                 "EWMS_TMS_BACKEND": "local",
                 "EWMS_TMS_JOB_EVENT_LOG_DIR": os.path.join(d, "jobs"),
-                "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
+                # stdlib only: Debian's python, which any job uid can run
+                "EWMS_TMS_LOCAL_JOB_COMMAND": f"/usr/bin/python3 {FAKE_PILOT}",
+                "EWMS_TMS_LOCAL_UID_RANGE": f"{first}-{first + 999}",
+                "EWMS_TMS_LOCAL_SINGLE_TENANT": "false" if ISOLATED else "true",
                 "EWMS_TMS_LOG_LEVEL": "WARNING",
             }
             tms = subprocess.Popen(
@@ -112,6 +120,7 @@ async def main() -> None:
             {
                 "benchmark": "tms_start",
                 "backend": "local",
+                "isolated": ISOLATED,
                 "n": len(latencies),
                 "p50_s": round(statistics.median(latencies), 3),
                 "p90_s": round(q[8], 3),

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ewms_pilot.envelope import ENVELOPE, RAW
+
 from . import progress, queues
 from .client import SETTINGS_DOCS, ClientError, EWMSClient
 
@@ -43,13 +45,13 @@ def cmd_submit(c: EWMSClient, a: argparse.Namespace) -> None:
 
 
 def cmd_push(c: EWMSClient, a: argparse.Namespace) -> None:
-    profile = c.pick_queue(a.workflow_id, a.queue, "push", a.wait)
+    profile = c.pick_queue(a.workflow_id, a.queue, "push", a.wait, a.message_format)
     n = queues.push(profile, _messages(a.files, a.lines))
     print(f"pushed {n} message(s) to {profile.alias}", file=sys.stderr)
 
 
 def cmd_pull(c: EWMSClient, a: argparse.Namespace) -> None:
-    profile = c.pick_queue(a.workflow_id, a.queue, "pull", a.wait)
+    profile = c.pick_queue(a.workflow_id, a.queue, "pull", a.wait, a.message_format)
     sink: Callable[[bytes], None]
     if a.out == "-":
 
@@ -94,6 +96,26 @@ def cmd_finish(c: EWMSClient, a: argparse.Namespace) -> None:
     print(f"finished {r['workflow_id']}: {r['n_taskforces']} taskforce(s) stopping")
 
 
+def add_format_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "--envelope",
+        dest="message_format",
+        action="store_const",
+        const=ENVELOPE,
+        help="messages are oms-mqclient envelopes (zstd JSON {headers, data}); each payload is "
+        "the text data (default, unless the workflow's tasks set EWMS_PILOT_MESSAGE_FORMAT=raw)",
+    )
+    g.add_argument(
+        "--raw",
+        dest="message_format",
+        action="store_const",
+        const=RAW,
+        help="messages are the bytes as they are (workflows whose tasks set "
+        "EWMS_PILOT_MESSAGE_FORMAT=raw, for binary payloads)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     env_help = "environment:\n" + "\n".join(f"  {n:<12} {m} (default {d})" for n, d, m in SETTINGS_DOCS)
     p = argparse.ArgumentParser(
@@ -117,9 +139,10 @@ def parser() -> argparse.ArgumentParser:
         "--queue", metavar="ALIAS", help="public queue alias (default: the first public queue a task reads)"
     )
     s.add_argument("--wait", type=float, default=60, help="seconds to wait for activation")
+    add_format_options(s)
     s.set_defaults(run=cmd_push)
 
-    s = sub.add_parser("pull", help="pull results (each acked once written)")
+    s = sub.add_parser("pull", help="pull results: each message's data, acked once written")
     s.add_argument("workflow_id")
     s.add_argument(
         "--out",
@@ -136,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--queue", metavar="ALIAS", help="public queue alias (default: the final output queue)")
     s.add_argument("--wait", type=float, default=60, help="seconds to wait for activation")
+    add_format_options(s)
     s.set_defaults(run=cmd_pull)
 
     s = sub.add_parser("watch", help="show taskforce and pilot progress until the end")

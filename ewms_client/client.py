@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 from rest_tools.client import RestClient
+
+from ewms_pilot.envelope import ENVELOPE, FORMATS
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     ("EWMS_URL", "(required)", "base URL of the EWMS server, e.g. https://ewms.example.org"),
@@ -28,6 +30,8 @@ class QueueProfile:
     auth_token: str | None
     broker_type: str | None
     broker_address: str | None
+    message_format: str = ENVELOPE
+    """How messages are written on it (`ewms_pilot.envelope`): the workflow's tasks' setting."""
 
     def __repr__(self) -> str:  # never print the token
         return f"QueueProfile(mqid={self.mqid!r}, alias={self.alias!r})"
@@ -105,20 +109,49 @@ class EWMSClient:
             for p in resp["mqprofiles"]
         ]
 
-    def pick_queue(self, workflow_id: str, alias: str | None, role: str, wait_s: float = 60) -> QueueProfile:
+    def pick_queue(
+        self,
+        workflow_id: str,
+        alias: str | None,
+        role: str,
+        wait_s: float = 60,
+        message_format: str | None = None,
+    ) -> QueueProfile:
         """The public queue named `alias`, or by default the first one tasks read (`role`
-        "push") or the final output (`role` "pull"); waits for its activation."""
+        "push") or the final output (`role` "pull"); waits for its activation. Its message
+        format is `message_format`, or by default that of the workflow's tasks."""
         deadline = time.monotonic() + wait_s
         while True:
             profiles = self.public_queues(workflow_id)
             chosen = self._choose(workflow_id, profiles, alias, role)
             if chosen.is_activated and chosen.auth_token and chosen.broker_address:
-                return chosen
+                fmt = message_format or self.message_format(workflow_id, chosen.mqid)
+                return replace(chosen, message_format=fmt)
             if time.monotonic() >= deadline:
                 raise ClientError(
                     f"queue {chosen.alias!r} is not activated yet (waited {wait_s:g} s); try again later"
                 )
             time.sleep(1)
+
+    def message_format(self, workflow_id: str, mqid: str) -> str:
+        """`EWMS_PILOT_MESSAGE_FORMAT` of the tasks that read or write queue `mqid` (of all the
+        workflow's tasks if none does): what their pilots write and expect."""
+        directives = self.task_directives(workflow_id)
+        tasks = {
+            d["task_id"] for d in directives if mqid in d.get("input_queues", []) + d.get("output_queues", [])
+        }
+        formats = set()
+        for tf in self.taskforces(workflow_id):
+            if not tasks or tf.get("task_id") in tasks:
+                env = (tf.get("pilot_config") or {}).get("environment") or {}
+                formats.add(env.get("EWMS_PILOT_MESSAGE_FORMAT", "").strip() or ENVELOPE)
+        if not formats <= set(FORMATS):
+            raise ClientError(f"unknown EWMS_PILOT_MESSAGE_FORMAT in the workflow's tasks: {sorted(formats)}")
+        if len(formats) > 1:
+            raise ClientError(
+                "the workflow's tasks use different message formats; choose with --raw or --envelope"
+            )
+        return formats.pop() if formats else ENVELOPE
 
     def _choose(
         self, workflow_id: str, profiles: list[QueueProfile], alias: str | None, role: str

@@ -1,4 +1,9 @@
-"""Push task messages to, and pull results from, a workflow's queues (persistent, confirmed)."""
+"""Push task messages to, and pull results from, a workflow's queues (persistent, confirmed).
+
+Messages are written and read in the queue's format (`ewms_pilot.envelope`): by default
+oms-mqclient's envelope, so that `push` sends each payload as the text `data` and `pull` hands
+over `data` (text, or JSON for non-strings), not the wrapper.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import pika
 import pika.exceptions
 
 from ewms_pilot.broker import connection_url
+from ewms_pilot.envelope import MessageFormatError, unwrap, wrap
 
 from .client import ClientError, QueueProfile
 
@@ -17,9 +23,11 @@ def _channel(profile: QueueProfile) -> pika.adapters.blocking_connection.Blockin
     if profile.broker_type != "rabbitmq" or not profile.broker_address or not profile.auth_token:
         raise ClientError(f"queue {profile.alias!r} has no usable broker profile")
     try:
-        conn = pika.BlockingConnection(
-            pika.URLParameters(connection_url(profile.broker_address, profile.auth_token))
-        )
+        url = connection_url(profile.broker_address, profile.auth_token)
+    except ValueError as e:
+        raise ClientError(f"queue {profile.alias!r}: {e}") from None
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
     except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError):
         raise ClientError("the broker refused the queue credentials (workflow ended?)") from None
     except pika.exceptions.AMQPError as e:
@@ -30,14 +38,21 @@ def _channel(profile: QueueProfile) -> pika.adapters.blocking_connection.Blockin
 
 
 def push(profile: QueueProfile, messages: Iterable[bytes]) -> int:
-    """Publish each message (the broker confirms each); return how many were sent."""
+    """Publish each message (the broker confirms each, and refuses it if the queue is gone);
+    return how many were sent."""
     ch = _channel(profile)
     props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
     n = 0
     try:
         for body in messages:
-            ch.basic_publish(profile.mqid, "", body, props)
+            try:
+                payload = wrap(body, profile.message_format)
+            except MessageFormatError as e:
+                raise ClientError(f"message {n + 1} {e}; {n} message(s) were pushed") from None
+            ch.basic_publish("", profile.mqid, payload, props, mandatory=True)
             n += 1
+    except pika.exceptions.UnroutableError:
+        raise ClientError(f"queue {profile.alias!r} is gone; {n} message(s) were pushed") from None
     except pika.exceptions.AMQPError as e:
         raise ClientError(f"publishing failed after {n} message(s): {type(e).__name__}") from None
     finally:
@@ -58,7 +73,15 @@ def pull(profile: QueueProfile, sink: Callable[[bytes], None], *, n: int | None,
                 if time.monotonic() - last >= timeout:
                     break
                 continue
-            sink(body)  # written before the ack: a crash here re-delivers, never loses
+            try:
+                content = unwrap(body, profile.message_format)
+            except MessageFormatError as e:
+                ch.basic_nack(method.delivery_tag, requeue=True)
+                raise ClientError(
+                    f"message {got + 1} from {profile.alias!r}: {e}; it stays in the queue "
+                    "(pull it with --raw)"
+                ) from None
+            sink(content)  # written before the ack: a crash here re-delivers, never loses
             ch.basic_ack(method.delivery_tag)
             got += 1
             last = time.monotonic()

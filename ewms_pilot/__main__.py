@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 from .chirp import Chirper, PilotStatus, make_sink
-from .config import SETTINGS_DOCS, ConfigError, PilotConfig, load_auth
+from .config import SECRET_VARS, SETTINGS_DOCS, ConfigError, PilotConfig, queue_auth
 from .pilot import FatalError, Pilot, make_chirper
 
 LOGGER = logging.getLogger("ewms_pilot")
@@ -28,6 +28,8 @@ def settings_help() -> str:
         )
     lines.append("")
     lines.append("the task reads $EWMS_TASK_INFILE and writes its output to $EWMS_TASK_OUTFILE.")
+    lines.append("a warm task (EWMS_PILOT_TASK_MODE=warm) serves messages over $EWMS_WARM_SOCKET")
+    lines.append("instead: see docs/warm-runner.md, or ewms_pilot.worker.serve for Python tasks.")
     lines.append("exit status: 0 done (idle timeout, SIGTERM), 1 fatal error, 2 bad settings.")
     return "\n".join(lines)
 
@@ -77,20 +79,23 @@ async def amain() -> int:
     _use_pidfd_child_watcher()
     try:
         cfg = PilotConfig.from_env(os.environ)
-        auth = load_auth(cfg.auth_file, tuple(dict.fromkeys(cfg.queues_in + cfg.queues_out)))
+        auth = queue_auth(cfg, os.environ)
     except ConfigError as e:
         LOGGER.error("bad settings: %s", e)
         await _fatal_chirp(f"bad settings: {e}")
         return 2
+    for name in SECRET_VARS:  # tasks inherit the environment: EWMS's tokens must not reach them
+        os.environ.pop(name, None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     LOGGER.info(
-        "pilot for taskforce %s (workflow %s), runner %s, %d concurrent task(s)",
+        "pilot for taskforce %s (workflow %s), runner %s (%s), %d concurrent task(s)",
         cfg.taskforce_uuid or "?",
         cfg.workflow_id or "?",
         cfg.runner,
+        cfg.task_mode,
         cfg.max_concurrent_tasks,
     )
     chirper = make_chirper(cfg)

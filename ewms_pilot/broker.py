@@ -1,8 +1,9 @@
 """The pilot's AMQP session: pika's asyncio adapter wrapped in awaitables (consume, confirm, ack).
 
-Queue layout and addresses are made by `ewms_server.broker.rabbitmq`: messages are published to
-the fanout exchange named like the queue; `broker_address` is `amqp[s]://<user>@host:port/vhost`
-and the auth token is the password.
+Queue layout and addresses are made by `ewms_server.broker.rabbitmq`: each workflow has its own
+vhost, so messages are published through the default exchange (routing key = queue name), as
+oms-mqclient does; `broker_address` is `<user>@host:port/vhost` (or `amqp[s]://…`) and the auth
+token is the password.
 """
 
 from __future__ import annotations
@@ -37,14 +38,31 @@ class BrokerRefused(Exception):
 
 
 def connection_url(broker_address: str, auth_token: str) -> str:
-    """`amqp://user@host:port/vhost` + token -> `amqp://user:token@host:port/vhost`."""
-    parts = urlsplit(broker_address)
-    if parts.scheme not in ("amqp", "amqps") or not parts.username or not parts.hostname:
-        raise ValueError("broker_address must look like amqp[s]://<user>@<host>:<port>/<vhost>")
+    """The AMQP URL to connect with, the token being the password:
+
+    - `user@host:port/vhost` (oms-mqclient's form; the vhost taken as written) ->
+      `amqp://user:token@host:port/<vhost url-quoted>`;
+    - `amqp[s]://user@host:port/vhost` (vhost url-quoted, `%2F` for `/`) ->
+      `amqp[s]://user:token@host:port/vhost`.
+    """
+    scheme_less = "://" not in broker_address
+    parts = urlsplit(f"amqp://{broker_address}" if scheme_less else broker_address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("amqp", "amqps") or not parts.username or not parts.hostname or port == -1:
+        raise ValueError(
+            "broker_address must look like <user>@<host>:<port>/<vhost> or amqp[s]://<user>@<host>:<port>/<vhost>"
+        )
     netloc = f"{parts.username}:{quote(auth_token, safe='')}@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
+    if port:
+        netloc += f":{port}"
+    path = parts.path
+    if scheme_less:
+        vhost = path[1:] if path.startswith("/") else path
+        path = f"/{quote(vhost, safe='')}" if vhost else ""
+    return parts._replace(netloc=netloc, path=path).geturl()
 
 
 @dataclass
@@ -105,6 +123,7 @@ class BrokerSession:
         self._consume_ch = await self._open_channel()
         await self._wait(lambda cb: self._consume_ch.basic_qos(prefetch_count=prefetch, callback=cb))
         self._publish_ch = await self._open_channel()
+        self._publish_ch.add_on_return_callback(self._on_return)
         await self._wait(
             lambda cb: self._publish_ch.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
         )
@@ -141,15 +160,16 @@ class BrokerSession:
             if self.is_usable:
                 await self._wait(functools.partial(self._cancel, tag))
 
-    async def publish(self, exchange: str, body: bytes, headers: dict[str, Any]) -> None:
-        """Persistent publish; returns once the broker confirmed it (raises otherwise)."""
+    async def publish(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Persistent publish to `queue` through the default exchange; returns once the broker
+        confirmed it, raises if it did not or if no such queue took it (mandatory)."""
         if not self.is_usable:
             raise BrokerLost("publish on a broken session")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirms[self._next_tag] = fut
         self._next_tag += 1
         props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=headers)
-        self._publish_ch.basic_publish(exchange, "", body, props)
+        self._publish_ch.basic_publish("", queue, body, props, mandatory=True)
         await self._race(fut)
 
     def ack(self, d: Delivery) -> bool:
@@ -210,6 +230,11 @@ class BrokerSession:
                     fut.set_exception(BrokerLost("broker nacked a published message"))
                 else:
                     fut.set_result(None)
+
+    def _on_return(self, _ch: Any, method: Any, _props: Any, _body: bytes) -> None:
+        """An unroutable message comes back before its confirm: its queue is gone (deleted
+        with the workflow), which no retry mends."""
+        self._fail(BrokerRefused(f"no queue {method.routing_key!r} took a message: {method.reply_text}"))
 
     def _fail(self, exc: Exception) -> None:
         if not self.failed.done():

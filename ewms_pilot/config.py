@@ -9,7 +9,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .envelope import ENVELOPE, FORMATS
+
 RUNNERS = ("apptainer", "docker", "process")
+TASK_MODES = ("per-message", "warm")
 CHIRP_MODES = ("htcondor", "file", "none")
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
@@ -34,10 +37,46 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "EWMS_PILOT_QUEUE_AUTH_FILE",
-        "(required)",
+        "(required, unless the six EWMS variables below are set)",
         "JSON {mqid: {auth_token, broker_type, broker_address}}; must be mode 0600",
     ),
+    (
+        "EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN",
+        "(none)",
+        "EWMS's job environment, used when EWMS_PILOT_QUEUE_AUTH_FILE is unset: the incoming "
+        "queues' token (one, or one per queue separated by ';'); removed from the environment "
+        "before any task runs",
+    ),
+    ("EWMS_PILOT_QUEUE_INCOMING_BROKER_TYPE", "(none)", "EWMS's job environment: e.g. rabbitmq"),
+    (
+        "EWMS_PILOT_QUEUE_INCOMING_BROKER_ADDRESS",
+        "(none)",
+        "EWMS's job environment: <user>@<host>:<port>/<vhost> or amqp[s]://…",
+    ),
+    ("EWMS_PILOT_QUEUE_OUTGOING_AUTH_TOKEN", "(none)", "as above, for the outgoing queues"),
+    ("EWMS_PILOT_QUEUE_OUTGOING_BROKER_TYPE", "(none)", "as above, for the outgoing queues"),
+    ("EWMS_PILOT_QUEUE_OUTGOING_BROKER_ADDRESS", "(none)", "as above, for the outgoing queues"),
+    (
+        "EWMS_PILOT_MESSAGE_FORMAT",
+        ENVELOPE,
+        "envelope: messages are oms-mqclient envelopes (zstd JSON); a task reads their data (text, "
+        "or JSON for non-strings) and its UTF-8 output is sent as text | raw: bytes as they are "
+        "(binary payloads; set it on every task of the workflow)",
+    ),
     ("EWMS_PILOT_RUNNER", "apptainer", "apptainer | docker | process"),
+    (
+        "EWMS_PILOT_TASK_MODE",
+        "per-message",
+        "per-message (a fresh task program per message) | warm (the task program starts once "
+        "per concurrent task and serves message after message over $EWMS_WARM_SOCKET; "
+        "docs/warm-runner.md, ewms_pilot.worker.serve)",
+    ),
+    (
+        "EWMS_PILOT_WARM_START_TIMEOUT",
+        "600",
+        "with EWMS_PILOT_TASK_MODE=warm: seconds a starting worker (or its container) may take "
+        "to connect; past it the task fails and its message is returned",
+    ),
     ("EWMS_PILOT_CHIRP", "htcondor", "htcondor (condor_chirp ulog) | file (EWMS_PILOT_CHIRP_FILE) | none"),
     ("EWMS_PILOT_CHIRP_FILE", "(none)", "with EWMS_PILOT_CHIRP=file: file chirp lines go to"),
     (
@@ -84,6 +123,21 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+EWMS_QUEUE_VARS = {  # EWMS's per-direction job environment: token, broker type, address
+    "incoming": (
+        "EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN",
+        "EWMS_PILOT_QUEUE_INCOMING_BROKER_TYPE",
+        "EWMS_PILOT_QUEUE_INCOMING_BROKER_ADDRESS",
+    ),
+    "outgoing": (
+        "EWMS_PILOT_QUEUE_OUTGOING_AUTH_TOKEN",
+        "EWMS_PILOT_QUEUE_OUTGOING_BROKER_TYPE",
+        "EWMS_PILOT_QUEUE_OUTGOING_BROKER_ADDRESS",
+    ),
+}
+SECRET_VARS = tuple(names[0] for names in EWMS_QUEUE_VARS.values())
+
+
 class ConfigError(Exception):
     """The environment does not describe a runnable pilot."""
 
@@ -116,8 +170,11 @@ class PilotConfig:
     init_timeout: float | None
     queues_in: tuple[str, ...]
     queues_out: tuple[str, ...]
-    auth_file: str
+    auth_file: str | None
+    message_format: str
     runner: str
+    task_mode: str
+    warm_start_timeout: float
     chirp: str
     chirp_file: str | None
     chirp_interval: float
@@ -164,8 +221,12 @@ class PilotConfig:
             init_timeout=_optional_seconds(env, "EWMS_PILOT_INIT_TIMEOUT"),
             queues_in=_mqids(req("EWMS_PILOT_QUEUE_INCOMING")),
             queues_out=_mqids(env.get("EWMS_PILOT_QUEUE_OUTGOING", "")),
-            auth_file=req("EWMS_PILOT_QUEUE_AUTH_FILE"),
+            auth_file=env.get("EWMS_PILOT_QUEUE_AUTH_FILE", "").strip()
+            or (None if env.get(SECRET_VARS[0], "").strip() else req("EWMS_PILOT_QUEUE_AUTH_FILE")),
+            message_format=choice("EWMS_PILOT_MESSAGE_FORMAT", ENVELOPE, FORMATS),
             runner=choice("EWMS_PILOT_RUNNER", "apptainer", RUNNERS),
+            task_mode=choice("EWMS_PILOT_TASK_MODE", "per-message", TASK_MODES),
+            warm_start_timeout=_number(env, "EWMS_PILOT_WARM_START_TIMEOUT", 600.0, float, minimum=1),
             chirp=chirp,
             chirp_file=req("EWMS_PILOT_CHIRP_FILE") if chirp == "file" else None,
             chirp_interval=_number(env, "EWMS_PILOT_CHIRP_INTERVAL", 30.0, float, minimum=0),
@@ -214,8 +275,40 @@ def load_auth(path: str, mqids: tuple[str, ...]) -> dict[str, QueueAuth]:
     return out
 
 
+def queue_auth(cfg: PilotConfig, env: Mapping[str, str]) -> dict[str, QueueAuth]:
+    """The credentials of every queue: from the 0600 file (our TMS), else from EWMS's
+    per-direction variables (EWMS's TMS puts them in the job environment)."""
+    mqids = tuple(dict.fromkeys(cfg.queues_in + cfg.queues_out))
+    if cfg.auth_file is not None:
+        return load_auth(cfg.auth_file, mqids)
+    out: dict[str, QueueAuth] = {}
+    for direction, queues in (("incoming", cfg.queues_in), ("outgoing", cfg.queues_out)):
+        if queues:
+            token, broker_type, address = (
+                _per_queue(env, name, len(queues)) for name in EWMS_QUEUE_VARS[direction]
+            )
+            for i, mqid in enumerate(queues):
+                out[mqid] = QueueAuth(token[i], broker_type[i], address[i])
+    return out
+
+
+def _per_queue(env: Mapping[str, str], name: str, n: int) -> list[str]:
+    """One value for all `n` queues of a direction, or `n` values separated by ';' (EWMS's TMS
+    joins its lists so). Never quotes the value: it may be a token."""
+    raw = env.get(name, "").strip()
+    values = [v.strip() for v in raw.split(";")] if n > 1 else [raw]
+    if not all(values):
+        raise ConfigError(f"{name} is required when EWMS_PILOT_QUEUE_AUTH_FILE is unset")
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise ConfigError(f"{name} has {len(values)} values for {n} queues")
+    return values
+
+
 def _mqids(value: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in value.split(",") if m.strip())
+    """Comma-separated (our TMS) or ';'-separated (EWMS's TMS)."""
+    return tuple(m.strip() for m in value.replace(";", ",").split(",") if m.strip())
 
 
 def _env_json(env: Mapping[str, str], name: str) -> dict[str, str]:

@@ -1,9 +1,11 @@
 """One connected stretch of the pilot: consume, run tasks concurrently, publish, ack; then drain.
 
-Failure policy: a failed task (non-zero exit, timeout, no output) is nacked with requeue and
-counted and chirped as failed. The queue is a quorum queue with a delivery limit (see
-`ewms_server.broker.rabbitmq`): after that many returns the broker moves the message to
-`<mqid>.dead-letter`, so a poison message is neither retried forever nor silently dropped.
+Failure policy: a failed task (non-zero exit, timeout, no output, an output the message format
+cannot carry) is nacked with requeue and counted and chirped as failed. The queue is a quorum
+queue with a delivery limit (see `ewms_server.broker.rabbitmq`): after that many returns the
+broker moves the message to `<mqid>.dead-letter`, so a poison message is neither retried forever
+nor silently dropped. A message that is not in the workflow's format (`ewms_pilot.envelope`)
+goes there at once: no retry would make it readable.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from .broker import BrokerLost, BrokerRefused, BrokerSession, Delivery
 from .chirp import PilotStatus
 from .config import PilotConfig
+from .envelope import MessageFormatError, unwrap, wrap
 from .runner import Runner, TaskFailed
 
 LOGGER = logging.getLogger(__name__)
@@ -120,8 +123,18 @@ class Consumer:
 
     async def _handle(self, d: Delivery) -> None:
         self.counts.total += 1
+        fmt = self.cfg.message_format
         try:
-            output = await self.runner.run_task(self.cfg.task, d.body, self.cfg.task_timeout)
+            body = unwrap(d.body, fmt)
+        except MessageFormatError as e:
+            self.counts.failed += 1
+            LOGGER.warning("unreadable message, dead-lettered: %s", e)
+            d.session.nack(d, requeue=False)  # to <mqid>.dead-letter by the queue's policy
+            self.on_task_done(f"unreadable message: {e}")
+            return
+        try:
+            output = await self.runner.run_task(self.cfg.task, body, self.cfg.task_timeout)
+            payload = _wrap_output(output, fmt)
         except TaskFailed as e:
             self.counts.failed += 1
             LOGGER.warning("task failed (delivery %d of this message): %s", d.delivery_count + 1, e)
@@ -134,7 +147,7 @@ class Consumer:
             raise
         try:
             for mqid in self.cfg.queues_out:
-                await self.sessions[mqid].publish(mqid, output, {})
+                await self.sessions[mqid].publish(mqid, payload, {})
         except (BrokerLost, BrokerRefused) as e:
             # not the task's fault: the input goes back (or is returned with the broken channel)
             self.counts.total -= 1
@@ -170,6 +183,13 @@ class Consumer:
                 break  # unsettled messages went back with the connection
             await asyncio.sleep(0.05)
         await _cancel(workers)
+
+
+def _wrap_output(output: bytes, fmt: str) -> bytes:
+    try:
+        return wrap(output, fmt)
+    except MessageFormatError as e:
+        raise TaskFailed(f"the task's output {e}") from None
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -15,6 +15,7 @@ from .chirp import Chirper, PilotStatus
 from .config import PilotConfig, QueueAuth
 from .consumer import Consumer, Counts, StopReason
 from .runner import Runner, TaskFailed
+from .warm_runner import WarmRunner
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ class Pilot:
         self.cfg = cfg
         self.chirper = chirper
         self.stop = stop
-        self.runner = Runner(cfg.runner, cfg.work_dir)
+        self.runner = (
+            WarmRunner(cfg.runner, cfg.work_dir, cfg.warm_start_timeout)
+            if cfg.task_mode == "warm"
+            else Runner(cfg.runner, cfg.work_dir)
+        )
         self.counts = Counts()
         self.got_first_message = False
         for mqid, a in auth.items():
@@ -67,6 +72,7 @@ class Pilot:
             self.chirper.set("Error", f"{type(e).__name__}: {e}")
             self.chirper.set("ErrorTraceback", traceback.format_exc())
         finally:
+            await self.runner.close()  # warm workers end with the pilot
             chirp_stop.set()
             await chirp_loop
             self._chirp_counts()

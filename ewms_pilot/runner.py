@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .config import Command
 
@@ -116,8 +116,7 @@ class Runner:
     ) -> None:
         name = f"ewms-task-{uuid.uuid4().hex[:12]}"
         argv = build_argv(self.runner, cmd, workdir, extra_env, name)
-        base = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-        env = {**base, **extra_env} if self.runner == "process" else base
+        env = process_env(self.runner, extra_env)
         stderr_path = os.path.join(workdir, ".stderr")
         with open(stderr_path, "wb") as err:
             try:  # stdout goes to the pilot's (the job's) stdout; stderr is kept for the error
@@ -145,22 +144,41 @@ class Runner:
             raise TaskFailed(f"task exit code {code}" + (f": {tail}" if tail else ""))
 
     async def _kill(self, proc: asyncio.subprocess.Process, name: str) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if self.runner == "docker":  # the container outlives its killed client
-            killer = await asyncio.create_subprocess_exec(
-                "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
-            await killer.wait()
-        await proc.wait()
+        await kill_process(self.runner, proc.pid, name, proc.wait)
+
+    async def close(self) -> None:
+        """Nothing outlives a task here; the warm runner stops its workers."""
 
 
-def _last_line(path: str, limit: int = 300) -> str:
+def process_env(runner: str, extra_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the started program: containers get `extra_env` as --env flags."""
+    base = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    return {**base, **extra_env} if runner == "process" else base
+
+
+async def kill_process(runner: str, pid: int, name: str, wait: Callable[[], Awaitable[object]]) -> None:
+    """SIGKILL the program's process group (and its container), then `wait` for its end."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if runner == "docker":  # the container outlives its killed client
+        killer = await asyncio.create_subprocess_exec(
+            "docker", "kill", name, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await killer.wait()
+    await wait()
+
+
+def _last_line(path: str) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - 4096))
-            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+            return last_line(f.read())
     except OSError:
         return ""
+
+
+def last_line(tail: bytes, limit: int = 300) -> str:
+    """The last non-empty line of a stderr tail: the usual place of the error."""
+    lines = [ln.strip() for ln in tail.decode(errors="replace").splitlines()]
     lines = [ln for ln in lines if ln]
     return lines[-1][:limit] if lines else ""

@@ -12,8 +12,8 @@ from typing import Any
 
 import jwt
 
+from .caller import Caller
 from .config import Config
-from .database.store import Caller
 from .errors import Forbidden, Unauthenticated
 
 ROLES = ("user", "admin", "system-tms")

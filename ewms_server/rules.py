@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from tms import job_inputs
 
 from .errors import Invalid
 
@@ -53,3 +56,74 @@ def with_defaults(given: dict[str, Any] | None, defaults: dict[str, Any]) -> dic
     out = dict(defaults)
     out.update(given or {})
     return out
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What a task's jobs may ask for (server settings; see ``ewms-server --help``)."""
+
+    input_file_schemes: frozenset[str] = frozenset({"https", "http", "osdf", "pelican"})
+    max_memory_bytes: int = 1 << 40
+    max_disk_bytes: int = 20 << 40
+    max_cores: int = 256
+
+    @classmethod
+    def from_settings(cls, get: Callable[[str], str | None]) -> JobLimits:
+        """Raises ValueError naming the setting."""
+        schemes = frozenset(
+            s.strip().lower() for s in (get("EWMS_INPUT_FILE_SCHEMES") or "").split(",") if s.strip()
+        )
+        if "file" in schemes:
+            raise ValueError("EWMS_INPUT_FILE_SCHEMES: 'file' would let jobs read the access point's files")
+        sizes = {}
+        for name, unit in (
+            ("EWMS_MAX_WORKER_MEMORY", job_inputs.MEMORY_BARE_UNIT),
+            ("EWMS_MAX_WORKER_DISK", job_inputs.DISK_BARE_UNIT),
+        ):
+            try:
+                sizes[name] = job_inputs.parse_size(get(name), bare_unit=unit, field=name)
+            except job_inputs.BadInput as e:
+                raise ValueError(str(e)) from None
+        try:
+            cores = int(get("EWMS_MAX_WORKER_CORES") or "")
+        except ValueError:
+            raise ValueError(
+                f"EWMS_MAX_WORKER_CORES: expected an integer, got {get('EWMS_MAX_WORKER_CORES')!r}"
+            ) from None
+        if cores < 1:
+            raise ValueError("EWMS_MAX_WORKER_CORES: must be >= 1")
+        return cls(schemes, sizes["EWMS_MAX_WORKER_MEMORY"], sizes["EWMS_MAX_WORKER_DISK"], cores)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def check_job_inputs(body: dict[str, Any], limits: JobLimits) -> None:
+    """Refuse what no backend can start, naming the field: text HTCondor would not take
+    literally, environment names no process can carry, input files that are not URLs of an
+    allowed scheme, requirements that are not one ClassAd expression, sizes no machine has."""
+    for i, task in enumerate(body.get("tasks", [])):
+        where = f"body.tasks[{i}]."
+        wc = task.get("worker_config") or {}
+        try:
+            job_inputs.check_task(
+                task, task.get("pilot_config") or {}, wc, where=where, schemes=limits.input_file_schemes
+            )
+            for name, unit, low, high in (
+                ("worker_memory", job_inputs.MEMORY_BARE_UNIT, 1 << 20, limits.max_memory_bytes),
+                ("worker_disk", job_inputs.DISK_BARE_UNIT, 1 << 10, limits.max_disk_bytes),
+            ):
+                field = f"{where}worker_config.{name}"
+                if (
+                    name in wc
+                    and not low <= job_inputs.parse_size(wc[name], bare_unit=unit, field=field) <= high
+                ):
+                    raise job_inputs.BadInput(field, f"must be between {_bytes(low)} and {_bytes(high)}")
+        except job_inputs.BadInput as e:
+            raise Invalid(str(e)) from None
+        if int(wc.get("n_cores", 1)) > limits.max_cores:
+            raise Invalid(f"{where}worker_config.n_cores: at most {limits.max_cores} (EWMS_MAX_WORKER_CORES)")

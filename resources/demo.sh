@@ -2,7 +2,7 @@
 # One-command demo: a whole EWMS workflow on this machine, end to end.
 #
 #   RabbitMQ on loopback (installed / started / management plugin enabled if needed)
-#   -> ewms-server (embedded in-memory database, a free port, a random signing secret)
+#   -> ewms-server (the embedded SQLite store in the temp dir, a free port, a random signing secret)
 #   -> ewms-tms (local backend: each HTCondor job is an `ewms-pilot` process here)
 #   -> `ewms` CLI: submit resources/examples/square-then-add-one.json, push 100 numbers,
 #      pull 100 results, finish the workflow, wait for every taskforce to end.
@@ -139,7 +139,7 @@ PY
 export EWMS_AUTH_SECRET
 export EWMS_URL="http://127.0.0.1:$PORT"
 say "starting ewms-server on $EWMS_URL (embedded database, broker $(echo "$BROKER_URL" | sed 's#//[^@]*@#//#'))"
-EWMS_REST_HOST=127.0.0.1 EWMS_REST_PORT="$PORT" EWMS_BROKER_URL="$BROKER_URL" \
+EWMS_REST_HOST=127.0.0.1 EWMS_REST_PORT="$PORT" EWMS_BROKER_URL="$BROKER_URL" EWMS_DATA_DIR="$WORK/data" \
     EWMS_CLUSTER_LOCATIONS="{\"local\": \"$SCHEDD\"}" EWMS_LOOP_INTERVAL_S=1 \
     EWMS_BROKER_QUEUE_DELETE_GRACE_S=0 \
     ewms-server serve >"$WORK/server.log" 2>&1 &
@@ -157,8 +157,20 @@ export EWMS_TOKEN
 unset EWMS_AUTH_SECRET  # nothing below signs tokens
 
 # -- the TMS --------------------------------------------------------------------------------
+# As root the local backend runs each taskforce's jobs under a uid of their own: they need a
+# pilot and a task interpreter any user can run, and a way through $WORK to their directories.
+if [ "$(id -u)" = 0 ]; then
+    say "preparing a pilot runtime any job uid can run (resources/pilot-venv.sh)"
+    bash "$REPO/resources/pilot-venv.sh" /opt/ewms-pilot-venv >/dev/null
+    chmod 711 "$WORK"
+    TMS_LOCAL=(EWMS_TMS_LOCAL_JOB_COMMAND="/opt/ewms-pilot-venv/bin/python -m ewms_pilot" PYTHONPATH="$REPO")
+    TASK_PY=/usr/bin/python3
+else
+    TMS_LOCAL=(EWMS_TMS_LOCAL_SINGLE_TENANT=true)  # one user: every task trusted alike
+    TASK_PY="$PY"
+fi
 say "starting ewms-tms (local backend, schedd $SCHEDD)"
-env -u EWMS_TOKEN -u EWMS_URL \
+env -u EWMS_TOKEN -u EWMS_URL "${TMS_LOCAL[@]}" \
     EWMS_TMS_SERVER_URL="$EWMS_URL" EWMS_TMS_TOKEN="$TMS_TOKEN" EWMS_TMS_SCHEDD="$SCHEDD" \
     EWMS_TMS_BACKEND=local EWMS_TMS_JOB_EVENT_LOG_DIR="$WORK/tms-jobs" \
     EWMS_TMS_STARTER_INTERVAL=0.2 EWMS_TMS_STOPPER_INTERVAL=0.5 \
@@ -170,7 +182,7 @@ unset TMS_TOKEN
 # -- the workflow ---------------------------------------------------------------------------
 # the example names `python3` and repository-relative scripts; jobs run in their own
 # directory, so make both absolute
-py "$REPO" "$WORK/workflow.json" "$PY" <<'PY'
+py "$REPO" "$WORK/workflow.json" "$TASK_PY" <<'PY'
 import json, sys
 repo, out, python = sys.argv[1:]
 wf = json.load(open(f"{repo}/resources/examples/square-then-add-one.json"))
@@ -201,16 +213,11 @@ PY
 
 delete_broker_objects() { py "$BROKER_URL" "$WORK/submitted.json" <<'PY'
 import json, os, sys, requests
-from urllib.parse import quote
-from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
+from ewms_server.broker.rabbitmq import RabbitMQSettings, leftover_paths
 s = RabbitMQSettings.from_env({**os.environ, "EWMS_BROKER_URL": sys.argv[1]})
 created = json.load(open(sys.argv[2]))
-mqids = {q for d in created["task_directives"] for q in d["input_queues"] + d["output_queues"]}
-api, vhost = s.management_url.rstrip("/") + "/api", quote(s.vhost, safe="")
-user = quote(username_for(created["workflow"]["workflow_id"]), safe="")
-for path in ([f"/users/{user}", f"/connections/username/{user}"]
-             + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-             + [f"/exchanges/{vhost}/{m}" for m in mqids]):
+api = s.management_url.rstrip("/") + "/api"
+for path in leftover_paths(created["workflow"]["workflow_id"]):
     requests.delete(api + path, auth=s.admin_auth, timeout=5)
 PY
 }

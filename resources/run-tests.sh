@@ -29,8 +29,26 @@ PY
     sleep 1
 done
 
+# -- Python 3.12 for tests/pilot/test_published_pilot.py (EWMS's ewms-pilot 1.0.5 needs it; the
+#    test makes and caches its own venv from PyPI) --------------------------------------------
+if ! ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 >/dev/null 2>&1 \
+    && ! command -v python3.12 >/dev/null 2>&1 && [ -z "${EWMS_TEST_PYTHON312:-}" ]; then
+    as_root apt-get update -q
+    if ! DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends \
+        python3.12 python3.12-venv; then
+        python3 -m pip install -q --disable-pip-version-check uv  # a standalone CPython 3.12
+        python3 -m uv python install 3.12
+        EWMS_TEST_PYTHON312="$(python3 -m uv python find 3.12)"
+        export EWMS_TEST_PYTHON312
+    fi
+fi
+
 # -- Python packages from setup.cfg ---------------------------------------------------------
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# -- a pilot runtime any uid can run: the local backend's jobs run under uids of their own ----
+# (Debian's python3 + python3-venv, installed if missing; the tests run this tree's pilot in it)
+bash resources/pilot-venv.sh "${EWMS_TEST_PILOT_VENV:-/opt/ewms-pilot-venv}"
 
 # -- static checks: lint, format, types (configured in pyproject.toml) ------------------------
 python3 -m ruff check .

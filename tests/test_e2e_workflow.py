@@ -32,9 +32,16 @@ import requests
 
 from ewms_client import queues
 from ewms_client.client import EWMSClient
-from ewms_server.broker.rabbitmq import RabbitMQSettings, dead_letter_queue, username_for
+from ewms_server.broker.rabbitmq import (
+    RabbitMQSettings,
+    dead_letter_queue,
+    leftover_paths,
+    username_for,
+    vhost_for,
+)
 from ewms_server.testing import RunningServer, running_server
 from tests.processes import stop_process
+from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, pilot_command, readable, uid_range
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "resources" / "examples"
@@ -47,13 +54,14 @@ TEST_BUDGET_S = 85
 
 def workflow_request() -> dict[str, Any]:
     """The example workflow, made runnable here: absolute task paths (jobs run in their own
-    directory), this interpreter, and pilots that stay up until the workflow is finished."""
+    directory), an interpreter any job uid can run, and pilots that stay up until the
+    workflow is finished."""
     body = json.loads((EXAMPLES / "square-then-add-one.json").read_text())
     for task in body["tasks"]:
         task["cluster_locations"] = ["local"]
-        task["task_image"] = sys.executable
+        task["task_image"] = JOB_PYTHON if ISOLATED else sys.executable
         # -S: the stdlib-only task scripts need no site packages, and start 4x faster
-        task["task_args"] = f"-S {REPO / task['task_args']}"
+        task["task_args"] = f"-S {readable(task['task_args'])}"
         task["n_workers"] = N_WORKERS
         task["pilot_config"]["environment"].update(
             {
@@ -67,15 +75,29 @@ def workflow_request() -> dict[str, Any]:
     return body
 
 
-def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_tms(
+    srv: RunningServer, jobs: Path, log: Path, *, schedd: str = SCHEDD, token: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Isolated when the test process can switch users (root here and in CI): each
+    taskforce's jobs under a uid of their own, running this tree's pilot from a venv they can
+    run; else every job as this user, said explicitly."""
     bin_dir = os.path.dirname(sys.executable)
+    first, last = uid_range()
+    local = (
+        {
+            "EWMS_TMS_LOCAL_JOB_COMMAND": pilot_command(),
+            "EWMS_TMS_LOCAL_UID_RANGE": f"{first}-{last}",
+        }
+        if ISOLATED
+        else {"EWMS_TMS_LOCAL_SINGLE_TENANT": "true"}
+    )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("EWMS_")},
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),  # the real ewms-pilot
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "EWMS_TMS_SERVER_URL": srv.url,
-        "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms-e2e"),
-        "EWMS_TMS_SCHEDD": SCHEDD,
+        "EWMS_TMS_TOKEN": token or srv.token(role="system-tms", sub="tms-e2e"),
+        "EWMS_TMS_SCHEDD": schedd,
         "EWMS_TMS_BACKEND": "local",
         "EWMS_TMS_JOB_EVENT_LOG_DIR": str(jobs),
         "EWMS_TMS_STARTER_INTERVAL": "0.1",
@@ -83,6 +105,7 @@ def start_tms(srv: RunningServer, jobs: Path, log: Path) -> subprocess.Popen[byt
         "EWMS_TMS_WATCHER_INTERVAL": "0.2",
         "EWMS_TMS_TRACKER_INTERVAL": "1",
         "EWMS_TMS_LOG_LEVEL": "DEBUG",
+        **local,
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -138,28 +161,24 @@ def world_readable_files(root: Path) -> Iterator[Path]:
                     yield path
 
 
-def delete_broker_leftovers(workflow_id: str, mqids: list[str]) -> None:
-    """Best effort: the workflow's broker user, queues and exchanges (the server's finish +
-    zero grace normally removed them already)."""
+def delete_broker_leftovers(workflow_id: str) -> None:
+    """Best effort: the workflow's broker user and vhost (the server's finish + zero grace
+    normally removed them already)."""
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
-    vhost = quote(s.vhost, safe="")
     api = s.management_url.rstrip("/") + "/api"
     with requests.Session() as session:
         session.auth = s.admin_auth
-        user = quote(username_for(workflow_id), safe="")
-        for path in (
-            [f"/users/{user}", f"/connections/username/{user}"]
-            + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-            + [f"/exchanges/{vhost}/{m}" for m in mqids]
-        ):
+        for path in leftover_paths(workflow_id):
             with contextlib.suppress(requests.RequestException):
                 session.delete(api + path, timeout=5)
 
 
-def broker_queue_depths(mqids: list[str]) -> dict[str, int]:
+def broker_queue_depths(workflow_id: str, mqids: list[str]) -> dict[str, int]:
     """Ready messages left in each queue and dead-letter queue (exact, unlike the management
-    API's periodic statistics)."""
-    conn = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    API's periodic statistics), seen by the admin in the workflow's vhost."""
+    params = pika.URLParameters(BROKER_URL)
+    params.virtual_host = vhost_for(workflow_id)
+    conn = pika.BlockingConnection(params)
     try:
         ch = conn.channel()
         return {
@@ -171,15 +190,10 @@ def broker_queue_depths(mqids: list[str]) -> dict[str, int]:
         conn.close()
 
 
-def broker_objects_gone(workflow_id: str, mqids: list[str]) -> bool:
+def broker_objects_gone(workflow_id: str) -> bool:
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
-    vhost = quote(s.vhost, safe="")
     api = s.management_url.rstrip("/") + "/api"
-    paths = (
-        [f"/users/{quote(username_for(workflow_id), safe='')}"]
-        + [f"/queues/{vhost}/{q}" for m in mqids for q in (m, dead_letter_queue(m))]
-        + [f"/exchanges/{vhost}/{m}" for m in mqids]
-    )
+    paths = [f"/users/{quote(username_for(workflow_id), safe='')}", f"/vhosts/{vhost_for(workflow_id)}"]
     with requests.Session() as session:
         session.auth = s.admin_auth
         return all(session.get(api + p, timeout=5).status_code == 404 for p in paths)
@@ -196,13 +210,14 @@ async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float, i
 
 
 async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
-    jobs = tmp_path / "jobs"
+    jobs = Path(job_root(tmp_path.name)) / "jobs"
     tms_log = tmp_path / "tms.log"
     tms: subprocess.Popen[bytes] | None = None
     client: EWMSClient | None = None
     wf_id = ""
     mqids: list[str] = []
     uuids: set[str] = set()
+    tokens: set[str] = set()
     seen_statuses: dict[str, list[dict[str, Any]]] = {}
 
     async with running_server(
@@ -253,7 +268,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 # nothing more: every message came out exactly once
                 assert await call(queues.pull, pull_q, results.append, n=None, timeout=1.5) == 0
                 assert Counter(int(r) for r in results) == Counter(n * n + 1 for n in numbers)
-                assert await call(broker_queue_depths, mqids) == {
+                assert await call(broker_queue_depths, wf_id, mqids) == {
                     q: 0 for m in mqids for q in (m, dead_letter_queue(m))
                 }
 
@@ -270,6 +285,9 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                     20,
                 )
                 assert all(tf["n_workers"] == N_WORKERS for tf in tfs)
+                for auth in jobs.glob("*/pilot-queue-auth.json"):  # removed with its cluster
+                    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+                    tokens |= {e["auth_token"] for e in json.loads(auth.read_text()).values()}
                 assert len(job_processes(uuids)) >= 2 * N_WORKERS
                 assert len(supervisor_pids(jobs)) == 2
 
@@ -295,9 +313,9 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                     assert "FatalError" not in pilot_statuses, tf["compound_statuses"]
                 wf = await call(c.workflow, wf_id)
                 assert wf["deactivated"] == "FINISHED"
-                # the broker user went with the workflow, and (zero delete grace) its queues
+                # the broker user went with the workflow, and (zero delete grace) its vhost of queues
                 await poll(
-                    lambda: asyncio.to_thread(broker_objects_gone, wf_id, mqids),
+                    lambda: asyncio.to_thread(broker_objects_gone, wf_id),
                     "the broker user and queues to be deleted",
                     15,
                 )
@@ -309,17 +327,13 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
             if client is not None:
                 client._rc.close()
             if wf_id:
-                await asyncio.to_thread(delete_broker_leftovers, wf_id, mqids)
+                await asyncio.to_thread(delete_broker_leftovers, wf_id)
 
     # no queue token in the TMS's output nor in any world-readable file it wrote
-    tokens = set()
-    for auth in jobs.glob("*/pilot-queue-auth.json"):
-        assert stat.S_IMODE(auth.stat().st_mode) == 0o600
-        tokens |= {e["auth_token"] for e in json.loads(auth.read_text()).values()}
     assert tokens, "no queue-auth file found"
     log_text = tms_log.read_text(errors="replace")
     assert "submitted taskforce" in log_text
-    readable = list(world_readable_files(jobs))  # today: event logs, chirp files, job output
+    readable = list(world_readable_files(jobs))  # none: the TMS and job uids keep theirs private
     for token in tokens:
         assert token not in log_text
         for path in readable:

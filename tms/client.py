@@ -24,6 +24,11 @@ class ServerRejected(Exception):
         self.status = status
 
 
+class AuthRejected(ServerRejected):
+    """401/403: the token is bad, expired, or not a system-tms token for this schedd. Fatal:
+    no retry can fix it."""
+
+
 class Stopped(Exception):
     """Shutdown was requested while waiting for the server."""
 
@@ -64,7 +69,8 @@ class TmsClient:
                 status = e.response.status_code if e.response is not None else 0
                 if status not in _TRANSIENT_STATUS:
                     text = e.response.text if e.response is not None else ""
-                    raise ServerRejected(method, path, status, text) from None
+                    kind = AuthRejected if status in (401, 403) else ServerRejected
+                    raise kind(method, path, status, text) from None
                 reason = f"HTTP {status}"
             except (
                 requests.exceptions.ConnectionError,
@@ -89,6 +95,11 @@ class TmsClient:
             delay = min(delay * 2, self._backoff_max)
 
     # --- endpoints -------------------------------------------------------------------------------
+
+    async def check_token(self) -> None:
+        """One cheap call only a system-tms token may make (an empty status report): raises
+        AuthRejected at once for a bad or wrong-role token."""
+        await self.send_statuses({}, {})
 
     async def get_pending_starter(self, schedd: str) -> dict[str, Any] | None:
         resp = await self.request("GET", "/v1/tms/pending-starter/taskforces", {"schedd": schedd})

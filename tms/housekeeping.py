@@ -71,21 +71,21 @@ def sweep(
     return done
 
 
-async def run(deps: HousekeepingDeps, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        if deps.registry.restored:  # only once we know every live taskforce
-            live_uuids = set(deps.registry.by_uuid)
-            done = await asyncio.to_thread(
-                sweep,
-                deps.root,
-                live_uuids,
-                deps.registry.live_paths(),
-                deps.compress_after,
-                deps.delete_after,
-            )
-            if done["compressed"] or done["deleted"]:
-                LOGGER.info("housekeeping: %s", done)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=deps.interval if deps.registry.restored else 5)
-        except TimeoutError:
-            pass
+async def sweep_once(deps: HousekeepingDeps) -> bool:
+    """Only once the registry knows every live taskforce (the tracker's first pass)."""
+    if deps.registry.restored:
+        done = await asyncio.to_thread(
+            sweep,
+            deps.root,
+            set(deps.registry.by_uuid),
+            deps.registry.live_paths(),
+            deps.compress_after,
+            deps.delete_after,
+        )
+        if done["compressed"] or done["deleted"]:
+            LOGGER.info("housekeeping: %s", done)
+    return False
+
+
+def next_wait(deps: HousekeepingDeps) -> float:
+    return deps.interval if deps.registry.restored else min(5.0, deps.interval)

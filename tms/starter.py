@@ -1,4 +1,4 @@
-"""Starter loop: pending-starter taskforce -> one cluster (idempotent) -> condor-submit."""
+"""Starter pass: pending-starter taskforce -> one cluster (idempotent) -> condor-submit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from .backends.base import Backend, BackendError
-from .client import ServerRejected, Stopped, TmsClient
+from .client import ServerRejected, TmsClient
 from .config import TmsConfig
 from .submit import InvalidTaskforce, build_spec, prepare_job_dir
 from .tracking import Registry
@@ -64,7 +64,7 @@ async def start_one(deps: StarterDeps) -> bool:
             await asyncio.to_thread(prepare_job_dir, spec, secrets)
             cluster_id = await deps.backend.submit(spec)
             LOGGER.info("submitted taskforce %s as cluster %s (%d jobs)", uuid, cluster_id, spec.n_workers)
-    except (InvalidTaskforce, BackendError, OSError, KeyError, TypeError) as e:
+    except (InvalidTaskforce, BackendError, OSError) as e:  # a bug of ours is not a failed submit
         LOGGER.error("could not submit taskforce %s: %s", uuid, e)
         await deps.client.fail_submit(uuid, f"{type(e).__name__}: {e}")
         return True
@@ -87,19 +87,3 @@ async def start_one(deps: StarterDeps) -> bool:
         except BackendError as be:
             LOGGER.error("could not remove cluster %s: %s", cluster_id, be)
     return True
-
-
-async def run(deps: StarterDeps, stop: asyncio.Event) -> None:
-    """Poll often while idle (a cheap GET), and at once again after finding work."""
-    while not stop.is_set():
-        try:
-            if await start_one(deps):
-                continue
-        except Stopped:
-            return
-        except ServerRejected as e:
-            LOGGER.error("pending-starter: %s", e)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=deps.cfg.starter_interval)
-        except TimeoutError:
-            pass

@@ -1,13 +1,12 @@
-"""Stopper loop: pending-stopper taskforce -> remove its cluster -> condor-rm."""
+"""Stopper pass: pending-stopper taskforce -> remove its cluster -> condor-rm."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
 from .backends.base import Backend, BackendError
-from .client import ServerRejected, Stopped, TmsClient
+from .client import TmsClient
 from .tracking import Registry
 
 LOGGER = logging.getLogger(__name__)
@@ -45,18 +44,3 @@ async def stop_one(deps: StopperDeps) -> bool:
         )
     await deps.client.confirm_rm(uuid)
     return True
-
-
-async def run(deps: StopperDeps, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            if await stop_one(deps):
-                continue
-        except Stopped:
-            return
-        except ServerRejected as e:
-            LOGGER.error("pending-stopper: %s", e)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=deps.interval)
-        except TimeoutError:
-            pass

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
 
+from . import job_inputs as inputs
 from .backends.base import ClusterSpec
 from .config import TmsConfig
 
@@ -14,20 +16,9 @@ AUTH_FILE_NAME = "pilot-queue-auth.json"
 EVENT_LOG_NAME = "job-events.log"
 TASKFORCE_ATTR = "EWMSTaskforceUUID"
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
 
 class InvalidTaskforce(ValueError):
     """The taskforce cannot be turned into a cluster (reported to the server as /failed)."""
-
-
-def parse_size(text: str) -> int:
-    """'512M' -> bytes (HTCondor's units: K, M, G, T; a bare number is bytes)."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise InvalidTaskforce(f"bad size: {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 def taskforce_dir(cfg: TmsConfig, taskforce_uuid: str) -> str:
@@ -95,11 +86,18 @@ def job_environment(
 
 
 def format_environment(env: dict[str, str]) -> str:
-    """HTCondor's quoted ``environment`` syntax: "A=1 B='x y'" with quotes doubled."""
+    """HTCondor's "new" ``environment`` syntax: the whole string in double quotes, entries
+    apart by spaces, a value with whitespace or ' in single quotes with ' doubled, " doubled.
+    Raises InvalidTaskforce on what it cannot carry literally (line breaks, macros)."""
     parts = []
     for key, value in env.items():
+        try:
+            inputs.check_env_name(key, "environment", portable=True)
+            inputs.check_submit_text(value, f"environment {key}")
+        except inputs.BadInput as e:
+            raise InvalidTaskforce(str(e)) from None
         value = value.replace('"', '""')
-        if any(c in value for c in " \t'"):
+        if not value or any(c in value for c in " \t'"):
             value = "'" + value.replace("'", "''") + "'"
         parts.append(f"{key}={value}")
     return '"' + " ".join(parts) + '"'
@@ -115,9 +113,14 @@ def pilot_image(cfg: TmsConfig, pilot_config: dict[str, Any]) -> str:
     raise InvalidTaskforce(f"unknown pilot image_source: {source!r}")
 
 
-def requirements(site: str, user: str | None) -> str:
-    parts = [f"({r.strip()})" for r in (site, user or "") if r and r.strip()]
-    return " && ".join(parts)
+def _int(value: Any, field: str, minimum: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InvalidTaskforce(f"{field}: not an integer: {str(value)[:40]!r}") from None
+    if n < minimum:
+        raise InvalidTaskforce(f"{field} must be >= {minimum}, not {n}")
+    return n
 
 
 def build_spec(
@@ -136,13 +139,23 @@ def build_spec(
     job_dir = taskforce_dir(cfg, uuid)
     auth_file = os.path.join(job_dir, AUTH_FILE_NAME)
     log_path = os.path.join(job_dir, EVENT_LOG_NAME)
-    n_workers = int(taskforce["n_workers"])
-    if n_workers < 1:
-        raise InvalidTaskforce(f"n_workers must be >= 1, not {n_workers}")
-    n_cores = int(wc.get("n_cores", 1))
-    memory = str(wc.get("worker_memory", "512M"))
-    disk = str(wc.get("worker_disk", "1G"))
-    runtime = int(wc.get("max_worker_runtime", 24 * 3600))
+    n_workers = _int(taskforce.get("n_workers"), "n_workers", 1)
+    n_cores = _int(wc.get("n_cores", 1), "worker_config.n_cores", 1)
+    runtime = _int(wc.get("max_worker_runtime", 24 * 3600), "worker_config.max_worker_runtime", 1)
+    try:
+        inputs.check_task(directive, pc, wc)
+        memory = inputs.parse_size(
+            wc.get("worker_memory", "512M"), bare_unit=inputs.MEMORY_BARE_UNIT, field="worker_memory"
+        )
+        disk = inputs.parse_size(
+            wc.get("worker_disk", "1G"), bare_unit=inputs.DISK_BARE_UNIT, field="worker_disk"
+        )
+        reqs = inputs.combine_requirements(cfg.site_requirements, str(wc.get("condor_requirements") or ""))
+        transfer = ",".join([auth_file, *pc.get("input_files", [])])
+        for field, text in (("transfer_input_files", transfer), ("requirements", reqs)):
+            inputs.check_submit_text(text, field)
+    except inputs.BadInput as e:
+        raise InvalidTaskforce(str(e)) from None
     stdouterr = bool(wc.get("do_transfer_worker_stdouterr", False))
     in_job_auth = AUTH_FILE_NAME if runner != "process" else auth_file  # htcondor transfers it
     env = job_environment(taskforce, directive, auth_file=in_job_auth, runner=runner, chirp=chirp)
@@ -154,13 +167,14 @@ def build_spec(
         "arguments": "",
         "environment": format_environment(env),
         "request_cpus": str(n_cores),
-        "request_memory": memory,
-        "request_disk": disk,
-        "priority": str(int(wc.get("priority", 0))),
+        # whole MiB and KiB with their unit: what HTCondor reads the same way in every version
+        "request_memory": f"{math.ceil(memory / inputs.MEMORY_BARE_UNIT)}M",
+        "request_disk": f"{math.ceil(disk / inputs.DISK_BARE_UNIT)}K",
+        "priority": str(_int(wc.get("priority", 0), "worker_config.priority", 0)),
         "allowed_execute_duration": str(runtime),
         "should_transfer_files": "YES",
         "when_to_transfer_output": "ON_EXIT_OR_EVICT",
-        "transfer_input_files": ",".join([auth_file, *pc.get("input_files", [])]),
+        "transfer_input_files": transfer,
         "log": log_path,
         "output": os.path.join(job_dir, "$(ProcId).out") if stdouterr else "/dev/null",
         "error": os.path.join(job_dir, "$(ProcId).err") if stdouterr else "/dev/null",
@@ -169,7 +183,6 @@ def build_spec(
         "+WantIOProxy": "true",  # condor_chirp
         "job_ad_information_attrs": TASKFORCE_ATTR,
     }
-    reqs = requirements(cfg.site_requirements, wc.get("condor_requirements"))
     if reqs:
         submit["requirements"] = reqs
     spec = ClusterSpec(
@@ -180,8 +193,8 @@ def build_spec(
         job_dir=job_dir,
         job_event_log_fpath=log_path,
         n_cores=n_cores,
-        memory_bytes=parse_size(memory),
-        disk_bytes=parse_size(disk),
+        memory_bytes=memory,
+        disk_bytes=disk,
         max_runtime=runtime,
         transfer_stdouterr=stdouterr,
     )

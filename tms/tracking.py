@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from typing import Any
 
-from .client import Stopped, TmsClient
+from .client import TmsClient
 from .jobstate import ClusterState
 
 LOGGER = logging.getLogger(__name__)
@@ -72,18 +71,9 @@ def restore(registry: Registry, taskforces: list[dict[str, Any]]) -> int:
     return n
 
 
-async def run(deps: TrackerDeps, stop: asyncio.Event) -> None:
-    """Re-read from the server which clusters must be watched: at start, then now and then."""
-    while not stop.is_set():
-        try:
-            n = restore(deps.registry, await deps.client.watched_taskforces(deps.schedd))
-            if n:
-                LOGGER.info("now watching %d more cluster(s) listed by the server", n)
-        except Stopped:
-            return
-        except Exception:
-            LOGGER.exception("could not list the taskforces to watch; will retry")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=deps.interval)
-        except TimeoutError:
-            pass
+async def restore_once(deps: TrackerDeps) -> bool:
+    """Re-read from the server which clusters must be watched (at start, then now and then)."""
+    n = restore(deps.registry, await deps.client.watched_taskforces(deps.schedd))
+    if n:
+        LOGGER.info("now watching %d more cluster(s) listed by the server", n)
+    return False

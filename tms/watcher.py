@@ -8,7 +8,7 @@ import logging
 import time
 
 from .backends.base import Backend, BackendError
-from .client import ServerRejected, Stopped, TmsClient
+from .client import ServerRejected, TmsClient
 from .follower import LogFollower
 from .jobstate import ClusterState
 from .tracking import Registry, Tracked
@@ -137,29 +137,16 @@ class Watcher:
             done.append(t.taskforce_uuid)
         return done
 
-    async def pass_once(self) -> None:
+    async def pass_once(self) -> bool:
+        """One full pass; False: wait the interval before the next."""
+        await self.deps.backend.poll()
         await self.read_logs()
         await self.apply_hold_policy()
         await self.send_statuses()
         await self.complete_gone()
+        return False
 
     def close(self) -> None:
         for f in self.followers.values():
             f.close()
         self.followers.clear()
-
-
-async def run(deps: WatcherDeps, stop: asyncio.Event) -> None:
-    watcher = Watcher(deps)
-    try:
-        while not stop.is_set():
-            try:
-                await watcher.pass_once()
-            except Stopped:
-                return
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=deps.interval)
-            except TimeoutError:
-                pass
-    finally:
-        watcher.close()

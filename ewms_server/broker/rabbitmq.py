@@ -1,38 +1,36 @@
-"""RabbitMQ broker adapter: durable quorum queues and one broker user per workflow.
+"""RabbitMQ broker adapter: one vhost, one broker user and quorum queues per workflow.
 
-Per mqid (the queue name) the adapter makes, over AMQP with the admin credentials:
+The layout is the one EWMS's queue client (oms-mqclient) and published pilot use unchanged:
+they declare each queue with only `x-queue-type: quorum` and publish through the default
+exchange. So, per workflow, over the management HTTP API with the admin credentials:
 
-- quorum queue `<mqid>` (durable), with `x-delivery-limit`: a message returned more than that
-  many times (failed task, pilot lost mid-task) is dead-lettered, never silently dropped, to
-- quorum queue `<mqid>.dead-letter`, readable by the workflow's user;
-- fanout exchange `<mqid>` bound to queue `<mqid>`. Producers publish to exchange `<mqid>`:
-  publishing through the default exchange would need write permission on `amq.default`, which
-  reaches every queue of the vhost, so the per-queue exchange is what keeps workflows apart.
+- vhost `ewms-<workflow_id>`, holding this workflow's queues only: that is what keeps
+  workflows apart, since write permission on the default exchange reaches every queue of a vhost;
+- per mqid, quorum queue `<mqid>` and quorum queue `<mqid>.dead-letter`, both declared with only
+  `x-queue-type`; the delivery limit and dead-lettering come from a policy named `<mqid>`
+  matching `^<mqid>$` (`policy_definition`), so a message returned more than the limit (failed
+  task, lost pilot) lands in `<mqid>.dead-letter`, never silently dropped;
+- user `ewms-<workflow_id>` with a random password (the profiles' `auth_token`, never logged)
+  and, in that vhost only, the permissions of `user_permissions`: configure and read its queues
+  and their dead-letter queues, write to the default exchange.
 
-Credentials, over the management HTTP API: user `ewms-<workflow_id>` with a random password (the
-profiles' `auth_token`, never logged) and configure/write/read permissions on
-`^(<mqid>|<mqid>|...)(\\.dead-letter)?$`, i.e. on that workflow's queues and exchanges only.
-Deactivation deletes the user and closes its open connections.
+Deactivation deletes the user and closes its connections; `delete_queues` deletes the vhost.
 
-`broker_address` format: an AMQP URL without password, `amqp[s]://<user>@<host>:<port>/<vhost>`
-(vhost URL-quoted, `%2F` for `/`). A client builds its connection URL by inserting
-`:<url-quoted auth_token>` after the user; see `ewms_pilot.broker.connection_url`.
+`broker_address` is `<user>@<host>:<port>/<vhost>` (what oms-mqclient parses), or with TLS
+`amqps://<user>@<host>:<port>/<vhost>`; see `ewms_pilot.broker.connection_url`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import pika
-import pika.exceptions
 import requests
 
 from .base import BrokerUnavailable, QueueAccess
@@ -42,35 +40,38 @@ LOGGER = logging.getLogger(__name__)
 BROKER_TYPE = "rabbitmq"
 DEAD_LETTER_SUFFIX = ".dead-letter"
 USER_PREFIX = "ewms-"
-CONNECTION_NAME = "ewms-server-broker-adapter"
+VHOST_PREFIX = "ewms-"
+QUORUM = {"x-queue-type": "quorum"}
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     (
         "EWMS_BROKER_URL",
         "(required)",
-        "AMQP URL with the admin credentials, e.g. amqp://admin:secret@mq.example.org:5672/%2F",
+        "AMQP URL with the admin credentials (a user tagged administrator: it makes vhosts, "
+        "users and policies), e.g. amqp://admin:secret@mq.example.org:5672/",
     ),
     (
         "EWMS_BROKER_MANAGEMENT_URL",
         "http://<host of EWMS_BROKER_URL>:15672",
-        "RabbitMQ management HTTP API (users, permissions); same admin credentials",
+        "RabbitMQ management HTTP API (vhosts, queues, users, policies); same admin credentials",
     ),
     (
         "EWMS_BROKER_ADDRESS_FOR_PILOTS",
-        "amqp://<host>:<port>/<vhost> of EWMS_BROKER_URL",
-        "broker URL as pilots and users reach it (amqps:// for TLS); the workflow's user is added",
+        "scheme, host and port of EWMS_BROKER_URL",
+        "where pilots and users reach the broker: [amqp://]<host>:<port>, or amqps://<host>:<port> "
+        "for TLS; the workflow's user and vhost are added",
     ),
     (
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
         "86400",
-        "seconds between a workflow's end and the deletion of its queues",
+        "seconds between a workflow's end and the deletion of its queues (its vhost)",
     ),
     (
         "EWMS_BROKER_TASK_DELIVERY_LIMIT",
         "3",
         "returns (failed task, lost pilot) after which a message goes to <mqid>.dead-letter",
     ),
-    ("EWMS_BROKER_TIMEOUT_S", "10", "timeout of one broker call (AMQP connect, HTTP request)"),
+    ("EWMS_BROKER_TIMEOUT_S", "10", "timeout of one management API request"),
 )
 
 
@@ -92,7 +93,6 @@ class RabbitMQSettings:
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError("EWMS_BROKER_URL must be an amqp:// or amqps:// URL with a host")
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-        vhost_path = parts.path.lstrip("/") or "%2F"
         limit = int(env.get("EWMS_BROKER_TASK_DELIVERY_LIMIT", "3"))
         if limit < 0:
             raise ValueError("EWMS_BROKER_TASK_DELIVERY_LIMIT must be >= 0")
@@ -100,15 +100,11 @@ class RabbitMQSettings:
             broker_url=url,
             management_url=env.get("EWMS_BROKER_MANAGEMENT_URL") or f"http://{parts.hostname}:15672",
             address_for_pilots=env.get("EWMS_BROKER_ADDRESS_FOR_PILOTS")
-            or f"{parts.scheme}://{parts.hostname}:{port}/{vhost_path}",
+            or f"{parts.scheme}://{parts.hostname}:{port}",
             queue_delete_grace_s=float(env.get("EWMS_BROKER_QUEUE_DELETE_GRACE_S", "86400")),
             task_delivery_limit=limit,
             timeout_s=float(env.get("EWMS_BROKER_TIMEOUT_S", "10")),
         )
-
-    @property
-    def vhost(self) -> str:
-        return unquote(urlsplit(self.broker_url).path.lstrip("/")) or "/"
 
     @property
     def admin_auth(self) -> tuple[str, str]:
@@ -127,32 +123,51 @@ def username_for(workflow_id: str) -> str:
     return f"{USER_PREFIX}{workflow_id}"
 
 
+def vhost_for(workflow_id: str) -> str:
+    """Workflow ids are `WF-<hex>-…`: the name needs no URL quoting (oms-mqclient quotes none)."""
+    return f"{VHOST_PREFIX}{workflow_id}"
+
+
 def dead_letter_queue(mqid: str) -> str:
     return f"{mqid}{DEAD_LETTER_SUFFIX}"
 
 
-def permission_regex(mqids: list[str]) -> str:
-    """Matches exactly the workflow's queue/exchange names and their dead-letter queues."""
+def user_permissions(mqids: list[str]) -> dict[str, str]:
+    """Configure and read: the workflow's queues and their dead-letter queues (oms-mqclient
+    declares every queue it reads, which needs configure); write: the default exchange only."""
     names = "|".join(re.escape(m) for m in sorted(mqids))
-    return f"^({names})({re.escape(DEAD_LETTER_SUFFIX)})?$"
+    own = f"^({names})({re.escape(DEAD_LETTER_SUFFIX)})?$"
+    return {"configure": own, "write": "^amq\\.default$", "read": own}
 
 
-def pilot_address(address_for_pilots: str, user: str) -> str:
-    parts = urlsplit(address_for_pilots)
-    netloc = f"{quote(user, safe='')}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+def policy_definition(mqid: str, delivery_limit: int) -> dict[str, Any]:
+    """Delivery limit and dead-lettering of queue `mqid`. At-least-once dead-lettering keeps a
+    message until the dead-letter queue confirmed it (it needs `overflow: reject-publish`)."""
+    return {
+        "delivery-limit": delivery_limit,
+        "dead-letter-exchange": "",
+        "dead-letter-routing-key": dead_letter_queue(mqid),
+        "dead-letter-strategy": "at-least-once",
+        "overflow": "reject-publish",
+    }
 
 
-_T = TypeVar("_T")
+def pilot_address(address_for_pilots: str, user: str, vhost: str) -> str:
+    """`user@host:port/vhost`, or `amqps://user@host:port/vhost` for TLS (oms-mqclient has no
+    TLS: it fails on the scheme rather than talk in the clear)."""
+    parts = urlsplit(address_for_pilots if "://" in address_for_pilots else f"//{address_for_pilots}")
+    if parts.scheme not in ("", "amqp", "amqps") or not parts.hostname:
+        raise ValueError("EWMS_BROKER_ADDRESS_FOR_PILOTS must look like [amqp[s]://]<host>[:<port>]")
+    hostport = parts.hostname + (f":{parts.port}" if parts.port else "")
+    address = f"{quote(user, safe='')}@{hostport}/{vhost}"
+    return f"amqps://{address}" if parts.scheme == "amqps" else address
 
-_TRANSIENT_AMQP = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.ConnectionWrongStateError,
-    pika.exceptions.ChannelWrongStateError,
-    pika.exceptions.StreamLostError,
-    ConnectionError,
-    OSError,
-)
+
+def leftover_paths(workflow_id: str) -> list[str]:
+    """Management API paths (under /api) of everything the adapter makes for a workflow, for
+    tests and demos that must clean up even when the server could not."""
+    user = quote(username_for(workflow_id), safe="")
+    return [f"/users/{user}", f"/connections/username/{user}", f"/vhosts/{vhost_for(workflow_id)}"]
 
 
 class RabbitMQBrokerAdapter:
@@ -160,27 +175,38 @@ class RabbitMQBrokerAdapter:
 
     def __init__(self, settings: RabbitMQSettings) -> None:
         self.settings = settings
-        self._connection: pika.BlockingConnection | None = None
-        self.connection_name = f"{CONNECTION_NAME} pid={os.getpid()} {secrets.token_hex(3)}"
-        self._amqp_lock = asyncio.Lock()
         self._session = requests.Session()
         self._session.auth = settings.admin_auth
+        pilot_address(settings.address_for_pilots, "u", "v")  # refuse a bad setting at start
 
     # -- protocol -------------------------------------------------------------------------
 
     async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
-        await self._amqp(lambda ch: self._declare(ch, mqids))
+        vhost = vhost_for(workflow_id)
+        v = quote(vhost, safe="")
         user = username_for(workflow_id)
+        u = quote(user, safe="")
+        admin = quote(self.settings.admin_auth[0], safe="")
+        await self._http("PUT", f"/api/vhosts/{v}", {"description": f"EWMS workflow {workflow_id}"})
+        await self._http("PUT", f"/api/permissions/{v}/{admin}", _ALL)
+        for m in mqids:
+            # the policy first, so that the queue has its delivery limit from its creation
+            policy = {
+                "pattern": f"^{re.escape(m)}$",
+                "apply-to": "queues",
+                "priority": 0,
+                "definition": policy_definition(m, self.settings.task_delivery_limit),
+            }
+            await self._http("PUT", f"/api/policies/{v}/{quote(m, safe='')}", policy)
+            for q in (dead_letter_queue(m), m):
+                await self._declare_queue(v, q)
         token = secrets.token_urlsafe(32)
-        await self._http("PUT", f"/api/users/{quote(user, safe='')}", {"password": token, "tags": ""})
-        regex = permission_regex(mqids)
-        await self._http(
-            "PUT",
-            f"/api/permissions/{self._vhost_q}/{quote(user, safe='')}",
-            {"configure": regex, "write": regex, "read": regex},
+        await self._http("PUT", f"/api/users/{u}", {"password": token, "tags": ""})
+        await self._http("PUT", f"/api/permissions/{v}/{u}", user_permissions(mqids))
+        address = pilot_address(self.settings.address_for_pilots, user, vhost)
+        LOGGER.info(
+            "activated %s: %d queue(s) in vhost %s for broker user %s", workflow_id, len(mqids), vhost, user
         )
-        address = pilot_address(self.settings.address_for_pilots, user)
-        LOGGER.info("activated %s: %d queue(s) for broker user %s", workflow_id, len(mqids), user)
         return {m: QueueAccess(m, token, BROKER_TYPE, address) for m in mqids}
 
     async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:
@@ -191,101 +217,43 @@ class RabbitMQBrokerAdapter:
         LOGGER.info("deactivated %s: broker user removed", workflow_id)
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
-        def delete(ch: Any) -> None:
-            for m in mqids:
-                ch.queue_delete(m)
-                ch.queue_delete(dead_letter_queue(m))
-                ch.exchange_delete(m)
-
-        await self._amqp(delete)
-        LOGGER.info("deleted %d queue(s) of %s", len(mqids), workflow_id)
+        """Deleting the vhost deletes its queues, policies and permissions at once."""
+        await self._http("DELETE", f"/api/vhosts/{quote(vhost_for(workflow_id), safe='')}", missing_ok=True)
+        LOGGER.info("deleted the vhost and %d queue(s) of %s", len(mqids), workflow_id)
 
     async def close(self) -> None:
-        async with self._amqp_lock:
-            conn, self._connection = self._connection, None
-            if conn is not None:
-                await asyncio.to_thread(_close_quietly, conn)
         self._session.close()
-
-    # -- AMQP (admin) ---------------------------------------------------------------------
-
-    def _declare(self, ch: Any, mqids: list[str]) -> None:
-        for m in mqids:
-            self._declare_queue(ch, dead_letter_queue(m), {"x-queue-type": "quorum"})
-            self._declare_queue(
-                ch,
-                m,
-                {
-                    "x-queue-type": "quorum",
-                    "x-delivery-limit": self.settings.task_delivery_limit,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": dead_letter_queue(m),
-                },
-            )
-            ch.exchange_declare(m, exchange_type="fanout", durable=True)
-            ch.queue_bind(m, m)
-
-    def _declare_queue(self, ch: Any, name: str, arguments: dict[str, Any]) -> None:
-        try:
-            ch.queue_declare(name, durable=True, arguments=arguments)
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code != 406:
-                raise
-            # declared earlier with other arguments (settings changed): keep the existing queue
-            LOGGER.warning("queue %s exists with other arguments; keeping it", name)
-            ch.reopen()
-            ch.queue_declare(name, passive=True)
-
-    async def _amqp(self, work: Callable[[Any], _T]) -> _T:
-        """Run `work(channel)` on the admin connection, off the loop; reconnect once if stale."""
-        async with self._amqp_lock:
-            return await asyncio.to_thread(self._amqp_sync, work)
-
-    def _amqp_sync(self, work: Callable[[Any], _T]) -> _T:
-        for attempt in (1, 2):
-            fresh = self._connection is None
-            try:
-                if self._connection is None or not self._connection.is_open:
-                    params = pika.URLParameters(self.settings.broker_url)
-                    # heartbeats detect a dead broker during a call; between calls the idle
-                    # connection may be dropped, which the retry below absorbs
-                    params.heartbeat = 30
-                    params.client_properties = {"connection_name": self.connection_name}
-                    params.socket_timeout = params.blocked_connection_timeout = self.settings.timeout_s
-                    params.connection_attempts = 1
-                    self._connection = pika.BlockingConnection(params)
-                proxy = _ChannelProxy(self._connection)
-                try:
-                    return work(proxy)
-                finally:
-                    if proxy.channel.is_open:
-                        proxy.channel.close()
-            except _TRANSIENT_AMQP as e:
-                if self._connection is not None:
-                    _close_quietly(self._connection)
-                self._connection = None
-                if fresh or attempt == 2:
-                    raise BrokerUnavailable(f"RabbitMQ AMQP: {type(e).__name__}: {e}") from e
-        raise AssertionError("unreachable")
 
     # -- management HTTP ------------------------------------------------------------------
 
-    @property
-    def _vhost_q(self) -> str:
-        return quote(self.settings.vhost, safe="")
+    async def _declare_queue(self, v: str, name: str) -> None:
+        body = {"durable": True, "auto_delete": False, "arguments": QUORUM}
+        resp = await self._request("PUT", f"/api/queues/{v}/{quote(name, safe='')}", body)
+        if resp.status_code == 400 and "inequivalent" in resp.text:
+            # re-declared by the workflow's user with other arguments: keep the queue (and
+            # its messages); the policy still applies
+            LOGGER.warning("queue %s exists with other arguments; keeping it", name)
+            return
+        self._check("PUT", f"/api/queues/{v}/{name}", resp, missing_ok=False)
 
     async def _http(
         self, method: str, path: str, body: dict[str, Any] | None = None, missing_ok: bool = False
     ) -> None:
+        self._check(method, path, await self._request(method, path, body), missing_ok)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> requests.Response:
         url = self.settings.management_url.rstrip("/") + path
         try:
-            resp = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 self._session.request, method, url, json=body, timeout=self.settings.timeout_s
             )
         except requests.RequestException as e:
             raise BrokerUnavailable(
                 f"RabbitMQ management {method} {path}: {type(e).__name__}"
             ) from None  # the exception may carry the request (and its password)
+
+    @staticmethod
+    def _check(method: str, path: str, resp: requests.Response, missing_ok: bool) -> None:
         if resp.status_code >= 500:
             raise BrokerUnavailable(f"RabbitMQ management {method} {path}: {resp.status_code}")
         if resp.status_code == 404 and missing_ok:
@@ -294,23 +262,4 @@ class RabbitMQBrokerAdapter:
             raise RabbitMQError(f"RabbitMQ management {method} {path}: {resp.status_code} {resp.text[:200]}")
 
 
-class _ChannelProxy:
-    """A channel that can be reopened after the broker closed it on a refused declaration."""
-
-    def __init__(self, connection: pika.BlockingConnection) -> None:
-        self._connection = connection
-        self.channel = connection.channel()
-
-    def reopen(self) -> None:
-        self.channel = self._connection.channel()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.channel, name)
-
-
-def _close_quietly(conn: pika.BlockingConnection) -> None:
-    try:
-        if conn.is_open:
-            conn.close()
-    except Exception:
-        pass
+_ALL = {"configure": ".*", "write": ".*", "read": ".*"}

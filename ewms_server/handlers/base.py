@@ -1,11 +1,6 @@
-"""The base handler: authentication, request validation from the schema, JSON in and out,
-and the one table that turns domain errors into HTTP statuses.
-
-Bodies are streamed: `prepare()` decides everything the request line and headers allow
-(method, token, role, the TMS's schedd, a declared Content-Length over the route's limit, query
-parameters) before a single body byte is read, so an unauthenticated or oversized upload costs
-no memory. A refusal then closes the connection (`Connection: close`) without reading the body.
-"""
+"""The base handler: admission from the headers, request validation from the schema, JSON in
+and out, and the one table that turns domain errors into HTTP statuses. Bodies are streamed in
+only once the headers admit the request (streaming.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +12,10 @@ import orjson
 import tornado.web
 
 from ..auth import acts_for
-from ..database.store import Caller
+from ..caller import Caller
 from ..deps import Deps
 from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
+from .streaming import StreamedBodyHandler
 
 LOGGER = logging.getLogger("ewms_server.requests")
 
@@ -40,8 +36,7 @@ PUBLIC: frozenset[str] = frozenset()
 _DIGITS = re.compile(r"[0-9]+")
 
 
-@tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(StreamedBodyHandler):
     ROUTE: ClassVar[str]
     """The tornado regex this handler serves."""
     OPENAPI_PATH: ClassVar[str]
@@ -57,9 +52,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def initialize(self, deps: Deps) -> None:
         self.deps = deps
-        self._body = bytearray()
         self._body_limit: int = getattr(deps.cfg, self.MAX_BODY_SETTING)
-        self._body_unread = True  # until prepare() admits the request: a refusal closes the connection
+        self.start_body(self._body_limit)
+        self._subject_logged = False
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -67,8 +62,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         return None  # bearer tokens only; no cookies
 
-    async def prepare(self) -> None:
-        """Admit the request from its headers alone; only then is the body read."""
+    async def admit(self) -> None:
+        """Method, token, role, declared length, query parameters, then the route's own checks."""
         method = self.request.method or "GET"
         if method not in self.ROLES:
             raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.request.path}")
@@ -87,7 +82,6 @@ class BaseHandler(tornado.web.RequestHandler):
             self.OPENAPI_PATH, method, self.path_kwargs, self.request.query_arguments
         )
         await self.authorize()
-        self._body_unread = False
 
     async def authorize(self) -> None:
         """Route-specific checks that may need the database; still before the body is read."""
@@ -107,19 +101,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Invalid("header Content-Length: not a number")
         return int(value) if len(value) <= 18 else self._body_limit + 1
 
-    def data_received(self, chunk: bytes) -> None:
-        """Bodies arrive here in pieces (chunked ones too): refused once over the limit."""
-        if len(self._body) + len(chunk) > self._body_limit:
-            self._body_unread = True
-            error = TooLarge(f"request body is larger than {self._body_limit} bytes")
-            self.send_error(413, exc_info=(TooLarge, error, None))
-            return
-        self._body += chunk
-
     def body(self) -> dict[str, Any]:
         """The JSON body, validated against this route's request schema."""
         method = self.request.method or "GET"
-        raw = self._body
+        raw = self.raw_body
         if not raw or raw.isspace():
             if self.deps.schema.body_required(self.OPENAPI_PATH, method):
                 raise Invalid("body: a JSON object is required")
@@ -144,7 +129,10 @@ class BaseHandler(tornado.web.RequestHandler):
     # -- the one place errors become responses -------------------------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.finish(self.error_response(status_code, kwargs.get("exc_info", (None, None, None))[1]))
+
+    def error_response(self, status_code: int, exc: BaseException | None) -> bytes:
+        """Set the status and headers of an error response; return its body."""
         if isinstance(exc, EWMSError):
             status_code = STATUS_OF.get(type(exc), 400)
             message = str(exc)
@@ -158,9 +146,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.ROLES))
-        if self._body_unread:  # the body was never read: the connection cannot carry another request
-            self.set_header("Connection", "close")
-        self.finish(orjson.dumps({"code": status_code, "error": message}))
+        return orjson.dumps({"code": status_code, "error": message})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, EWMSError):
@@ -170,8 +156,9 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
-    def on_finish(self) -> None:
-        if self.request.method != "GET":  # every state-changing request names its subject
+    def on_answered(self) -> None:
+        if self.request.method != "GET" and not self._subject_logged:  # state changes name who asked
+            self._subject_logged = True
             LOGGER.info(
                 "%s %s %d by %s",
                 self.request.method,
@@ -187,5 +174,5 @@ class NotFoundHandler(BaseHandler):
     OPENAPI_PATH = ""
     ROUTE = r".*"
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
         raise NotFound(f"no route {self.request.path}")

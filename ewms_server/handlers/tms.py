@@ -7,10 +7,8 @@ that does not exist is left to the route: 404). The bulk statuses report answers
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..auth import TMSCaller
-from ..database import taskforces as ops
+from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
 
@@ -27,7 +25,7 @@ class _TaskforceReportHandler(BaseHandler):
 
     async def authorize(self) -> None:
         uuid = self.path_kwargs["taskforce_uuid"]
-        tf = await self.deps.store.taskforces.find_one({"taskforce_uuid": uuid}, projection=["schedd"])
+        tf = await self.deps.store.get("taskforces", {"taskforce_uuid": uuid}, projection=["schedd"])
         if tf is not None:
             self.require_schedd(tf["schedd"], f"taskforce {uuid} is not at a schedd this token acts for")
 
@@ -148,8 +146,12 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
         caller = self.caller
         if not isinstance(caller, TMSCaller) or caller.schedds is None or not uuids:
             return set()  # an admin, or a legacy unscoped token
-        docs: list[dict[str, Any]] = await self.deps.store.taskforces.find(
-            {"taskforce_uuid": {"$in": uuids}, "schedd": {"$nin": sorted(caller.schedds)}},
-            projection=["taskforce_uuid"],
-        )
-        return {d["taskforce_uuid"] for d in docs}
+        refused: set[str] = set()
+        for i in range(0, len(uuids), 1000):  # bounded filters, however long the report
+            docs = await self.deps.store.find(
+                "taskforces",
+                {"taskforce_uuid": {"$in": uuids[i : i + 1000]}, "schedd": {"$nin": sorted(caller.schedds)}},
+                projection=["taskforce_uuid"],
+            )
+            refused.update(d["taskforce_uuid"] for d in docs)
+        return refused

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ..database import workflows as ops
-from ..database.queries import run_query
 from ..errors import NotFound
+from ..ops import workflows as ops
+from ..ops.queries import run_query
+from ..ops.reads import get_scoped, public_mqprofiles
 from ..query_filter import check_projection
-from ..schema import COLLECTION_COMPONENTS
+from ..rules import check_job_inputs
+from ..storage.collections import COLLECTIONS
 from .base import USERS, BaseHandler
 
 
@@ -17,6 +19,7 @@ class WorkflowsHandler(BaseHandler):
 
     async def post(self) -> None:
         body = self.body()
+        check_job_inputs(body, self.deps.cfg.job_limits)
         created = await ops.create_workflow(
             self.deps.store, self.deps.cfg.cluster_locations, self.caller, body
         )
@@ -30,7 +33,7 @@ class WorkflowIDHandler(BaseHandler):
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:
-        wf = await self.deps.store.get_scoped("workflows", workflow_id, self.caller)
+        wf = await get_scoped(self.deps.store, "workflows", workflow_id, self.caller)
         if wf is None:
             raise NotFound(f"no workflow {workflow_id}")
         self.send(wf)
@@ -65,12 +68,9 @@ class WorkflowIDMQProfilesPublicHandler(BaseHandler):
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:
-        if await self.deps.store.get_scoped("workflows", workflow_id, self.caller, ["workflow_id"]) is None:
+        if await get_scoped(self.deps.store, "workflows", workflow_id, self.caller, ["workflow_id"]) is None:
             raise NotFound(f"no workflow {workflow_id}")
-        profiles = await self.deps.store.mqprofiles.find(
-            {"workflow_id": workflow_id, "is_public": True, **self.caller.scope()},
-            sort=[("mqid", 1)],
-        )
+        profiles = await public_mqprofiles(self.deps.store, workflow_id, self.caller)
         self.send({"mqprofiles": profiles})
 
 
@@ -78,20 +78,22 @@ class QueryWorkflowsHandler(BaseHandler):
     ROUTE = r"/v1/query/workflows"
     OPENAPI_PATH = "/v1/query/workflows"
     ROLES = {"POST": USERS}
-    COLLECTION, KEY, ID_FIELD = "workflows", "workflows", "workflow_id"
+    COLLECTION, KEY = "workflows", "workflows"
 
     async def post(self) -> None:
         cfg = self.deps.cfg
         body = self.body()
-        schema = self.deps.schema.schemas[COLLECTION_COMPONENTS[self.COLLECTION]]
-        check_projection(body.get("projection") or [], self.ID_FIELD, schema)
+        spec = COLLECTIONS[self.COLLECTION]
+        check_projection(
+            body.get("projection") or [], spec.id_field, self.deps.schema.schemas[spec.component]
+        )
         docs, next_after = await run_query(
             self.deps.store,
             self.COLLECTION,
             body,
             self.caller,
             fields=self.deps.query_fields[self.COLLECTION],
-            max_depth=cfg.query_max_depth,
+            limits=self.deps.query_limits,
             page_docs=cfg.query_page_docs,
             page_bytes=cfg.query_page_bytes,
         )

@@ -13,7 +13,7 @@ import requests
 
 from ewms_pilot.broker import connection_url
 from ewms_server.broker.base import QueueAccess
-from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
+from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings, vhost_for
 
 BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -25,6 +25,13 @@ def broker_settings(**overrides: str) -> RabbitMQSettings:
 def management_get(path: str) -> requests.Response:
     s = broker_settings()
     return requests.get(s.management_url + path, auth=s.admin_auth, timeout=10)
+
+
+def admin_channel(workflow_id: str) -> pika.adapters.blocking_connection.BlockingChannel:
+    """The admin user in a workflow's vhost (to look at queues the way the broker sees them)."""
+    params = pika.URLParameters(BROKER_URL)
+    params.virtual_host = vhost_for(workflow_id)
+    return pika.BlockingConnection(params).channel()
 
 
 def connect(access: QueueAccess) -> pika.BlockingConnection:

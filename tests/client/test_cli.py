@@ -36,15 +36,15 @@ async def srv() -> AsyncIterator[RunningServer]:
 async def _cleanup_broker(s: RunningServer) -> None:
     """End every workflow the test left open, so the server deletes its broker user and
     queues (the broker is shared by the whole machine)."""
-    from ewms_server.database.store import Caller
-    from ewms_server.database.workflows import deactivate_workflow
+    from ewms_server.caller import Caller
+    from ewms_server.ops.workflows import deactivate_workflow
 
     store = s.deps.store
-    for wf in await store.workflows.find({"deactivated": None}, projection=["workflow_id"]):
+    for wf in await store.find("workflows", {"deactivated": None}, projection=["workflow_id"]):
         await deactivate_workflow(store, wf["workflow_id"], "ABORTED", Caller("test-cleanup", "admin"))
     s.deps.wake("mq_activation")
     for _ in range(100):
-        if not await store.workflows.count_documents({"queues_deleted": False}):
+        if not await store.count("workflows", {"queues_deleted": False}):
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the test's broker users and queues were not deleted")

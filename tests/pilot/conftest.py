@@ -19,6 +19,7 @@ import pika
 import pytest
 
 from ewms_pilot.broker import connection_url
+from ewms_pilot.envelope import ENVELOPE, unwrap, wrap
 from ewms_server.broker.base import QueueAccess
 from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
 
@@ -68,15 +69,21 @@ class Workflow:
         ch.confirm_delivery()
         return ch
 
-    def publish(self, mqid: str, bodies: list[bytes]) -> None:
+    def publish(self, mqid: str, bodies: list[bytes], fmt: str = ENVELOPE) -> None:
+        """Each body as a message in format `fmt` (by default each body is the text `data`)."""
         ch = self.channel()
         props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
         for body in bodies:
-            ch.basic_publish(mqid, "", body, props)
+            ch.basic_publish("", mqid, wrap(body, fmt), props, mandatory=True)
         ch.connection.close()
 
-    def drain(self, queue: str, expect: int = 0, timeout: float = 10) -> list[bytes]:
-        """Take messages (acked) until `expect` of them or until the queue stays empty."""
+    def drain(self, queue: str, expect: int = 0, timeout: float = 10, fmt: str = ENVELOPE) -> list[bytes]:
+        """Take messages (acked) until `expect` of them or until the queue stays empty; return
+        what each carries in format `fmt`."""
+        return [unwrap(m, fmt) for m in self.drain_messages(queue, expect, timeout)]
+
+    def drain_messages(self, queue: str, expect: int = 0, timeout: float = 10) -> list[bytes]:
+        """Take messages (acked), as they are on the broker."""
         ch = self.channel()
         got: list[bytes] = []
         deadline = time.monotonic() + timeout

@@ -89,7 +89,7 @@ NEGATIVE_CHECKS = [*POSITIVE_CHECKS, negative_data_rejection]
 class ThreadedServer:
     """running_server() on its own event loop in a daemon thread."""
 
-    def __init__(self, mongodb_url: str = "memory://") -> None:
+    def __init__(self, mongodb_url: str | None = None) -> None:
         self.mongodb_url = mongodb_url
         self.srv: RunningServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -4,6 +4,7 @@ route's limit are checked, slow clients time out, idle connections are capped.""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -172,7 +173,7 @@ async def test_the_statuses_route_takes_a_watchers_bulk_report(server: RunningSe
         status, _, body = await c.response()
     assert status == 207 and len(body["results"]) == 3501
     assert body["results"][0] == {"uuid": real, "status": "updated"}
-    tf = await server.deps.store.taskforces.find_one({"taskforce_uuid": real})
+    tf = await server.deps.store.get("taskforces", {"taskforce_uuid": real})
     assert tf["compound_statuses"]["RUNNING"]["Tasking"] == 40
     # the same bytes anywhere else are over the limit
     async with connect(server) as c:
@@ -192,6 +193,36 @@ async def _create(srv: RunningServer) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+async def test_a_client_that_sends_its_whole_body_first_still_reads_the_refusal(
+    server: RunningServer,
+) -> None:
+    """http.client writes the whole body before it reads: the server drops the body as it comes
+    rather than closing under it (which would reset the connection and lose the answer)."""
+
+    def post(headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server.port, timeout=30)
+        try:
+            conn.request("POST", "/v1/workflows", body=b"x" * 3_500_000, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    for headers, status in (({}, 401), (bearer(server), 413)):
+        for _ in range(3):
+            got, body = await asyncio.to_thread(post, headers)
+            assert (got, body["code"]) == (status, status)
+
+
+async def test_a_refusal_without_a_body_keeps_the_connection(server: RunningServer) -> None:
+    async with connect(server) as c:
+        await c.head("GET", "/v1/", {})
+        status, headers, _ = await c.response()
+        assert status == 401 and "connection" not in headers
+        await c.head("GET", "/v1/", bearer(server))
+        assert (await c.response())[0] == 200
+
+
 async def test_a_refusal_after_the_body_keeps_the_connection(server: RunningServer) -> None:
     """Errors decided once the body is in (here a 404) leave the connection usable."""
     async with connect(server) as c:
@@ -204,7 +235,7 @@ async def test_a_refusal_after_the_body_keeps_the_connection(server: RunningServ
 
 @asynccontextmanager
 async def tight_server(**env: str) -> AsyncIterator[RunningServer]:
-    async with running_server(cluster_locations=LOCATIONS, mongodb_url="memory://", env=env) as srv:
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=None, env=env) as srv:
         yield srv
 
 
@@ -263,7 +294,7 @@ async def test_tms_routes_refuse_other_schedds_before_the_body(server: RunningSe
     }
 
     async def taskforce_in_pending_starter() -> bool:
-        tf = await server.deps.store.taskforces.find_one({"taskforce_uuid": uuid}, projection=["phase"])
+        tf = await server.deps.store.get("taskforces", {"taskforce_uuid": uuid}, projection=["phase"])
         return bool(tf["phase"] == "pending-starter")
 
     await wait_until(taskforce_in_pending_starter)

@@ -138,7 +138,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(
     trusted: str | None, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = {"EWMS_TRUSTED_PROXIES": trusted} if trusted else {}
-    async with running_server(cluster_locations=LOCATIONS, mongodb_url="memory://", env=env) as srv:
+    async with running_server(cluster_locations=LOCATIONS, mongodb_url=None, env=env) as srv:
         caplog.set_level(logging.INFO, logger="tornado.access")
         for headers in ({"X-Forwarded-For": "203.0.113.7"}, {"X-Real-Ip": "203.0.113.7"}):
             caplog.clear()

@@ -80,7 +80,7 @@ def projections(fields: list[str]) -> st.SearchStrategy[list[str]]:
     return st.lists(paths, max_size=4)
 
 
-@pytest.fixture(scope="module", params=["memory://", "mongomock://"])
+@pytest.fixture(scope="module", params=[None, "mongomock://"], ids=["sqlite", "mongomock"])
 def live(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     with ThreadedServer(request.param) as srv:
         _post(srv, "/v1/workflows", workflow_body(n_tasks=2))  # documents to filter

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import pytest
 
 from tms.config import TmsConfig
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE_PILOT = os.path.join(HERE, "fake_pilot.py")
+from .isolation import ISOLATED, JOB_PYTHON, job_root, readable, uid_range
+
+FAKE_PILOT = readable("tests/tms/fake_pilot.py")  # run by job uids
 
 
 def make_cfg(tmp_path: Any, **kw: Any) -> TmsConfig:
+    jobs = os.path.join(job_root(tmp_path.name), "jobs")
     base: dict[str, Any] = dict(
         server_url="http://127.0.0.1:1",
         token="tok-SECRET",
         schedd="test-schedd",
-        job_event_log_dir=str(tmp_path / "jobs"),
+        job_event_log_dir=jobs,
         backend="local",
         starter_interval=0.05,
         stopper_interval=0.05,
@@ -27,8 +28,10 @@ def make_cfg(tmp_path: Any, **kw: Any) -> TmsConfig:
         tracker_interval=0.5,
         pilot_image_cvmfs="/cvmfs/pilot",
         pilot_image_docker="docker://pilot",
-        local_job_command=f"{sys.executable} {FAKE_PILOT}",
-        local_state_dir=str(tmp_path / "jobs" / ".local-schedd"),
+        local_job_command=f"{JOB_PYTHON} {FAKE_PILOT}",
+        local_state_dir=os.path.join(jobs, ".local-schedd"),
+        local_uid_range=uid_range(),
+        local_single_tenant=not ISOLATED,
     )
     base.update(kw)
     return TmsConfig(**base)

@@ -1,7 +1,8 @@
 """A stand-in pilot for local-backend tests: chirps like ewms_pilot, per docs/contracts.md.
 
 Behaviour from FAKE_PILOT_MODE: "quick" (chirp and exit 0), "sleep" (chirp, then run until killed),
-"env" (dump its environment to <scratch>/env.<proc>.json, then as quick).
+"env" (print what it is -- environment, ids, directory, what it can read -- as one JSON line on
+stdout, then as quick).
 """
 
 import json
@@ -21,10 +22,27 @@ mode = os.environ.get("FAKE_PILOT_MODE", "quick")
 chirp("StartedTimestamp", time.time())
 chirp("Status", "Started")
 if mode == "env":
-    with open(f"env.{os.environ['PROC_ID']}.json", "w") as f:
-        json.dump(dict(os.environ), f)
     with open(os.environ["EWMS_PILOT_QUEUE_AUTH_FILE"]) as f:
-        json.load(f)  # readable by the job
+        auth = json.load(f)  # readable by the job
+    cwd = os.getcwd()
+    st = os.stat(cwd)
+    print(
+        "ENV-DUMP "
+        + json.dumps(
+            {
+                "environ": dict(os.environ),
+                "uid": os.getuid(),
+                "euid": os.geteuid(),
+                "gid": os.getgid(),
+                "groups": os.getgroups(),
+                "cwd": cwd,
+                "cwd_owner": st.st_uid,
+                "cwd_mode": st.st_mode & 0o7777,
+                "auth_mqids": sorted(auth),
+            }
+        ),
+        flush=True,
+    )
 chirp("Status", "Tasking")
 chirp("TasksTotal", 1)
 print("pilot output line")

@@ -26,8 +26,7 @@ async def backend(request: Any, tmp_path: Any) -> AsyncIterator[Any]:
         b: Any = HTCondorBackend("test-schedd", schedd_factory=lambda name: schedd)
         b.fake = schedd
     else:
-        cfg = make_cfg(tmp_path)
-        b = LocalBackend(cfg.local_state_dir, cfg.local_job_command)
+        b = LocalBackend.from_config(make_cfg(tmp_path))
     yield b
     await b.close()
 

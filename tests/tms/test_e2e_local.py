@@ -13,12 +13,14 @@ from typing import Any
 
 from rest_tools.client import RestClient
 
+from ewms_server.storage.base import Change
 from ewms_server.testing import running_server
 from tests.processes import stop_process
 from tms.backends.local import LocalBackend
 from tms.submit import build_spec, prepare_job_dir
 
 from .conftest import FAKE_PILOT
+from .isolation import ISOLATED, JOB_PYTHON, job_root, uid_range
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,16 +55,24 @@ def workflow_body(mode: str) -> dict[str, Any]:
     }
 
 
-def start_tms(srv: Any, jobs: str, log: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": REPO,
-        "EWMS_TMS_SERVER_URL": srv.url,
-        "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
+def local_settings(jobs: str, uids: tuple[int, int]) -> dict[str, str]:
+    return {
         "EWMS_TMS_SCHEDD": "test-schedd",
         "EWMS_TMS_BACKEND": "local",
         "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
-        "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
+        "EWMS_TMS_LOCAL_JOB_COMMAND": f"{JOB_PYTHON} {FAKE_PILOT}",
+        "EWMS_TMS_LOCAL_UID_RANGE": f"{uids[0]}-{uids[1]}",
+        "EWMS_TMS_LOCAL_SINGLE_TENANT": "false" if ISOLATED else "true",
+    }
+
+
+def start_tms(srv: Any, jobs: str, log: str, uids: tuple[int, int]) -> subprocess.Popen[bytes]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("EWMS_")},
+        "PYTHONPATH": REPO,
+        "EWMS_TMS_SERVER_URL": srv.url,
+        "EWMS_TMS_TOKEN": srv.token(role="system-tms", sub="tms"),
+        **local_settings(jobs, uids),
         "EWMS_TMS_STARTER_INTERVAL": "0.1",
         "EWMS_TMS_STOPPER_INTERVAL": "0.1",
         "EWMS_TMS_WATCHER_INTERVAL": "0.2",
@@ -84,7 +94,8 @@ async def wait_for(rc: RestClient, uuid: str, cond: Any, timeout: float = 30.0) 
 
 
 async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any) -> None:
-    jobs = str(tmp_path / "jobs")
+    jobs = os.path.join(job_root(tmp_path.name), "jobs")
+    uids = uid_range()
     tms_log = str(tmp_path / "tms.log")
     async with running_server(
         cluster_locations={"local": "test-schedd"}, env={"EWMS_STARTER_LEASE_S": "1"}
@@ -107,24 +118,15 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
         assert got["taskforce"]["taskforce_uuid"] == uuid
         from tms.config import from_env
 
-        cfg = from_env(
-            {
-                "EWMS_TMS_SERVER_URL": srv.url,
-                "EWMS_TMS_TOKEN": "x",
-                "EWMS_TMS_SCHEDD": "test-schedd",
-                "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
-                "EWMS_TMS_BACKEND": "local",
-                "EWMS_TMS_LOCAL_JOB_COMMAND": f"{sys.executable} {FAKE_PILOT}",
-            }
-        )
+        cfg = from_env({"EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": "x", **local_settings(jobs, uids)})
         spec, secrets = build_spec(
             cfg, got["taskforce"], got["task_directive"], got["mqprofiles"], runner="process", chirp="file"
         )
         prepare_job_dir(spec, secrets)
-        crashed_cluster = await LocalBackend(cfg.local_state_dir, cfg.local_job_command).submit(spec)
+        crashed_cluster = await LocalBackend.from_config(cfg).submit(spec)
 
         # the restarted TMS finds that cluster instead of submitting a second one
-        tms = start_tms(srv, jobs, tms_log)
+        tms = start_tms(srv, jobs, tms_log, uids)
         try:
             tf = await wait_for(user, uuid, lambda t: t["phase"] == "condor-submit")
             assert tf["cluster_id"] == crashed_cluster
@@ -139,7 +141,7 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
             # kill the TMS for real while jobs run; a new one keeps watching the same cluster
             tms.kill()
             tms.wait()
-            tms = start_tms(srv, jobs, tms_log)
+            tms = start_tms(srv, jobs, tms_log, uids)
             await user.request("POST", f"/v1/workflows/{wf_id}/actions/finished")
             tf = await wait_for(user, uuid, lambda t: t["phase"] == "condor-complete", timeout=40)
             assert tf["compound_statuses"] == {"REMOVED": {"Tasking": 2}}
@@ -171,10 +173,11 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
     """A real SIGKILL in the window: the cluster exists, its condor-submit report never landed."""
-    from ewms_server.database import taskforces as taskforce_ops
+    from ewms_server.ops import taskforces as taskforce_ops
     from tms.config import from_env
 
-    jobs = str(tmp_path / "jobs")
+    jobs = os.path.join(job_root(tmp_path.name), "jobs")
+    uids = uid_range()
     tms_log = str(tmp_path / "tms.log")
     arrived, real_submit = asyncio.Event(), taskforce_ops.condor_submit
 
@@ -189,18 +192,10 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
         user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
         wf = await user.request("POST", "/v1/workflows", workflow_body("sleep"))
         uuid = wf["taskforces"][0]["taskforce_uuid"]
-        cfg = from_env(
-            {
-                "EWMS_TMS_SERVER_URL": srv.url,
-                "EWMS_TMS_TOKEN": "x",
-                "EWMS_TMS_SCHEDD": "test-schedd",
-                "EWMS_TMS_JOB_EVENT_LOG_DIR": jobs,
-                "EWMS_TMS_BACKEND": "local",
-            }
-        )
+        cfg = from_env({"EWMS_TMS_SERVER_URL": srv.url, "EWMS_TMS_TOKEN": "x", **local_settings(jobs, uids)})
         clusters = os.path.join(cfg.local_state_dir, "clusters", "*.json")
 
-        first = start_tms(srv, jobs, tms_log)
+        first = start_tms(srv, jobs, tms_log, uids)
         second = None
         try:
             await asyncio.wait_for(arrived.wait(), 30)
@@ -210,7 +205,7 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
             assert (await user.request("GET", f"/v1/taskforces/{uuid}"))["phase"] == "pending-starter"
 
             monkeypatch.setattr(taskforce_ops, "condor_submit", real_submit)
-            second = start_tms(srv, jobs, tms_log)
+            second = start_tms(srv, jobs, tms_log, uids)
             tf = await wait_for(user, uuid, lambda t: t["phase"] == "condor-submit")
             assert len(glob.glob(clusters)) == 1
             with open(glob.glob(clusters)[0]) as f:
@@ -225,3 +220,30 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
             for proc in (first, second):
                 if proc is not None:
                     stop_process(proc)
+
+
+async def test_what_no_backend_can_start_ends_submit_failed_with_its_reason(tmp_path: Any) -> None:
+    """Issue 9, finding 2: a stored taskforce the API would now refuse (written here straight
+    into the store, as by an older server) is not a supervisor dying with its job RUNNING
+    forever: each submit fails with the reason, and the server gives up after its attempts."""
+    jobs = os.path.join(job_root(tmp_path.name), "jobs")
+    uids = uid_range()
+    env = {"EWMS_STARTER_LEASE_S": "1", "EWMS_MAX_SUBMIT_ATTEMPTS": "2", "EWMS_SUBMIT_RETRY_DELAY_S": "0"}
+    async with running_server(cluster_locations={"local": "test-schedd"}, env=env) as srv:
+        user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
+        wf = await user.request("POST", "/v1/workflows", workflow_body("quick"))
+        uuid = wf["taskforces"][0]["taskforce_uuid"]
+        await srv.deps.store.update_where(
+            "task_directives",
+            {"task_id": wf["task_directives"][0]["task_id"]},
+            Change(set={"task_image": "/bin/true\u0000"}),
+        )
+        tms = start_tms(srv, jobs, str(tmp_path / "tms.log"), uids)
+        try:
+            tf = await wait_for(user, uuid, lambda t: t["phase"] == "submit-failed")
+        finally:
+            stop_process(tms)
+            user.close()
+        failures = [e["context"] for e in tf["phase_change_log"] if not e["was_successful"]]
+        assert len(failures) == 2 and all("task_image" in c and "NUL" in c for c in failures), failures
+        assert not glob.glob(os.path.join(jobs, ".local-schedd", "clusters", "*.json"))  # nothing started

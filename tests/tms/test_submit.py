@@ -10,7 +10,7 @@ from typing import Any
 import htcondor2
 import pytest
 
-from tms.submit import InvalidTaskforce, build_spec, format_environment, parse_size, prepare_job_dir
+from tms.submit import InvalidTaskforce, build_spec, format_environment, prepare_job_dir
 
 from .conftest import SECRET_TOKEN, make_cfg, pending
 
@@ -26,7 +26,7 @@ def test_submit_description_is_complete_and_secret_free(tmp_path: Any) -> None:
     assert sub["universe"] == "container"
     assert sub["container_image"] == "/cvmfs/pilot:1.2.3"
     assert sub["requirements"] == "(HAS_CVMFS_icecube_opensciencegrid_org) && (has_avx2)"
-    assert (sub["request_cpus"], sub["request_memory"], sub["request_disk"]) == ("1", "512M", "1G")
+    assert (sub["request_cpus"], sub["request_memory"], sub["request_disk"]) == ("1", "512M", "1048576K")
     assert sub["priority"] == "50"
     assert sub["allowed_execute_duration"] == "600"
     assert sub["MY.EWMSTaskforceUUID"] == '"TF-0001"'
@@ -86,11 +86,82 @@ def test_null_broker_profiles_and_bad_input(tmp_path: Any) -> None:
         )
 
 
-def test_sizes_and_environment_quoting() -> None:
-    assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("100") == 100
-    with pytest.raises(InvalidTaskforce):
-        parse_size("lots")
+def test_environment_quoting() -> None:
     assert (
-        format_environment({"A": "1", "B": "x y", "C": 'q"t', "D": "it's"})
-        == "\"A=1 B='x y' C=q\"\"t D='it''s'\""
+        format_environment({"A": "1", "B": "x y", "C": 'q"t', "D": "it's", "E": ""})
+        == "\"A=1 B='x y' C=q\"\"t D='it''s' E=''\""
     )
+
+
+def test_user_text_cannot_change_the_submit_description(tmp_path: Any, monkeypatch: Any) -> None:
+    """A line break would start a new submit command; '$ENV(...)' would expand to the TMS's
+    own environment (its token). What reaches htcondor2.Submit expands to exactly itself."""
+    monkeypatch.setenv("EWMS_TMS_TOKEN", "tms-token-SECRET")
+    cfg = make_cfg(tmp_path, site_requirements="HAS_SINGULARITY")
+    p = pending(condor_requirements='Name =!= "a$b" && Memory > 0')
+    p["task_directive"]["task_args"] = "--price 5$ --home $HOME it's"
+    spec, _ = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="apptainer", chirp="htcondor"
+    )
+    sub = htcondor2.Submit(spec.submit_dict)
+    for key, value in spec.submit_dict.items():
+        if value and "$(ProcId)" not in value:
+            assert sub.expand(key.replace("+", "MY.")) == value, key
+    assert "EWMS_PILOT_TASK_ARGS='--price 5$ --home $HOME it''s'" in sub.expand("environment")
+    assert sub.expand("requirements") == '(HAS_SINGULARITY) && (Name isnt "a$b" && Memory > 0)'
+
+    for where, field, value, message in (
+        ("task_directive", "task_args", "x\n+Requirements = true", "line break"),
+        ("task_directive", "task_args", "--token $ENV(EWMS_TMS_TOKEN)", "macro"),
+        ("task_directive", "task_image", "$(executable)", "macro"),
+        ("task_directive", "task_env", {"A": "$$(Memory)"}, "macro"),
+        ("task_directive", "task_image", "/bin/true\0", "NUL"),
+    ):
+        bad = pending()
+        bad[where][field] = value
+        with pytest.raises(InvalidTaskforce, match=message):
+            build_spec(
+                cfg,
+                bad["taskforce"],
+                bad["task_directive"],
+                bad["mqprofiles"],
+                runner="apptainer",
+                chirp="htcondor",
+            )
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda tf: tf["worker_config"].update(condor_requirements="false) || (true"), "ClassAd expression"),
+        (lambda tf: tf["worker_config"].update(condor_requirements='Name == "$ENV(X)"'), "macro"),
+        (lambda tf: tf["pilot_config"].update(input_files=["/etc/passwd"]), "not a URL"),
+        (lambda tf: tf["pilot_config"].update(input_files=["file:///etc/passwd"]), "not allowed"),
+        (lambda tf: tf["pilot_config"].update(input_files=["https://x/a,/etc/passwd"]), "comma"),
+        (lambda tf: tf["pilot_config"]["environment"].update({"A=B": "1"}), "environment name"),
+        (lambda tf: tf["pilot_config"]["environment"].update({"A": "x\ny"}), "line break"),
+        (lambda tf: tf["worker_config"].update(worker_memory="lots"), "not a size"),
+        (lambda tf: tf["worker_config"].update(n_cores="many"), "not an integer"),
+        (lambda tf: tf.update(n_workers=0), "n_workers must be >= 1"),
+    ],
+)
+def test_what_no_backend_can_start_is_an_invalid_taskforce(tmp_path: Any, change: Any, message: str) -> None:
+    cfg = make_cfg(tmp_path)
+    p = pending()
+    change(p["taskforce"])
+    with pytest.raises(InvalidTaskforce, match=message):
+        build_spec(
+            cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="apptainer", chirp="htcondor"
+        )
+
+
+def test_input_file_urls_are_transferred(tmp_path: Any) -> None:
+    cfg = make_cfg(tmp_path)
+    p = pending()
+    p["taskforce"]["pilot_config"]["input_files"] = ["https://example.org/a.tar", "osdf:///ospool/x/y"]
+    spec, _ = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="apptainer", chirp="htcondor"
+    )
+    files = htcondor2.Submit(spec.submit_dict)["transfer_input_files"].split(",")
+    assert files[1:] == ["https://example.org/a.tar", "osdf:///ospool/x/y"]
+    assert files[0].endswith("pilot-queue-auth.json")

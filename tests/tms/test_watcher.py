@@ -33,6 +33,9 @@ class RecordingBackend:
     async def remove(self, cluster_id: int, reason: str, proc: int | None = None) -> None:
         self.calls.append(("remove", cluster_id, proc))
 
+    async def poll(self) -> None:
+        self.calls.append(("poll", 0, None))
+
 
 def make_watcher(
     client: Any, backend: Any = None, policy: HoldPolicy | None = None

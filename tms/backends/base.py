@@ -44,5 +44,9 @@ class Backend(Protocol):
     async def release(self, cluster_id: int, proc: int) -> None:
         """Release one held job. Raises BackendError."""
 
+    async def poll(self) -> None:
+        """The backend's own duty each watcher pass (the local backend ends the clusters of
+        supervisors that died). Raises BackendError."""
+
     async def close(self) -> None:
         """Free resources (jobs keep running: they belong to the schedd, not to us)."""

@@ -73,5 +73,8 @@ class HTCondorBackend:
             "act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy"
         )
 
+    async def poll(self) -> None:
+        return None  # the schedd keeps its own jobs
+
     async def close(self) -> None:
         self._schedd = None

@@ -1,24 +1,34 @@
-"""LocalBackend: each cluster runs as processes on this machine, supervised outside the TMS.
+"""LocalBackend: each job is a process on this machine, supervised by a detached
+``local_supervisor`` that writes the cluster's job event log in HTCondor's format. Clusters
+are recorded under the state directory, so they outlive a TMS crash like real HTCondor jobs do.
 
-A detached supervisor process (``local_supervisor``) per cluster plays the schedd: it runs the
-jobs, enforces their limits and writes the job event log in HTCondor's format. Clusters are
-recorded under the state directory, so they outlive a TMS crash like real HTCondor jobs do.
+Isolation (``local_users``): with a uid range, each cluster's jobs run under a uid of their
+own, in ``<job dir>/work.<cluster>`` (0700, theirs); the job dir itself (0711, the TMS's)
+keeps the event log and output (0600, the TMS's) and the queue-auth file (0600, the job
+uid's, deleted when the cluster ends). Supervisors and jobs get an allow-listed environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import glob
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
+from . import local_users
 from .base import BackendError, ClusterSpec
+
+if TYPE_CHECKING:
+    from ..config import TmsConfig
+
+_RLIM_MAX = resource.RLIM_INFINITY - 1 if resource.RLIM_INFINITY > 0 else 2**63 - 2
 
 
 def _pid_alive(pid: int) -> bool:
@@ -31,32 +41,89 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _supervisor_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"local_supervisor" in f.read()
+    except OSError:
+        return _pid_alive(pid) if not os.path.isdir("/proc") else False
+
+
+def setup_problems(cfg: TmsConfig) -> list[str]:
+    return local_users.setup_problems(
+        job_dir=cfg.job_event_log_dir,
+        job_command=cfg.local_job_command,
+        pass_env=local_users.allowed_environment(os.environ, cfg.local_pass_env),
+        single_tenant=cfg.local_single_tenant,
+    )
+
+
+def preflight(spec: ClusterSpec, command: list[str]) -> None:
+    """What the supervisor could not start, refused at submit (a failed submit with its reason)."""
+    for key, value in spec.environment.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise BackendError(f"environment variable {key[:40]!r}: empty name, '=' or NUL")
+        try:
+            os.fsencode(key), os.fsencode(value)
+        except UnicodeError:
+            raise BackendError(f"environment variable {key[:40]!r} cannot be encoded") from None
+    if any("\0" in arg for arg in command):
+        raise BackendError("the job command holds a NUL character")
+    for what, size in (("worker_memory", spec.memory_bytes), ("worker_disk", spec.disk_bytes)):
+        if not 0 < size <= _RLIM_MAX:
+            raise BackendError(f"{what} of {size} bytes cannot be set as a limit on this machine")
+
+
 class LocalBackend:
     name = "local"
 
-    def __init__(self, state_dir: str, job_command: str, *, submit_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        job_command: str,
+        *,
+        uid_range: tuple[int, int] | None = None,
+        pass_env: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH"),
+        submit_timeout: float = 30.0,
+    ) -> None:
         self.state_dir = os.path.abspath(state_dir)
         self.clusters_dir = os.path.join(self.state_dir, "clusters")
         os.makedirs(self.clusters_dir, mode=0o700, exist_ok=True)
         self._command = shlex.split(job_command)
+        self._uid_range = uid_range
+        self._base_env = local_users.allowed_environment(os.environ, pass_env)
         self._submit_timeout = submit_timeout
 
-    def _next_cluster_id(self) -> int:
-        with open(os.path.join(self.state_dir, "next-cluster-id"), "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            current = int(f.read().strip() or "1")
-            f.seek(0)
-            f.truncate()
-            f.write(str(current + 1))
-            return current
+    @classmethod
+    def from_config(cls, cfg: TmsConfig) -> LocalBackend:
+        isolated = not cfg.local_single_tenant
+        if isolated:  # job users must pass through the root of the job dirs (never list it)
+            os.makedirs(cfg.job_event_log_dir, mode=0o711, exist_ok=True)
+            mode = os.stat(cfg.job_event_log_dir).st_mode
+            if not mode & 0o001:
+                os.chmod(cfg.job_event_log_dir, (mode & 0o7777) | 0o011)
+        return cls(
+            cfg.local_state_dir,
+            cfg.local_job_command,
+            uid_range=cfg.local_uid_range if isolated else None,
+            pass_env=cfg.local_pass_env,
+        )
+
+    @property
+    def isolated(self) -> bool:
+        return self._uid_range is not None
+
+    # --- records ---------------------------------------------------------------------------------
 
     def record_path(self, cluster_id: int) -> str:
         return os.path.join(self.clusters_dir, f"{cluster_id}.json")
 
-    def _records(self) -> list[dict]:
+    def _base(self, cluster_id: int, ext: str) -> str:
+        return os.path.join(self.clusters_dir, f"{cluster_id}{ext}")
+
+    def _records(self, pattern: str = "*.json") -> list[dict[str, Any]]:
         out = []
-        for path in glob.glob(os.path.join(self.clusters_dir, "*.json")):
+        for path in glob.glob(os.path.join(self.clusters_dir, pattern)):
             try:
                 with open(path) as f:
                     out.append(json.load(f))
@@ -64,39 +131,102 @@ class LocalBackend:
                 continue
         return out
 
+    def _live_records(self) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self._records("*.json") + self._records("*.spec")
+            if not os.path.exists(self._base(r["cluster_id"], ".done"))
+            and not os.path.exists(self._base(r["cluster_id"], ".failed"))
+        ]
+
+    def _new_record(self, spec: ClusterSpec) -> dict[str, Any]:
+        """Cluster id, uid and the pending record, under one lock (other TMSes may submit too)."""
+        with local_users.locked(os.path.join(self.state_dir, "submit.lock")):
+            counter = os.path.join(self.state_dir, "next-cluster-id")
+            try:
+                with open(counter) as f:
+                    cluster_id = int(f.read().strip() or "1")
+            except (OSError, ValueError):
+                cluster_id = 1
+            with open(counter, "w") as f:
+                f.write(str(cluster_id + 1))
+            uid = None
+            if self._uid_range is not None:
+                in_use = {r["uid"] for r in self._live_records() if r.get("uid") is not None}
+                try:
+                    uid = local_users.allocate_uid(self.state_dir, *self._uid_range, in_use)
+                except LookupError as e:
+                    raise BackendError(f"local submit: {e}") from None
+            record = {
+                "cluster_id": cluster_id,
+                "command": self._command,
+                "spec": dataclasses.asdict(spec),
+                "submitted": time.time(),
+                "uid": uid,
+                "gid": uid,
+                "work_dir": os.path.join(spec.job_dir, f"work.{cluster_id}"),
+                "base_env": self._base_env,
+            }
+            fd = os.open(self._base(cluster_id, ".spec"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+        return record
+
+    def _prepare(self, record: dict[str, Any]) -> None:
+        """The job dir (0711 when isolated), the work dir (0700, the job uid's), the auth file
+        (0600, the job uid's)."""
+        spec, uid, gid = record["spec"], record["uid"], record["gid"]
+        os.makedirs(spec["job_dir"], mode=0o700, exist_ok=True)
+        os.makedirs(record["work_dir"], mode=0o700, exist_ok=True)
+        if uid is None:
+            return
+        os.chmod(spec["job_dir"], 0o711)
+        os.chown(record["work_dir"], uid, gid, follow_symlinks=False)
+        os.chmod(record["work_dir"], 0o700)
+        auth = spec["environment"].get("EWMS_PILOT_QUEUE_AUTH_FILE")
+        if auth and os.path.dirname(auth) == spec["job_dir"] and os.path.exists(auth):
+            os.chown(auth, uid, gid, follow_symlinks=False)
+            os.chmod(auth, 0o600)
+
     async def submit(self, spec: ClusterSpec) -> int:
-        cluster_id = await asyncio.to_thread(self._next_cluster_id)
-        pending = os.path.join(self.clusters_dir, f"{cluster_id}.spec")
-        record = {
-            "cluster_id": cluster_id,
-            "command": self._command,
-            "spec": dataclasses.asdict(spec),
-            "submitted": time.time(),
-        }
-        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.makedirs(spec.job_dir, mode=0o700, exist_ok=True)
-        # opening a log file and forking a supervisor that daemonizes at once take microseconds
-        with open(os.path.join(spec.job_dir, f"supervisor-{cluster_id}.log"), "ab") as out:  # noqa: ASYNC230
+        preflight(spec, self._command)
+        try:
+            record = await asyncio.to_thread(self._new_record, spec)
+            await asyncio.to_thread(self._prepare, record)
+        except OSError as e:
+            raise BackendError(f"local submit: {e}") from None
+        cluster_id = record["cluster_id"]
+        pending = self._base(cluster_id, ".spec")
+        env = {**self._base_env, "PYTHONPATH": _pythonpath()}  # never the TMS's own settings
+        log = os.path.join(spec.job_dir, f"supervisor-{cluster_id}.log")
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # forking a supervisor that daemonizes at once takes milliseconds
             proc = subprocess.Popen(  # noqa: ASYNC220
                 [sys.executable, "-m", "tms.backends.local_supervisor", pending],
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
+                stdout=fd,
+                stderr=fd,
                 start_new_session=True,
                 cwd=spec.job_dir,
-                env={**os.environ, "PYTHONPATH": _pythonpath()},
+                env=env,
             )
-        if await asyncio.to_thread(proc.wait) != 0:  # it daemonizes at once: this is quick
+        finally:
+            os.close(fd)
+        if await asyncio.to_thread(proc.wait) != 0:
             raise BackendError(f"local submit of cluster {cluster_id}: supervisor failed to start")
-        # the supervisor commits the cluster (renames .spec -> .json) once its submit events are written
+        # the supervisor commits the cluster (renames .spec -> .json) once its submit events are
+        # written, or says why it could not in .failed
         deadline = time.monotonic() + self._submit_timeout
         while not os.path.exists(self.record_path(cluster_id)):  # noqa: ASYNC240 - a stat per 10 ms
+            failed = self._base(cluster_id, ".failed")
+            if os.path.exists(failed):  # noqa: ASYNC240
+                with open(failed) as f:  # noqa: ASYNC230 - a few bytes
+                    raise BackendError(f"local submit of cluster {cluster_id}: {f.read().strip()[:500]}")
             if time.monotonic() > deadline:
-                raise BackendError(f"local submit of cluster {cluster_id} timed out (see supervisor log)")
+                raise BackendError(f"local submit of cluster {cluster_id} timed out (see {log})")
             await asyncio.sleep(0.01)
-        return cluster_id
+        return int(cluster_id)
 
     async def find_cluster(self, taskforce_uuid: str) -> int | None:
         for record in await asyncio.to_thread(self._records):
@@ -108,10 +238,10 @@ class LocalBackend:
         path = self.record_path(cluster_id)
         if not os.path.exists(path):
             raise BackendError(f"no local cluster {cluster_id}")
-        if os.path.exists(os.path.join(self.clusters_dir, f"{cluster_id}.done")):
+        if os.path.exists(self._base(cluster_id, ".done")):
             return  # nothing left in the queue, as condor_rm of a finished cluster
-        cmd_dir = os.path.join(self.clusters_dir, f"{cluster_id}.cmd")
-        os.makedirs(cmd_dir, exist_ok=True)
+        cmd_dir = self._base(cluster_id, ".cmd")
+        os.makedirs(cmd_dir, mode=0o700, exist_ok=True)
         name = f"{time.time_ns()}-{verb}-{'all' if proc is None else proc}"
         with open(os.path.join(cmd_dir, name + ".tmp"), "w") as f:
             f.write(reason)
@@ -123,19 +253,40 @@ class LocalBackend:
     async def release(self, cluster_id: int, proc: int) -> None:
         await asyncio.to_thread(self._command_file, cluster_id, "release", proc, "via condor_release")
 
+    def _pid(self, cluster_id: int) -> int | None:
+        try:
+            with open(self._base(cluster_id, ".pid")) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
     def live_supervisors(self) -> list[int]:
         """Pids of supervisors still running (for tests and shutdown checks)."""
-        out = []
+        pids = (self._pid(int(r["cluster_id"])) for r in self._records())
+        return [pid for pid in pids if pid is not None and _supervisor_alive(pid)]
+
+    def reap_dead(self) -> list[int]:
+        """End, in its event log, every committed cluster whose supervisor died without
+        ending it (killed, machine rebooted): a phantom job never stays 'running'."""
+        from .local_supervisor import finish_cluster  # the supervisor's own way to end one
+
+        reaped = []
         for record in self._records():
-            pid_file = os.path.join(self.clusters_dir, f"{record['cluster_id']}.pid")
-            try:
-                with open(pid_file) as f:
-                    pid = int(f.read())
-            except (OSError, ValueError):
+            cluster_id = int(record["cluster_id"])
+            if os.path.exists(self._base(cluster_id, ".done")):
                 continue
-            if _pid_alive(pid):
-                out.append(pid)
-        return out
+            pid = self._pid(cluster_id)
+            if pid is None or _supervisor_alive(pid):
+                continue
+            finish_cluster(record, self._base(cluster_id, ""), "EWMS: the local supervisor died")
+            reaped.append(cluster_id)
+        return reaped
+
+    async def poll(self) -> None:
+        try:
+            await asyncio.to_thread(self.reap_dead)
+        except OSError as e:
+            raise BackendError(f"local backend: reaping dead supervisors: {e}") from None
 
     async def close(self) -> None:
         return None

@@ -1,25 +1,81 @@
 """One local cluster's stand-in for the schedd: runs its jobs, writes its job event log.
 
 Started detached by ``LocalBackend.submit`` as ``python -m tms.backends.local_supervisor <spec>``.
+It stays the TMS's user (it writes the event log the TMS reads); each job drops to the
+cluster's uid when it has one. Whatever goes wrong, the cluster ends in its event log: a job
+that cannot start is held with the reason, and a supervisor that fails aborts its jobs and
+removes the cluster -- never a job left looking like it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import re
 import resource
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from typing import Any
 
 from . import eventlog_writer as ev
+from . import local_users
 
 POLL = 0.1
 KILL_GRACE = 5.0
 HOLD_CODE_DURATION = 47  # HTCondor's hold code for exceeding allowed_execute_duration
+_CHIRP_READ_MAX = 1 << 20  # bytes of chirp lines read per job per poll
+_HEADER = re.compile(rb"^(005|009) \((\d+)\.(\d+)\.", re.MULTILINE)
+
+
+def ended_procs(log_path: str, cluster_id: int) -> set[int]:
+    """Procs of ``cluster_id`` with a terminated (005) or aborted (009) event in the log."""
+    try:
+        with open(log_path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return set()
+    return {int(m.group(3)) for m in _HEADER.finditer(data) if int(m.group(2)) == cluster_id}
+
+
+def _chirp_path(spec: dict[str, Any], cluster_id: int, proc: int) -> str:
+    # in the job dir (the TMS's): the job can write its own file, never swap it for a link
+    return os.path.join(spec["job_dir"], f"chirp.{cluster_id}.{proc}")
+
+
+def finish_cluster(record: dict[str, Any], base: str, reason: str) -> None:
+    """End a cluster for good: abort every job without a terminal event, write the cluster's
+    removal, take back its uid (processes, work dir, auth file), mark it done."""
+    spec, cluster_id = record["spec"], int(record["cluster_id"])
+    n_jobs = int(spec["n_workers"])
+    log = ev.EventLogWriter(spec["job_event_log_fpath"])
+    try:
+        for proc in sorted(set(range(n_jobs)) - ended_procs(spec["job_event_log_fpath"], cluster_id)):
+            log.write(ev.aborted(cluster_id, proc, reason))
+        log.write(ev.cluster_removed(cluster_id, n_jobs))
+    finally:
+        log.close()
+    if record.get("uid") is not None:
+        local_users.reclaim(int(record["uid"]), int(record["gid"]), record["work_dir"])
+        try:
+            os.rmdir(record["work_dir"])  # emptied by its uid; the entry is ours to remove
+        except FileNotFoundError:
+            pass
+        except OSError:  # something the uid could not delete: make it no one else's to read
+            os.chown(record["work_dir"], os.getuid(), os.getgid(), follow_symlinks=False)
+            os.chmod(record["work_dir"], 0o700)
+        paths = [_chirp_path(spec, cluster_id, p) for p in range(n_jobs)]
+        paths.append(spec["environment"].get("EWMS_PILOT_QUEUE_AUTH_FILE", ""))
+        for path in paths:  # the uid may go to another taskforce: nothing of it stays its
+            with contextlib.suppress(OSError):
+                if path and os.lstat(path).st_uid == int(record["uid"]):
+                    os.unlink(path)
+    open(base + ".done", "w").close()
 
 
 class Job:
@@ -37,14 +93,18 @@ class Supervisor:
     def __init__(self, spec_path: str) -> None:
         with open(spec_path) as f:
             record = json.load(f)
+        self.record = record
         self.spec_path = spec_path
         self.cluster_id = int(record["cluster_id"])
         self.command: list[str] = record["command"]
         self.spec = record["spec"]
-        base = spec_path[: -len(".spec")]
-        self.record_path = base + ".json"
-        self.done_path = base + ".done"
-        self.cmd_dir = base + ".cmd"
+        self.uid: int | None = record.get("uid")
+        self.gid: int | None = record.get("gid")
+        self.work_dir: str = record.get("work_dir") or self.spec["job_dir"]
+        self.base_env: dict[str, str] = record.get("base_env") or {}
+        self.base = spec_path[: -len(".spec")]
+        self.record_path = self.base + ".json"
+        self.cmd_dir = self.base + ".cmd"
         self.log = ev.EventLogWriter(self.spec["job_event_log_fpath"])
         self.jobs = [Job(p) for p in range(int(self.spec["n_workers"]))]
         self.stopping = False
@@ -52,71 +112,82 @@ class Supervisor:
     # --- jobs ----------------------------------------------------------------------------------
 
     def _limits(self, proc: int) -> None:
-        """In the child: the requested memory, disk (per file) and cores, where the OS allows."""
-        os.setsid()
+        """In the child (already the job's uid): the requested memory, disk (per file) and
+        cores, where the OS allows."""
         for rlimit, value in (
             (resource.RLIMIT_AS, self.spec["memory_bytes"]),
             (resource.RLIMIT_FSIZE, self.spec["disk_bytes"]),
         ):
-            try:
+            with contextlib.suppress(ValueError, OSError, OverflowError):
                 resource.setrlimit(rlimit, (value, value))
-            except (ValueError, OSError):
-                pass
-        try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             # spread jobs over the machine's CPUs instead of stacking them all on the first
             allowed = sorted(os.sched_getaffinity(0))
             n = min(max(1, int(self.spec["n_cores"])), len(allowed))
             start = (self.cluster_id + proc) * n
             os.sched_setaffinity(0, [allowed[(start + i) % len(allowed)] for i in range(n)])
-        except (AttributeError, OSError):
-            pass
 
-    def _start(self, job: Job) -> None:
-        job_dir = self.spec["job_dir"]
-        job.chirp_path = os.path.join(job_dir, f"chirp.{self.cluster_id}.{job.proc}")
-        open(job.chirp_path, "ab").close()
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR") if k in os.environ}
+    def _env(self, job: Job) -> dict[str, str]:
+        env = dict(self.base_env)  # an allow-list of the TMS's environment: never its token
         env.update(self.spec["environment"])
         env.update(
             {
                 "EWMS_PILOT_RUNNER": "process",
                 "EWMS_PILOT_CHIRP": "file",
                 "EWMS_PILOT_CHIRP_FILE": job.chirp_path,
-                "_CONDOR_SCRATCH_DIR": job_dir,
+                "_CONDOR_SCRATCH_DIR": self.work_dir,
+                "HOME": self.work_dir,
+                "TMPDIR": self.work_dir,
                 "CLUSTER_ID": str(self.cluster_id),
                 "PROC_ID": str(job.proc),
             }
         )
-        if self.spec["transfer_stdouterr"]:
-            out = open(os.path.join(job_dir, f"{self.cluster_id}.{job.proc}.out"), "ab")
-            err = open(os.path.join(job_dir, f"{self.cluster_id}.{job.proc}.err"), "ab")
-        else:
-            out = err = open(os.devnull, "wb")
-        self.log.write(ev.execute(self.cluster_id, job.proc))
+        return env
+
+    def _chirp(self, proc: int) -> str:
+        return _chirp_path(self.spec, self.cluster_id, proc)
+
+    def _start(self, job: Job) -> None:
+        job_dir = self.spec["job_dir"]
+        job.chirp_path = self._chirp(job.proc)
+        job.chirp_pos, job.chirp_partial = 0, b""
+        fds: list[int] = []
         try:
+            fd = os.open(job.chirp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            fds.append(fd)
+            if self.uid is not None:
+                os.fchown(fd, self.uid, self.gid if self.gid is not None else self.uid)
+            if self.spec["transfer_stdouterr"]:
+                for ext in ("out", "err"):  # the TMS's files; the job writes through the fd
+                    path = os.path.join(job_dir, f"{self.cluster_id}.{job.proc}.{ext}")
+                    fds.append(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            else:
+                fds += [os.open(os.devnull, os.O_WRONLY)] * 2
+            self.log.write(ev.execute(self.cluster_id, job.proc))
+            drop: dict[str, Any] = {}
+            if self.uid is not None:
+                drop = {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": 0o077}
             job.popen = subprocess.Popen(
                 self.command,
-                env=env,
-                cwd=job_dir,
+                env=self._env(job),
+                cwd=self.work_dir,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=fds[1],
+                stderr=fds[2],
+                start_new_session=True,
                 preexec_fn=functools.partial(self._limits, job.proc),
+                **drop,
             )
-        except OSError as e:
-            self.log.write(
-                ev.held(
-                    self.cluster_id, job.proc, f"Failed to execute '{shlex.join(self.command)}': {e}", 6, 2
-                )
-            )
+        except Exception as e:  # whatever it was, the job is held with it
+            reason = f"Failed to execute '{shlex.join(self.command)}': {type(e).__name__}: {e}"
+            self.log.write(ev.held(self.cluster_id, job.proc, reason, 6, 2))
             job.state = "held"
         else:
             job.state = "running"
             job.started = time.monotonic()
         finally:
-            out.close()
-            if err is not out:
-                err.close()
+            for fd in set(fds):
+                os.close(fd)
 
     def _kill(self, job: Job) -> None:
         if job.popen is None or job.popen.poll() is not None:
@@ -138,11 +209,16 @@ class Supervisor:
         if not job.chirp_path:
             return
         try:
-            with open(job.chirp_path, "rb") as f:
-                f.seek(job.chirp_pos)
-                data = f.read()
+            fd = os.open(job.chirp_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return
+        try:
+            os.lseek(fd, job.chirp_pos, os.SEEK_SET)
+            data = os.read(fd, _CHIRP_READ_MAX)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
         job.chirp_pos += len(data)
         data = job.chirp_partial + data
         *lines, job.chirp_partial = data.split(b"\n")
@@ -178,12 +254,24 @@ class Supervisor:
 
     # --- main loop -------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        with open(self.record_path[: -len(".json")] + ".pid", "w") as f:
-            f.write(str(os.getpid()))
-        for job in self.jobs:
-            self.log.write(ev.submit(self.cluster_id, job.proc))
-        os.rename(self.spec_path, self.record_path)  # committed: find_cluster sees it from now on
+    def _poll_job(self, job: Job, max_runtime: float) -> None:
+        self._pump_chirps(job)
+        assert job.popen is not None
+        rc = job.popen.poll()
+        if rc is not None:
+            self._pump_chirps(job)
+            if rc < 0:
+                self.log.write(ev.terminated(self.cluster_id, job.proc, signal=-rc))
+            else:
+                self.log.write(ev.terminated(self.cluster_id, job.proc, exit_code=rc))
+            job.state = "ended"
+        elif time.monotonic() - job.started > max_runtime:
+            self._kill(job)
+            reason = f"The job exceeded allowed execute duration of {int(max_runtime)}s"
+            self.log.write(ev.held(self.cluster_id, job.proc, reason, HOLD_CODE_DURATION))
+            job.state = "held"
+
+    def _loop(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         for job in self.jobs:
             self._start(job)
@@ -200,33 +288,33 @@ class Supervisor:
                 break
             self._commands()
             for job in self.jobs:
-                if job.state != "running":
-                    continue
-                self._pump_chirps(job)
-                assert job.popen is not None
-                rc = job.popen.poll()
-                if rc is not None:
-                    self._pump_chirps(job)
-                    if rc < 0:
-                        self.log.write(ev.terminated(self.cluster_id, job.proc, signal=-rc))
-                    else:
-                        self.log.write(ev.terminated(self.cluster_id, job.proc, exit_code=rc))
-                    job.state = "ended"
-                elif time.monotonic() - job.started > max_runtime:
-                    self._kill(job)
-                    self.log.write(
-                        ev.held(
-                            self.cluster_id,
-                            job.proc,
-                            f"The job exceeded allowed execute duration of {int(max_runtime)}s",
-                            HOLD_CODE_DURATION,
-                        )
-                    )
-                    job.state = "held"
+                if job.state == "running":
+                    self._poll_job(job, max_runtime)
             time.sleep(POLL)
-        self.log.write(ev.cluster_removed(self.cluster_id, len(self.jobs)))
-        self.log.close()
-        open(self.done_path, "w").close()
+
+    def run(self) -> None:
+        with open(self.base + ".pid", "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            for job in self.jobs:
+                self.log.write(ev.submit(self.cluster_id, job.proc))
+            os.rename(self.spec_path, self.record_path)  # committed: find_cluster sees it from now on
+        except Exception as e:
+            with open(self.base + ".failed", "w") as f:
+                f.write(f"{type(e).__name__}: {e}")
+            raise
+        reason = "via condor_rm"
+        try:
+            self._loop()
+        except BaseException as e:  # a failing supervisor still ends its cluster
+            traceback.print_exc()
+            reason = f"EWMS: the local supervisor failed: {type(e).__name__}: {e}"
+            for job in self.jobs:
+                with contextlib.suppress(Exception):
+                    self._kill(job)
+        finally:
+            self.log.close()
+            finish_cluster(self.record, self.base, reason)
 
 
 def main() -> None:
@@ -234,7 +322,13 @@ def main() -> None:
     if os.fork() > 0:  # detach: the submitting TMS returns at once, we outlive it
         os._exit(0)
     os.setsid()
-    Supervisor(spec_path).run()
+    try:
+        supervisor = Supervisor(spec_path)
+    except Exception as e:  # tell the waiting submit why, at once
+        with open(spec_path[: -len(".spec")] + ".failed", "w") as f:
+            f.write(f"{type(e).__name__}: {e}")
+        raise
+    supervisor.run()
 
 
 if __name__ == "__main__":
