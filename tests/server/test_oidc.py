@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from tornado.httpclient import AsyncHTTPClient
 
-from ewms_server.testing import running_server
+from ewms_server.testing import RunningServer, running_server
 
 KID = "key-1"
 
@@ -84,8 +84,7 @@ def token(
 
 
 async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
-    env = {"EWMS_AUTH_SECRET": "", "EWMS_AUTH_OPENID_URL": issuer["url"], "EWMS_AUTH_AUDIENCE": "ewms"}
-    async with running_server(env=env) as srv:
+    async with running_server(env=oidc_env(issuer)) as srv:
 
         async def status(tok: str) -> int:
             resp = await AsyncHTTPClient().fetch(
@@ -115,46 +114,36 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
         assert issuer["hits"]["jwks"] - before <= 1
 
 
-async def test_oidc_schedds_claim_is_configurable(issuer: dict[str, Any]) -> None:
-    """An issuer that writes the schedds into its own claim, as one space-separated string."""
-    env = {
+def oidc_env(issuer: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {
         "EWMS_AUTH_SECRET": "",
         "EWMS_AUTH_OPENID_URL": issuer["url"],
         "EWMS_AUTH_AUDIENCE": "ewms",
-        "EWMS_AUTH_SCHEDDS_CLAIM": "condor_aps",
+        **extra,
     }
-    async with running_server(env=env) as srv:
 
-        async def pending(tok: str, schedd: str) -> int:
-            resp = await AsyncHTTPClient().fetch(
-                f"{srv.url}/v1/tms/pending-starter/taskforces?schedd={schedd}",
-                headers={"Authorization": f"Bearer {tok}"},
-                raise_error=False,
-            )
-            return resp.code
 
+async def pending_starter(srv: RunningServer, tok: str, schedd: str) -> int:
+    resp = await AsyncHTTPClient().fetch(
+        f"{srv.url}/v1/tms/pending-starter/taskforces?schedd={schedd}",
+        headers={"Authorization": f"Bearer {tok}"},
+        raise_error=False,
+    )
+    return resp.code
+
+
+async def test_oidc_schedds_claim_is_configurable(issuer: dict[str, Any]) -> None:
+    """An issuer that writes the schedds into its own claim, as one space-separated string."""
+    async with running_server(env=oidc_env(issuer, EWMS_AUTH_SCHEDDS_CLAIM="condor_aps")) as srv:
         tms = token(issuer, role="system-tms", condor_aps="ap1.example ap2.example")
-        assert await pending(tms, "ap1.example") == 200
-        assert await pending(tms, "ap2.example") == 200
-        assert await pending(tms, "ap3.example") == 403
+        assert await pending_starter(srv, tms, "ap1.example") == 200
+        assert await pending_starter(srv, tms, "ap2.example") == 200
+        assert await pending_starter(srv, tms, "ap3.example") == 403
         # the default claim name means nothing to this server
-        assert (
-            await pending(token(issuer, role="system-tms", ewms_schedds=["ap3.example"]), "ap3.example")
-            == 403
-        )
+        other = token(issuer, role="system-tms", ewms_schedds=["ap3.example"])
+        assert await pending_starter(srv, other, "ap3.example") == 403
 
 
 async def test_oidc_unscoped_tms_tokens_with_the_legacy_setting(issuer: dict[str, Any]) -> None:
-    env = {
-        "EWMS_AUTH_SECRET": "",
-        "EWMS_AUTH_OPENID_URL": issuer["url"],
-        "EWMS_AUTH_AUDIENCE": "ewms",
-        "EWMS_AUTH_ALLOW_UNSCOPED_TMS": "true",
-    }
-    async with running_server(env=env) as srv:
-        resp = await AsyncHTTPClient().fetch(
-            f"{srv.url}/v1/tms/pending-starter/taskforces?schedd=anywhere",
-            headers={"Authorization": f"Bearer {token(issuer, role='system-tms')}"},
-            raise_error=False,
-        )
-        assert resp.code == 200
+    async with running_server(env=oidc_env(issuer, EWMS_AUTH_ALLOW_UNSCOPED_TMS="true")) as srv:
+        assert await pending_starter(srv, token(issuer, role="system-tms"), "anywhere") == 200
