@@ -23,6 +23,9 @@ from .errors import Invalid
 from .storage.base import Change
 from .storage.collections import COLLECTIONS
 
+MAX_DEPTH = 64
+"""Deepest nesting of objects and arrays accepted in a request body (the API needs far less)."""
+
 
 def load_openapi_text() -> str:
     """From the installed package data, or from the checkout's `schema/` when run in place."""
@@ -42,6 +45,20 @@ def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline_refs(v, components) for v in node]
     return node
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Is `value` nested deeper than `limit` levels? Iterative: any depth is safe to ask about."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _path_of(error: jsonschema.ValidationError) -> str:
@@ -80,9 +97,13 @@ class Checker:
         """None when valid; else every problem (up to `most`) with its field path."""
         if self._fast.is_valid(instance):
             return None
-        errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        try:
+            errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        except RecursionError:  # python-jsonschema recurses; the Rust validator does not
+            errors = []
         if not errors:  # the two disagree: trust the stricter one, word it as it does
-            return f"{where}: {next(iter(self._fast.iter_errors(instance))).message}"
+            message = next(iter(self._fast.iter_errors(instance))).message
+            return f"{where}: {message[:300] + '…' if len(message) > 300 else message}"
         messages = list(dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors))
         more = f" (and {len(messages) - most} more)" if len(messages) > most else ""
         return "; ".join(messages[:most]) + more
@@ -127,6 +148,8 @@ class OpenAPI:
         validator = self._bodies[(path, method)]
         if validator is None:
             return
+        if too_deep(body, MAX_DEPTH):
+            raise Invalid(f"body: nested deeper than {MAX_DEPTH} levels")
         message = validator.problems(body, "body")
         if message is not None:
             raise Invalid(message)

@@ -17,7 +17,7 @@ class MetricsHandler(BaseHandler):
     OPENAPI_PATH = "/metrics"
     ROLES = {"GET": ADMIN}
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
         token = self.deps.cfg.metrics_token
         scheme, _, given = (self.request.headers.get("Authorization") or "").partition(" ")
         method = self.request.method or "GET"
@@ -32,7 +32,7 @@ class MetricsHandler(BaseHandler):
                 self.OPENAPI_PATH, method, self.path_kwargs, self.request.query_arguments
             )
             return
-        await super().prepare()  # else an admin's JWT, like any other route
+        await super().admit()  # else an admin's JWT, like any other route
 
     async def get(self) -> None:
         if self.deps.metrics is None:

@@ -6,7 +6,9 @@ from ..errors import NotFound
 from ..ops import workflows as ops
 from ..ops.queries import run_query
 from ..ops.reads import get_scoped, public_mqprofiles
+from ..query_filter import check_projection
 from ..rules import check_job_inputs
+from ..storage.collections import COLLECTIONS
 from .base import USERS, BaseHandler
 
 
@@ -80,10 +82,15 @@ class QueryWorkflowsHandler(BaseHandler):
 
     async def post(self) -> None:
         cfg = self.deps.cfg
+        body = self.body()
+        spec = COLLECTIONS[self.COLLECTION]
+        check_projection(
+            body.get("projection") or [], spec.id_field, self.deps.schema.schemas[spec.component]
+        )
         docs, next_after = await run_query(
             self.deps.store,
             self.COLLECTION,
-            self.body(),
+            body,
             self.caller,
             fields=self.deps.query_fields[self.COLLECTION],
             limits=self.deps.query_limits,

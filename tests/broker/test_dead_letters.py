@@ -79,6 +79,7 @@ async def test_queue_depths_count_ready_unacked_and_dead_letters(
     await asyncio.to_thread(dead_letter, wf, q1, [b"bad-1", b"bad-2"])
     ch = await asyncio.to_thread(admin_channel, wf)
     try:
+        ch.confirm_delivery()  # each publish is in the queue before the get
         for body in (b"a", b"b", b"c"):
             ch.basic_publish("", q2, body, PERSISTENT)
         held, _, _ = ch.basic_get(q2)  # one in flight: delivered, not acknowledged

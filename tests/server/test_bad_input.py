@@ -244,3 +244,81 @@ async def test_user_route_bad_inputs(server: RunningServer, seeded: dict[str, An
         code, err = await raw(server, method, path, body)
         assert code == want and message in err["error"], (method, path, code, err)
     assert await snapshot(server) == before
+
+
+def _nested(depth: int, kind: type) -> bytes:
+    opening, closing = (b"[", b"]") if kind is list else (b'{"a": ', b"}")
+    return opening * depth + b"1" + closing * depth
+
+
+async def test_once_reachable_500s_are_clear_400s(server: RunningServer, seeded: dict[str, Any]) -> None:
+    """Issue 9, finding 5 (and what a property test of the query language found next to it):
+    each of these answered 500; now a 400 that says why."""
+    uuid = seeded["taskforces"][0]["taskforce_uuid"]
+    tid = seeded["task_directives"][0]["task_id"]
+    q = "/v1/query/"
+    cases: list[tuple[str, str, Any, str]] = [
+        (
+            "user",
+            q + "workflows",
+            {"projection": ["workflow_id", "workflow_id.x"]},
+            "inside the id 'workflow_id'",
+        ),
+        (
+            "user",
+            q + "taskforces",
+            {"projection": ["phase_change_log", "phase_change_log.context"]},
+            "is inside",
+        ),
+        ("user", q + "taskforces", {"projection": ["phase.a.b"]}, "'phase.a.b': phase has no field 'a'"),
+        (
+            "user",
+            q + "task-directives",
+            {"projection": ["cluster_locations.a"]},
+            "cluster_locations has no field",
+        ),
+        (
+            "user",
+            q + "task-directives",
+            {"query": {"task_env": {"$not": {"x": "y"}}}},
+            "$not: must be an operator",
+        ),
+        ("user", q + "task-directives", {"query": {"task_env": {"$not": {}}}}, "$not: must be an operator"),
+        (
+            "user",
+            q + "workflows",
+            {"query": {"priority": {"$not": {"$gt": 1, "x": 2}}}},
+            "$not: must be an operator",
+        ),
+    ]
+    # a body nested about 1,000 deep, and far deeper, in any field of any route that takes one
+    routes = [
+        ("user", "/v1/workflows", "tasks"),
+        ("user", "/v1/query/workflows", "query"),
+        ("user", f"/v1/task-directives/{tid}/actions/add-workers", "cluster_location"),
+        ("system-tms", f"/v1/tms/condor-submit/taskforces/{uuid}", "submit_dict"),
+        ("system-tms", f"/v1/tms/condor-complete/taskforces/{uuid}", "condor_complete_ts"),
+        ("system-tms", "/v1/tms/statuses/taskforces", "compound_statuses_by_taskforce"),
+    ]
+    for role, path, field in routes:
+        for depth in (65, 1000, 1020, 5000):
+            for kind in (list, dict):
+                body = b'{"%s": %s}' % (field.encode(), _nested(depth, kind))
+                cases.append((role, path, body, "nested deeper than" if depth < 1024 else "not valid JSON"))
+    # deeper than a JSON decoder could recurse (2 MB: within the statuses route's limit)
+    big = b'{"compound_statuses_by_taskforce": %s}' % _nested(1_000_000, list)
+    cases.append(("system-tms", "/v1/tms/statuses/taskforces", big, "not valid JSON"))
+    before = await snapshot(server)
+    failures = []
+    for role, path, body, message in cases:
+        code, err = await raw(server, "POST", path, body, role=role)
+        if code != 400 or message not in err["error"]:
+            failures.append(f"{path} {str(body)[:80]}: {code} {err}")
+    assert not failures, "\n".join(failures)
+    assert await snapshot(server) == before
+    # the deepest nesting a filter may have (EWMS_QUERY_MAX_DEPTH, 8) still works
+    query: dict[str, Any] = {"priority": 50}
+    for _ in range(6):
+        query = {"$and": [query]}
+    code, found = await raw(server, "POST", "/v1/query/workflows", {"query": query})
+    assert code == 200 and len(found["workflows"]) == 1
