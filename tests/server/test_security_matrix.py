@@ -472,6 +472,7 @@ async def _statuses(ctx: Ctx) -> Req:
         body={
             "compound_statuses_by_taskforce": {uuid: {"IDLE": {"null": 2}}},
             "top_task_errors_by_taskforce": {uuid: {"boom": 1}},
+            "task_counts_by_taskforce": {uuid: {"succeeded": 3, "failed": 1}},
         },
         ids={"uuid": uuid},
     )
@@ -483,6 +484,9 @@ async def _check_statuses(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
         assert body == {"results": [{"uuid": req.ids["uuid"], "status": "failed", "error": error}]}
     else:
         assert body == {"results": [{"uuid": req.ids["uuid"], "status": "updated"}]}
+    if ident != "tmsB":
+        tf = await ctx.store.get("taskforces", {"taskforce_uuid": req.ids["uuid"]})
+        assert tf["task_counts"] == {"succeeded": 3, "failed": 1}
 
 
 async def _progress(ctx: Ctx) -> Req:
