@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pika
 import pytest
@@ -14,6 +13,7 @@ from ewms_server.broker.base import QueueDepth, QueuesMissing
 from ewms_server.broker.dead_letters import RETRIES_HEADER, republished_headers
 from ewms_server.broker.null import NullBrokerAdapter
 from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, dead_letter_queue
+from tests.conftest import wait_until
 
 from .conftest import admin_channel, broker_settings, unique
 
@@ -61,17 +61,6 @@ def depth(wf: str, queue: str) -> int:
         ch.connection.close()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    """The management API's statistics are refreshed every few seconds: wait for them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met"
-        await asyncio.sleep(0.25)
-
-
 async def test_queue_depths_count_ready_unacked_and_dead_letters(
     limited: tuple[RabbitMQBrokerAdapter, str, list[str]],
 ) -> None:
@@ -90,7 +79,7 @@ async def test_queue_depths_count_ready_unacked_and_dead_letters(
             want = {q1: QueueDepth(0, 0, 2), q2: QueueDepth(2, 1, 0)}
             return got if got == want else None
 
-        await eventually(settled)
+        await wait_until(settled, timeout=30, interval=0.25)
     finally:
         ch.connection.close()
 
@@ -130,7 +119,7 @@ async def test_retry_moves_dead_letters_back_once_each_and_bounded(
         counts = [await asyncio.to_thread(depth, wf, q) for q in (q1, dead_letter_queue(q1))]
         return counts == [3, 0]
 
-    await eventually(back_in_queue, timeout=10)
+    await wait_until(back_in_queue, timeout=10, interval=0.25)
 
 
 async def test_missing_queues_are_said_so() -> None:

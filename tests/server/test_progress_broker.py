@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
@@ -16,7 +15,7 @@ from ewms_pilot.broker import connection_url
 from ewms_server.broker.rabbitmq import dead_letter_queue, leftover_paths, vhost_for
 from ewms_server.testing import running_server
 from tests.broker.conftest import BROKER_URL, broker_settings
-from tests.conftest import workflow_body
+from tests.conftest import wait_until, workflow_body
 from tests.server.helpers import error_of
 from tests.server.test_metrics import scrape, series
 
@@ -27,17 +26,6 @@ def workflow() -> dict[str, Any]:
     body["tasks"][0].update(input_queue_aliases=["in"], output_queue_aliases=["out"])
     body["public_queue_aliases"] = ["in", "out"]
     return body
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 40) -> Any:
-    """The broker's statistics are refreshed every few seconds: wait for them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.3)
 
 
 def user_channel(profile: dict[str, Any]) -> pika.adapters.blocking_connection.BlockingChannel:
@@ -97,7 +85,7 @@ async def test_queue_depths_dead_letters_and_retry_on_the_real_broker() -> None:
                 ]
                 return next((p for p in profiles if p["alias"] == "in" and p["is_activated"]), None)
 
-            inq = await eventually(activated, "queue activation")
+            inq = await wait_until(activated, timeout=40, interval=0.3)
             await asyncio.to_thread(push_and_fail, inq, 4, 3)
 
             async def figures() -> dict[str, Any] | None:
@@ -105,7 +93,7 @@ async def test_queue_depths_dead_letters_and_retry_on_the_real_broker() -> None:
                 q = p["queues"]["in"]
                 return p if (q["pending"], q["in_flight"], q["dead_lettered"]) == (4, 0, 3) else None
 
-            p = await eventually(figures, "the broker's figures")
+            p = await wait_until(figures, timeout=40, interval=0.3)
             assert p["totals"]["pending"] == 4 and p["totals"]["dead_lettered"] == 3
             assert p["queues"]["out"]["pending"] == 0 and p["queues"]["in"]["mqid"] == inq["mqid"]
             assert "broker_error" not in p and p["broker_ts"] is not None
@@ -131,7 +119,7 @@ async def test_queue_depths_dead_letters_and_retry_on_the_real_broker() -> None:
                 q = (await user.request("GET", f"/v1/workflows/{wid}/progress"))["queues"]["in"]
                 return (q["pending"], q["dead_lettered"]) == (7, 0)
 
-            await eventually(requeued, "the requeued messages in the queue")
+            await wait_until(requeued, timeout=40, interval=0.3)
 
             # another user: 404, nothing moved
             bob = RestClient(srv.url, token=srv.token(role="user", sub="bob"), retries=0, timeout=30)
@@ -146,7 +134,7 @@ async def test_queue_depths_dead_letters_and_retry_on_the_real_broker() -> None:
                 wf = await srv.deps.store.get("workflows", {"workflow_id": wid})
                 return bool(wf["queues_deleted"])
 
-            await eventually(deleted, "the queues' deletion")
+            await wait_until(deleted, timeout=40, interval=0.3)
             code, body = await error_of(user.request("POST", path))
             assert code == 422 and "deleted" in body["error"]
             srv.deps.progress.forget(wid)
