@@ -15,7 +15,7 @@ class TMSPendingStarterHandler(BaseHandler):
         found = await ops.next_pending_starter(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.pending_starter(found))
 
 
 class TMSPendingStopperHandler(BaseHandler):
@@ -27,7 +27,7 @@ class TMSPendingStopperHandler(BaseHandler):
         found = await ops.next_pending_stopper(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.taskforce(found) if found else {})
 
 
 class TMSCondorSubmitUUIDHandler(BaseHandler):
