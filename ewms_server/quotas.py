@@ -4,8 +4,9 @@ Exceeding one is a 429 with Retry-After and a message naming the setting; admins
 The store is the source of truth, so replicas sharing it count alike: active workflows and a
 workflow's live taskforces are counted with `count`; the per-minute rates come from the
 creation times of the last minute's workflows and add-workers taskforces, found through the
-time-ordered ids (`<prefix>-<ms, hex>-…`, a range on the unique id index, so a check costs
-the last minute's creations, never a user's whole history).
+time-ordered ids (`<prefix>-<ms, hex>-…`, a range on the unique id index). Every check walks
+an index over what is active or recent, never a user's whole history
+(benchmarks/bench_quotas.py).
 
 A check and the insert it admits run under a per-user lock in this process, so one process
 never lets a burst past a limit (the default single-process SQLite server is exact). Replicas
@@ -115,7 +116,11 @@ class QuotaGate:
         lock = self._lock(caller.subject)
         async with lock:
             if q.max_active_workflows:
-                n = await store.count("workflows", {"owner": caller.subject, "deactivated": None})
+                # an active workflow's taskforces are never stopped: naming that lets the store use
+                # its (taskforces_stopped, deactivated) index, so the count walks the active
+                # workflows of all users, not this user's whole history
+                active = {"taskforces_stopped": False, "deactivated": None, "owner": caller.subject}
+                n = await store.count("workflows", active)
                 if n >= q.max_active_workflows:
                     raise TooManyRequests(
                         f"user {caller.subject} has {n} active workflows, the most allowed "
@@ -170,8 +175,11 @@ class QuotaGate:
     ) -> None:
         now = time.time()
         since = now - WINDOW_S
-        recent = await store.find(
-            coll, {id_field: {"$gte": _id_floor(prefix, since)}, **extra}, projection=["owner", "timestamp"]
+        recent = await store.find(  # sorted by id: the store walks the id index from `since` on
+            coll,
+            {id_field: {"$gte": _id_floor(prefix, since)}, **extra},
+            projection=["owner", "timestamp"],
+            sort=[(id_field, 1)],
         )
         times = [
             d["timestamp"] for d in recent if d.get("owner") == caller.subject and d["timestamp"] >= since
