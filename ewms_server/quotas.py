@@ -21,9 +21,9 @@ import contextlib
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .caller import Caller
 from .errors import Invalid, TooManyRequests
@@ -99,67 +99,81 @@ class QuotaGate:
             lock = self._locks[subject] = asyncio.Lock()
         return lock
 
-    @contextlib.asynccontextmanager
-    async def creating_workflow(
+    def creating_workflow(
         self, store: Storage, caller: Caller, n_taskforces: int
-    ) -> AsyncIterator[None]:
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Around the insert of a new workflow of `caller` with `n_taskforces` taskforces."""
         q = self.quotas
-        if caller.role == "admin":
-            yield
-            return
-        if q.max_taskforces_per_workflow and n_taskforces > q.max_taskforces_per_workflow:
+        if caller.role != "admin" and 0 < q.max_taskforces_per_workflow < n_taskforces:
             raise Invalid(  # no wait makes it fit: not a 429
                 f"body.tasks: the workflow would have {n_taskforces} taskforces (one per task and "
                 f"cluster location), more than EWMS_MAX_TASKFORCES_PER_WORKFLOW={q.max_taskforces_per_workflow}"
             )
-        lock = self._lock(caller.subject)
-        async with lock:
-            if q.max_active_workflows:
-                # an active workflow's taskforces are never stopped: naming that lets the store use
-                # its (taskforces_stopped, deactivated) index, so the count walks the active
-                # workflows of all users, not this user's whole history
-                active = {"taskforces_stopped": False, "deactivated": None, "owner": caller.subject}
-                n = await store.count("workflows", active)
-                if n >= q.max_active_workflows:
-                    raise TooManyRequests(
-                        f"user {caller.subject} has {n} active workflows, the most allowed "
-                        f"(EWMS_USER_MAX_ACTIVE_WORKFLOWS={q.max_active_workflows}): finish or abort one first",
-                        retry_after=HOLD_RETRY_S,
-                    )
-            if q.max_workflows_per_min:
-                await self._rate(
-                    store, "workflows", "workflow_id", "WF", {}, caller, q.max_workflows_per_min,
-                    "new workflows", "EWMS_USER_MAX_WORKFLOWS_PER_MIN",
-                )  # fmt: skip
-            yield
+        # an active workflow's taskforces are never stopped: naming that lets the store use its
+        # (taskforces_stopped, deactivated) index, so the count walks the active workflows of
+        # all users, not this user's whole history
+        active = {"taskforces_stopped": False, "deactivated": None, "owner": caller.subject}
+        return self._admitting(
+            caller,
+            lambda: self._hold(
+                store, "workflows", active, q.max_active_workflows, "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
+                f"user {caller.subject}", "active workflows", ": finish or abort one first",
+            ),
+            lambda: self._rate(
+                store, "workflows", "workflow_id", "WF", {}, caller, q.max_workflows_per_min,
+                "new workflows", "EWMS_USER_MAX_WORKFLOWS_PER_MIN",
+            ),
+        )  # fmt: skip
 
-    @contextlib.asynccontextmanager
-    async def adding_workers(self, store: Storage, caller: Caller, workflow_id: str) -> AsyncIterator[None]:
+    def adding_workers(
+        self, store: Storage, caller: Caller, workflow_id: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Around the insert of an add-workers taskforce into `workflow_id`."""
         q = self.quotas
+        live = {"workflow_id": workflow_id, "phase": {"$nin": sorted(str(p) for p in TERMINAL)}}
+        return self._admitting(
+            caller,
+            lambda: self._hold(
+                store, "taskforces", live, q.max_taskforces_per_workflow, "EWMS_MAX_TASKFORCES_PER_WORKFLOW",
+                f"workflow {workflow_id}", "taskforces not yet ended",
+            ),
+            lambda: self._rate(
+                store, "taskforces", "taskforce_uuid", "TF", {"origin": ADD_WORKERS}, caller,
+                q.max_add_workers_per_min, "add-workers calls", "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
+            ),
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def _admitting(self, caller: Caller, *checks: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+        """Run `checks`, then the caller's insert, under the caller's lock; admins pass."""
         if caller.role == "admin":
             yield
             return
-        lock = self._lock(caller.subject)
-        async with lock:
-            if q.max_taskforces_per_workflow:
-                live = await store.count(
-                    "taskforces",
-                    {"workflow_id": workflow_id, "phase": {"$nin": sorted(str(p) for p in TERMINAL)}},
-                )
-                if live >= q.max_taskforces_per_workflow:
-                    raise TooManyRequests(
-                        f"workflow {workflow_id} has {live} taskforces not yet ended, the most allowed "
-                        f"(EWMS_MAX_TASKFORCES_PER_WORKFLOW={q.max_taskforces_per_workflow})",
-                        retry_after=HOLD_RETRY_S,
-                    )
-            if q.max_add_workers_per_min:
-                await self._rate(
-                    store, "taskforces", "taskforce_uuid", "TF", {"origin": ADD_WORKERS}, caller,
-                    q.max_add_workers_per_min, "add-workers calls", "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
-                )  # fmt: skip
+        async with self._lock(caller.subject):
+            for check in checks:
+                await check()
             yield
+
+    async def _hold(
+        self,
+        store: Storage,
+        coll: str,
+        flt: dict[str, Any],
+        limit: int,
+        setting: str,
+        holder: str,
+        what: str,
+        advice: str = "",
+    ) -> None:
+        """A limit on what is held at once (0 = none)."""
+        if not limit:
+            return
+        n = await store.count(coll, flt)
+        if n >= limit:
+            raise TooManyRequests(
+                f"{holder} has {n} {what}, the most allowed ({setting}={limit}){advice}",
+                retry_after=HOLD_RETRY_S,
+            )
 
     async def _rate(
         self,
@@ -173,6 +187,9 @@ class QuotaGate:
         what: str,
         setting: str,
     ) -> None:
+        """A limit on events in the last WINDOW_S seconds (0 = none)."""
+        if not limit:
+            return
         now = time.time()
         since = now - WINDOW_S
         recent = await store.find(  # sorted by id: the store walks the id index from `since` on
