@@ -23,6 +23,7 @@ from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
 from .query_limits import QueryLimits
+from .quotas import QuotaGate
 from .schema import OpenAPI
 from .storage import open_storage
 from .storage.base import Storage
@@ -113,6 +114,7 @@ class Server:
                 for name, spec in COLLECTIONS.items()
                 if spec.queryable
             },
+            quotas=QuotaGate(cfg.quotas),
             query_limits=QueryLimits(
                 max_depth=cfg.query_max_depth,
                 max_clauses=cfg.query_max_clauses,

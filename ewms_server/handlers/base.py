@@ -14,7 +14,17 @@ import tornado.web
 from ..auth import acts_for
 from ..caller import Caller
 from ..deps import Deps
-from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
+from ..errors import (
+    EWMSError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthenticated,
+    Unprocessable,
+)
+from .reason import reason_phrase
 from .streaming import StreamedBodyHandler
 
 LOGGER = logging.getLogger("ewms_server.requests")
@@ -26,6 +36,7 @@ STATUS_OF: dict[type[EWMSError], int] = {
     NotFound: 404,
     TooLarge: 413,
     Unprocessable: 422,
+    TooManyRequests: 429,
 }
 USERS = frozenset({"user", "admin"})
 TMS = frozenset({"system-tms", "admin"})
@@ -138,11 +149,13 @@ class BaseHandler(StreamedBodyHandler):
             message = str(exc)
             if isinstance(exc, Unauthenticated):
                 self.set_header("WWW-Authenticate", 'Bearer realm="ewms"')
+            if isinstance(exc, TooManyRequests):
+                self.set_header("Retry-After", str(exc.retry_after))
         elif isinstance(exc, tornado.web.HTTPError):
             message = exc.log_message or self._reason
         else:
             message = "internal server error" if status_code >= 500 else self._reason
-        self.set_status(status_code)
+        self.set_status(status_code, reason_phrase(message))  # EWMS's clients print the reason
         self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.ROLES))
