@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .quotas import Quotas
 from .rules import JobLimits
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -210,6 +211,29 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "Seconds the workflow and taskforce counts of GET /metrics are reused (0: counted on every scrape).",
     ),
+    Setting(
+        "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
+        "100",
+        "Most workflows one user may have active (not finished or aborted) at once; one more is "
+        "a 429. Per-user quotas: 0 = no limit; admins are exempt; replicas sharing a store may "
+        "together overshoot one by (replicas - 1) in a burst.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_WORKFLOWS_PER_MIN",
+        "30",
+        "Most workflows one user may create in any 60 s (429 above, Retry-After when the oldest leaves the minute).",
+    ),
+    Setting(
+        "EWMS_MAX_TASKFORCES_PER_WORKFLOW",
+        "1000",
+        "Most taskforces of one workflow not yet ended: add-workers past it is a 429; a create "
+        "with more (tasks x cluster locations) is a 400.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
+        "60",
+        "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -270,6 +294,7 @@ class Config:
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
+    quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -354,6 +379,7 @@ class Config:
             metrics_enabled=flag("EWMS_METRICS_ENABLED"),
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
+            quotas=_quotas(get),
         )
 
     @property
@@ -375,6 +401,13 @@ def parse_networks(raw: str | None) -> tuple[IPNetwork, ...]:
 def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
     try:
         return JobLimits.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _quotas(get: Callable[[str], str | None]) -> Quotas:
+    try:
+        return Quotas.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .auth import Authenticator
 from .config import Config
 from .loops.base import LoopState
 from .query_limits import QueryLimits
+from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
 from .storage.base import Storage
+from .views import Views
 
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
@@ -29,6 +32,12 @@ class Deps:
     progress: ProgressCache | None = None
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
+    quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+
+    @cached_property
+    def views(self) -> Views:
+        """Every response's documents are shaped by these (views.py)."""
+        return Views(self.schema)
 
     def wake(self, name: str) -> None:
         if name in self.loops:

@@ -31,3 +31,11 @@ class TooLarge(EWMSError):
 
 class Unavailable(EWMSError):
     """A service the request needs (the broker) cannot be reached right now (503)."""
+
+
+class TooManyRequests(EWMSError):
+    """A per-user quota is reached (429); `retry_after` seconds is when trying again may help."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -35,12 +35,20 @@ def load_openapi_text() -> str:
         return (Path(__file__).resolve().parent.parent / "schema" / "openapi.json").read_text()
 
 
+def _resolve(ref: str, components: dict[str, Any]) -> Any:
+    """`#/components/schemas/X[/properties/y…]` (a JSON pointer into the components)."""
+    node: Any = components
+    for part in ref.removeprefix("#/components/schemas/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
 def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
-    """Replace `#/components/schemas/X` refs by copies (our schemas are not recursive)."""
+    """Replace `#/components/schemas/…` refs by copies (our schemas are not recursive)."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-            return _inline_refs(copy.deepcopy(components[ref.rsplit("/", 1)[1]]), components)
+            return _inline_refs(copy.deepcopy(_resolve(ref, components)), components)
         return {k: _inline_refs(v, components) for k, v in node.items()}
     if isinstance(node, list):
         return [_inline_refs(v, components) for v in node]
@@ -59,6 +67,20 @@ def too_deep(value: Any, limit: int) -> bool:
             return True
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
     return False
+
+
+STORED = "x-ewms-stored"
+"""A component's fields stored with each document but never shown (the server's bookkeeping)."""
+
+
+def stored_schema(component: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a stored document: the component's fields plus its `x-ewms-stored` ones."""
+    extra = component.get(STORED)
+    out = {k: v for k, v in component.items() if k != STORED}
+    if extra:
+        out["properties"] = {**component.get("properties", {}), **extra.get("properties", {})}
+        out["required"] = [*component.get("required", []), *extra.get("required", [])]
+    return out
 
 
 def _path_of(error: jsonschema.ValidationError) -> str:
@@ -131,7 +153,9 @@ class OpenAPI:
                     self._body_required[key] = bool(rb.get("required"))
                 else:
                     self._bodies[key] = None
-        self._components = {name: Checker(s) for name, s in self.schemas.items()}
+        self.stored: dict[str, Any] = {name: stored_schema(s) for name, s in self.schemas.items()}
+        """Components as stored: what database writes are checked against."""
+        self._components = {name: Checker(s) for name, s in self.stored.items()}
 
     # -- requests ------------------------------------------------------------------------
 
@@ -159,10 +183,8 @@ class OpenAPI:
     ) -> dict[str, str]:
         """Validate path and query parameters; return the query parameters as strings."""
         out: dict[str, str] = {}
-        known = set()
         for p in self._params[(path, method)]:
             name, where, schema = p["name"], p["in"], p["schema"]
-            known.add(name)
             if where == "path":
                 value: str | None = path_args.get(name)
             else:
@@ -184,10 +206,7 @@ class OpenAPI:
                 )
             if where == "query":
                 out[name] = value
-        unknown = sorted(set(query) - known)
-        if unknown:
-            raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}")
-        return out
+        return out  # unknown parameters are ignored, as EWMS does
 
     # -- database writes -----------------------------------------------------------------
 
@@ -213,7 +232,7 @@ class OpenAPI:
 
     @lru_cache(maxsize=512)  # noqa: B019 - one OpenAPI per process, kept for its lifetime
     def _field_validator(self, component: str, path: str, item: bool) -> Checker:
-        schema: Any = self.schemas[component]
+        schema: Any = self.stored[component]
         for part in path.split("."):
             props = schema.get("properties", {})
             if part in props:

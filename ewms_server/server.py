@@ -25,6 +25,7 @@ from .loops.mq_activation import MQActivation
 from .metrics import MeteredBroker, ServerMetrics
 from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
+from .quotas import QuotaGate
 from .schema import OpenAPI
 from .storage import open_storage
 from .storage.base import Storage
@@ -130,6 +131,7 @@ class Server:
                 for name, spec in COLLECTIONS.items()
                 if spec.queryable
             },
+            quotas=QuotaGate(cfg.quotas),
             query_limits=QueryLimits(
                 max_depth=cfg.query_max_depth,
                 max_clauses=cfg.query_max_clauses,

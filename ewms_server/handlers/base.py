@@ -20,10 +20,12 @@ from ..errors import (
     Invalid,
     NotFound,
     TooLarge,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     Unprocessable,
 )
+from .reason import reason_phrase
 from .streaming import StreamedBodyHandler
 
 LOGGER = logging.getLogger("ewms_server.requests")
@@ -35,6 +37,7 @@ STATUS_OF: dict[type[EWMSError], int] = {
     NotFound: 404,
     TooLarge: 413,
     Unprocessable: 422,
+    TooManyRequests: 429,
     Unavailable: 503,
 }
 USERS = frozenset({"user", "admin"})
@@ -148,11 +151,13 @@ class BaseHandler(StreamedBodyHandler):
             message = str(exc)
             if isinstance(exc, Unauthenticated):
                 self.set_header("WWW-Authenticate", 'Bearer realm="ewms"')
+            if isinstance(exc, TooManyRequests):
+                self.set_header("Retry-After", str(exc.retry_after))
         elif isinstance(exc, tornado.web.HTTPError):
             message = exc.log_message or self._reason
         else:
             message = "internal server error" if status_code >= 500 else self._reason
-        self.set_status(status_code)
+        self.set_status(status_code, reason_phrase(message))  # EWMS's clients print the reason
         self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.ROLES))

@@ -23,6 +23,7 @@ from .tms import (
     TMSStatusesTaskforcesHandler,
 )
 from .workflows import (
+    MQSWorkflowIDMQProfilesPublicHandler,
     QueryWorkflowsHandler,
     WorkflowIDActionsAbortHandler,
     WorkflowIDActionsFinishedHandler,
@@ -40,6 +41,7 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDActionsAbortHandler,
     WorkflowIDActionsFinishedHandler,
     WorkflowIDMQProfilesPublicHandler,
+    MQSWorkflowIDMQProfilesPublicHandler,
     QueryWorkflowsHandler,
     TaskDirectiveIDHandler,
     TaskDirectiveIDActionsAddWorkersHandler,

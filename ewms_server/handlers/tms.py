@@ -47,7 +47,7 @@ class TMSPendingStarterHandler(_ScheddHandler):
         found = await ops.next_pending_starter(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.pending_starter(found))
 
 
 class TMSPendingStopperHandler(_ScheddHandler):
@@ -59,7 +59,7 @@ class TMSPendingStopperHandler(_ScheddHandler):
         found = await ops.next_pending_stopper(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.taskforce(found) if found else {})
 
 
 class TMSCondorSubmitUUIDHandler(_TaskforceReportHandler):

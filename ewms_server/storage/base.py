@@ -19,9 +19,9 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 2
-"""The store layout this code writes; `migrate` brings older stores up to it (2: the
-`workflow_progress` collection)."""
+SCHEMA_VERSION = 3
+"""The store layout this code writes; `migrate` brings older stores up to it (2: taskforces
+in EWMS's form; 3: the `workflow_progress` collection)."""
 
 
 @dataclass(frozen=True)

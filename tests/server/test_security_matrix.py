@@ -62,6 +62,7 @@ OTHER_SCHEDD = "remote-schedd"
 WRONG_SECRET = "not-the-server-secret-but-long-enough-0123456789"
 
 WF = "/v1/workflows/{workflow_id}"
+MQS = "/v1/mqs/workflows/{workflow_id}"  # where EWMS's clients reach its queue service
 TD = "/v1/task-directives/{task_id}"
 TF = "/v1/taskforces/{taskforce_uuid}"
 
@@ -76,6 +77,7 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("POST", WF + "/actions/abort"):                                     (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("POST", WF + "/actions/finished"):                                  (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("GET",  WF + "/mq-profiles/public"):                                (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  MQS + "/mq-profiles/public"):                               (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("POST", "/v1/query/workflows"):                                     (401, 401, 401, 200, 200, 403, 403, 403, 200),
     ("GET",  TD):                                                        (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("POST", TD + "/actions/add-workers"):                               (401, 401, 401, 200, 404, 403, 403, 403, 200),
@@ -350,6 +352,12 @@ async def _mq_public(ctx: Ctx) -> Req:
     return req
 
 
+async def _mqs_public(ctx: Ctx) -> Req:
+    req = await _mq_public(ctx)
+    req.path = req.path.replace("/v1/workflows/", "/v1/mqs/workflows/", 1)
+    return req
+
+
 async def _check_mq_public(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
     profiles = body["mqprofiles"]
     assert sorted(p["alias"] for p in profiles) == ["q0", "q2"]  # q1 connects the tasks only
@@ -547,6 +555,7 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("POST", WF + "/actions/abort"): (_deactivate("abort"), _check_deactivated("ABORTED")),
     ("POST", WF + "/actions/finished"): (_deactivate("finished"), _check_deactivated("FINISHED")),
     ("GET", WF + "/mq-profiles/public"): (_mq_public, _check_mq_public),
+    ("GET", MQS + "/mq-profiles/public"): (_mqs_public, _check_mq_public),
     ("POST", "/v1/query/workflows"): _query("workflows"),
     ("GET", TD): (_td_shared, _check_get_td),
     ("POST", TD + "/actions/add-workers"): (_add_workers, _check_add_workers),
@@ -698,6 +707,7 @@ async def test_other_users_object_is_indistinguishable_from_a_missing_one(server
         ("POST", WF + "/actions/abort", None),
         ("POST", WF + "/actions/finished", None),
         ("GET", WF + "/mq-profiles/public", None),
+        ("GET", MQS + "/mq-profiles/public", None),
         ("GET", WF + "/progress", None),
         ("POST", WF + "/actions/retry-dead-letters", None),
         ("GET", TD, None),
