@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,17 +72,6 @@ def cmd_pull(c: EWMSClient, a: argparse.Namespace) -> None:
 
     n = queues.pull(profile, sink, n=a.n, timeout=a.timeout)
     print(f"pulled {n} message(s) from {profile.alias}", file=sys.stderr)
-
-
-def cmd_watch(c: EWMSClient, a: argparse.Namespace) -> None:
-    while True:
-        wf = c.workflow(a.workflow_id)
-        tfs = c.taskforces(a.workflow_id)
-        print(progress.summary(wf, tfs), flush=True)
-        if a.once or progress.is_over(wf, tfs):
-            return
-        print(flush=True)
-        time.sleep(a.interval)
 
 
 def cmd_abort(c: EWMSClient, a: argparse.Namespace) -> None:
@@ -162,11 +150,26 @@ def parser() -> argparse.ArgumentParser:
     add_format_options(s)
     s.set_defaults(run=cmd_pull)
 
-    s = sub.add_parser("watch", help="show taskforce and pilot progress until the end")
+    s = sub.add_parser(
+        "watch",
+        help="a progress bar of tasks done, dead-lettered and pending, with rate and ETA, until the end",
+    )
     s.add_argument("workflow_id")
     s.add_argument("--interval", type=float, default=10, help="seconds between updates")
     s.add_argument("--once", action="store_true", help="print one summary and exit")
-    s.set_defaults(run=cmd_watch)
+    s.set_defaults(run=progress.watch)
+
+    s = sub.add_parser(
+        "status", help="once: tasks done and pending, rate, ETA, and why each taskforce's jobs wait"
+    )
+    s.add_argument("workflow_id")
+    s.set_defaults(run=progress.status)
+
+    s = sub.add_parser(
+        "retry", help="move the messages tasks kept failing on (dead letters) back to their queues"
+    )
+    s.add_argument("workflow_id")
+    s.set_defaults(run=progress.retry)
 
     for name, run, text in (
         ("abort", cmd_abort, "abort a workflow (stops its pilots)"),
