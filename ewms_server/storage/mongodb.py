@@ -78,6 +78,11 @@ class MongoStorage:
             tfs = self._db["taskforces"]
             await tfs.update_many({"collector": ""}, {"$set": {"collector": None}})
             await tfs.update_many({"job_event_log_fpath": None}, {"$set": {"job_event_log_fpath": ""}})
+        if 0 < version < 3:  # every taskforce shows its task counts and diagnosis (sqlite_schema._v3)
+            tfs = self._db["taskforces"]
+            zero = {"succeeded": 0, "failed": 0}
+            await tfs.update_many({"task_counts": {"$exists": False}}, {"$set": {"task_counts": zero}})
+            await tfs.update_many({"diagnosis": {"$exists": False}}, {"$set": {"diagnosis": None}})
         await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
         return SCHEMA_VERSION
 

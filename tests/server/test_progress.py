@@ -178,7 +178,7 @@ async def test_bad_task_counts_and_diagnoses_are_refused_whole(user: RestClient,
         code, _ = await error_of(report(tms, **bad))
         assert code == 400, bad
     tf = await user.request("GET", f"/v1/taskforces/{uuid}")
-    assert "task_counts" not in tf and tf.get("diagnosis") is None
+    assert tf["task_counts"] == {"succeeded": 0, "failed": 0} and tf["diagnosis"] is None
 
 
 def test_backlog_per_task_for_launch_control() -> None:

@@ -66,3 +66,14 @@ async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_pa
         assert await store.get("workflow_progress", {"workflow_id": "WF-1"}) == doc
     finally:
         await store.close()
+
+
+async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) -> None:
+    await _set_version(store, 2)
+    counted = {"succeeded": 4, "failed": 1}
+    await store.insert("taskforces", [_tf(1), _tf(2, task_counts=counted, diagnosis=None)])
+    assert await store.migrate() == SCHEMA_VERSION
+    one = await store.get("taskforces", {"taskforce_uuid": _tf(1)["taskforce_uuid"]})
+    two = await store.get("taskforces", {"taskforce_uuid": _tf(2)["taskforce_uuid"]})
+    assert one is not None and (one["task_counts"], one["diagnosis"]) == ({"succeeded": 0, "failed": 0}, None)
+    assert two is not None and two["task_counts"] == counted  # left as it was
