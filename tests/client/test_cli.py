@@ -2,80 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from rest_tools.client import RestClient
 
-from ewms_server.testing import RunningServer, running_server
+from ewms_server.testing import RunningServer
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "resources" / "examples"
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningServer]:
-    env = {
-        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
-        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
-        "EWMS_LOOP_INTERVAL_S": "0.2",
-    }
-    async with running_server(
-        cluster_locations={"local": "my-schedd"}, broker_env={"EWMS_BROKER_URL": BROKER_URL}, env=env
-    ) as s:
-        yield s
-        await _cleanup_broker(s)
-
-
-async def _cleanup_broker(s: RunningServer) -> None:
-    """End every workflow the test left open, so the server deletes its broker user and
-    queues (the broker is shared by the whole machine)."""
-    from ewms_server.database.store import Caller
-    from ewms_server.database.workflows import deactivate_workflow
-
-    store = s.deps.store
-    for wf in await store.workflows.find({"deactivated": None}, projection=["workflow_id"]):
-        await deactivate_workflow(store, wf["workflow_id"], "ABORTED", Caller("test-cleanup", "admin"))
-    s.deps.wake("mq_activation")
-    for _ in range(100):
-        if not await store.workflows.count_documents({"queues_deleted": False}):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the test's broker users and queues were not deleted")
-
-
-def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env | {"EWMS_URL": srv.url, "EWMS_TOKEN": srv.token(role="user", sub=sub)}
-
-
-async def ewms(
-    env: dict[str, str], *args: str, stdin: bytes | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    return await run([sys.executable, "-m", "ewms_client", *args], env, stdin, timeout)
-
-
-async def run(
-    argv: list[str], env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from .cli import EXAMPLES, cli_env, ewms, run
 
 
 async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: Path) -> None:

@@ -16,13 +16,7 @@ from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer
 
-from .test_cli import EXAMPLES, cli_env, ewms, run
-
-
-async def submit(env: dict[str, str], request: Path) -> str:
-    code, out, err = await ewms(env, "submit", str(request))
-    assert code == 0, err
-    return out.strip()
+from .cli import EXAMPLES, cli_env, ewms, run, submit
 
 
 async def served_profiles(server: RunningServer, wf: str) -> dict[str, dict[str, Any]]:
@@ -110,7 +104,7 @@ async def test_our_pilots_run_a_chain_on_mqclient_messages(srv: RunningServer, t
     request = json.loads((EXAMPLES / "square-twice-chained.json").read_text())
     request["public_queue_aliases"].append("squares")  # so that this test may play the TMS
     (tmp_path / "wf.json").write_text(json.dumps(request))
-    wf = await submit(env, tmp_path / "wf.json")
+    wf = await submit(env, tmp_path / "wf.json", "--keep-paths")  # this test runs the pilots
     profiles = await served_profiles(srv, wf)
 
     await mq_send(profiles["numbers"], [2, "3", "4\n"])
