@@ -111,8 +111,8 @@ def taskforce_lines(tf: dict[str, Any]) -> list[str]:
     where = tf.get("cluster_location") or tf.get("schedd") or "?"
     meaning = PHASES.get(phase, "").format(schedd=tf.get("schedd", "?"), cluster_id=tf.get("cluster_id"))
     lines = [
-        f"taskforce {tf.get('taskforce_uuid')} at {where}, {tf.get('n_workers', '?')} worker(s): "
-        f"{phase}" + (f" ({meaning})" if meaning else "")
+        f"taskforce {tf.get('taskforce_uuid')} at {where}, {tf.get('n_workers', '?')} worker(s)",
+        f"  {phase}" + (f": {meaning}" if meaning else ""),
     ]
     if phase in FAILED_PHASES and (why := _last_failure(tf)):
         lines.append(f"  last error: {_cut(why, 160)}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+
+from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer
 
@@ -52,3 +55,34 @@ async def submit(env: dict[str, str], request: Path, *args: str) -> str:
     assert code == 0, err
     assert out.strip().startswith("WF-"), out
     return out.strip()
+
+
+async def run_pilot(
+    srv: RunningServer, wf: str, tmp_path: Path, incoming: str, outgoing: str, **env: str
+) -> tuple[int, str, str]:
+    """Play the TMS: one pilot running tasks/square.py, with the workflow's queue credentials
+    (here: from the public profiles, which the user may read) in a 0600 file; it stops after
+    1 s without a message."""
+    rc = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
+    profiles = (await rc.request("GET", f"/v1/workflows/{wf}/mq-profiles/public"))["mqprofiles"]
+    rc.close()
+    by_alias = {p["alias"]: p for p in profiles}
+    auth = tmp_path / "auth.json"
+    fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    secrets = {
+        p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type", "broker_address")} for p in profiles
+    }
+    os.write(fd, json.dumps(secrets).encode())
+    os.close(fd)
+    pilot_env = cli_env(srv) | {
+        "EWMS_PILOT_TASK_IMAGE": sys.executable,
+        "EWMS_PILOT_TASK_ARGS": str(EXAMPLES / "tasks" / "square.py"),
+        "EWMS_PILOT_QUEUE_INCOMING": by_alias[incoming]["mqid"],
+        "EWMS_PILOT_QUEUE_OUTGOING": by_alias[outgoing]["mqid"],
+        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth),
+        "EWMS_PILOT_RUNNER": "process",
+        "EWMS_PILOT_CHIRP": "none",
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
+        **env,
+    }
+    return await run([sys.executable, "-m", "ewms_pilot"], pilot_env)

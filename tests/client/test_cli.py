@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer
 
-from .cli import EXAMPLES, cli_env, ewms, run
+from .cli import EXAMPLES, cli_env, ewms, run_pilot
 
 
 async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: Path) -> None:
@@ -26,30 +23,7 @@ async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: P
     assert code == 0, err
     assert "pushed 5 message(s) to numbers" in err
 
-    # play the TMS: a pilot with the workflow's queue credentials (here: the public profiles)
-    rc = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
-    profiles = (await rc.request("GET", f"/v1/workflows/{wf}/mq-profiles/public"))["mqprofiles"]
-    by_alias = {p["alias"]: p for p in profiles}
-    auth = tmp_path / "auth.json"
-    fd = os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(
-        fd,
-        json.dumps(
-            {p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type", "broker_address")} for p in profiles}
-        ).encode(),
-    )
-    os.close(fd)
-    pilot_env = env | {
-        "EWMS_PILOT_TASK_IMAGE": sys.executable,
-        "EWMS_PILOT_TASK_ARGS": "resources/examples/tasks/square.py",
-        "EWMS_PILOT_QUEUE_INCOMING": by_alias["numbers"]["mqid"],
-        "EWMS_PILOT_QUEUE_OUTGOING": by_alias["squares"]["mqid"],
-        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth),
-        "EWMS_PILOT_RUNNER": "process",
-        "EWMS_PILOT_CHIRP": "none",
-        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
-    }
-    code, _out, err = await run([sys.executable, "-m", "ewms_pilot"], pilot_env)
+    code, _out, err = await run_pilot(srv, wf, tmp_path, "numbers", "squares")
     assert code == 0, err
 
     code, out, err = await ewms(env, "pull", wf, "--out", "-", "--n", "5", "--timeout", "5")
