@@ -76,11 +76,17 @@ def workflow_request() -> dict[str, Any]:
 
 
 def start_tms(
-    srv: RunningServer, jobs: Path, log: Path, *, schedd: str = SCHEDD, token: str | None = None
+    srv: RunningServer,
+    jobs: Path,
+    log: Path,
+    *,
+    schedd: str = SCHEDD,
+    token: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Isolated when the test process can switch users (root here and in CI): each
     taskforce's jobs under a uid of their own, running this tree's pilot from a venv they can
-    run; else every job as this user, said explicitly."""
+    run; else every job as this user, said explicitly. `extra_env` comes last."""
     bin_dir = os.path.dirname(sys.executable)
     first, last = uid_range()
     local = (
@@ -106,6 +112,7 @@ def start_tms(
         "EWMS_TMS_TRACKER_INTERVAL": "1",
         "EWMS_TMS_LOG_LEVEL": "DEBUG",
         **local,
+        **(extra_env or {}),
     }
     with open(log, "ab") as out:
         return subprocess.Popen(

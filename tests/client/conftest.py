@@ -21,7 +21,6 @@ SCHEDD = "client-tests-schedd"
 async def srv() -> AsyncIterator[RunningServer]:
     env = {
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
-        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
         "EWMS_LOOP_INTERVAL_S": "0.2",
         "EWMS_QUERY_PAGE_DOCS": "2",  # the CLI must follow next_after
     }
