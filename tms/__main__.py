@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"configuration error: {e}")
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pika", "RestClient"):  # RestClient logs every refusal with a traceback; we say it once
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if cfg.log_level != "DEBUG":  # RestClient logs every refusal with a traceback; we say it once
+        for noisy in ("pika", "RestClient"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     return asyncio.run(_main(cfg))
 
 

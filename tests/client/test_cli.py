@@ -95,3 +95,16 @@ async def test_another_user_cannot_reach_the_workflow(srv: RunningServer) -> Non
     assert code == 0
     code, _out, err = await ewms(cli_env(srv, "mallory"), "pull", out.strip(), "--out", "-")
     assert code == 1 and ("404" in err or "403" in err) and "Traceback" not in err
+
+
+async def test_pika_logs_only_at_debug(srv: RunningServer) -> None:
+    env = cli_env(srv)
+    wf = (await ewms(env, "submit", str(EXAMPLES / "square.json")))[1].strip()
+    code, _out, err = await ewms(env, "--log-level", "INFO", "push", wf, "-", stdin=b"1")
+    assert code == 0 and err == "pushed 1 message(s) to numbers\n", err
+    code, _out, err = await ewms({**env, "EWMS_LOG_LEVEL": "debug"}, "push", wf, "-", stdin=b"2")
+    assert code == 0 and " DEBUG pika." in err, err
+    code, _out, err = await ewms({**env, "EWMS_LOG_LEVEL": "loud"}, "list")
+    assert code == 2 and err.endswith(
+        "ewms: error: EWMS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, not 'LOUD'\n"
+    )
