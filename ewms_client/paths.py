@@ -17,19 +17,18 @@ from typing import Any
 
 from .client import ClientError
 
-FIELDS = ("task_image", "task_args", "init_image", "init_args")
-CONTAINER_RUNNERS = ("docker", "apptainer")
+COMMANDS = (("task_image", "task_args"), ("init_image", "init_args"))
 
 RULES = """\
 relative paths: in each task's task_image, task_args, init_image and init_args, a word (as
 shlex splits it) that contains a '/', does not start with '/' or '-', and has no ':' or '='
 is a local path: it resolves against the directory of FILE (the current directory for -),
 becomes absolute, and must exist, else nothing is submitted. Other words (python3, --flag,
-docker://..., key=value) are sent as written. Nothing is resolved in a task whose
-pilot_config.environment sets EWMS_PILOT_RUNNER to docker or apptainer (paths are then the
-container's), nor with --keep-paths. The local backend runs each taskforce's jobs under a uid
-of their own: the files must be readable by other users (o+r, and o+x on every directory
-above them); ewms submit warns when they are not."""
+docker://..., key=value) are sent as written. Nothing is resolved for a container image
+(docker://..., oras://..., a name with a :tag, a .sif file, a /cvmfs/ path) nor in its args,
+which are the container's, nor with --keep-paths. The local backend runs each taskforce's
+jobs under a uid of their own: the files must be readable by other users (o+r, and o+x on
+every directory above them); ewms submit warns when they are not."""
 
 
 def is_local_path(word: str) -> bool:
@@ -45,19 +44,22 @@ def resolve(request: Any, base: Path) -> tuple[Any, list[str]]:
     warnings: list[str] = []
     tasks = []
     for i, task in enumerate(request["tasks"], 1):
-        if isinstance(task, dict) and _runner(task) not in CONTAINER_RUNNERS:
+        if isinstance(task, dict):
             task = dict(task)
-            for field in FIELDS:
-                if isinstance(task.get(field), str):
-                    task[field] = _resolve_field(task[field], field, f"task {i}", base, warnings)
+            for image, args in COMMANDS:
+                if isinstance(task.get(image), str) and is_container_image(task[image]):
+                    continue
+                for field in (image, args):
+                    if isinstance(task.get(field), str):
+                        task[field] = _resolve_field(task[field], field, f"task {i}", base, warnings)
         tasks.append(task)
     return {**request, "tasks": tasks}, warnings
 
 
-def _runner(task: dict[str, Any]) -> Any:
-    pilot_config = task.get("pilot_config")
-    env = pilot_config.get("environment") if isinstance(pilot_config, dict) else None
-    return env.get("EWMS_PILOT_RUNNER") if isinstance(env, dict) else None
+def is_container_image(image: str) -> bool:
+    """An image for the docker or apptainer runner, not a program: its paths are inside it."""
+    last = image.rstrip("/").rsplit("/", 1)[-1]
+    return "://" in image or ":" in last or image.endswith(".sif") or image.startswith("/cvmfs/")
 
 
 def _resolve_field(value: str, field: str, where: str, base: Path, warnings: list[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ewms_client.client import ClientError
-from ewms_client.paths import is_local_path, resolve
+from ewms_client.paths import is_container_image, is_local_path, resolve
 from ewms_server.testing import RunningServer
 from tests.tms.isolation import job_root
 
@@ -42,6 +42,22 @@ def test_which_words_are_local_paths(word: str, is_path: bool) -> None:
     assert is_local_path(word) is is_path
 
 
+@pytest.mark.parametrize(
+    "image, container",
+    [
+        ("docker://ghcr.io/org/img", True),
+        ("ghcr.io/org/img:1.0", True),
+        ("/cvmfs/icecube.opensciencegrid.org/containers/x", True),
+        ("/data/img.sif", True),
+        ("python3", False),
+        ("/usr/bin/python3", False),
+        ("./run.sh", False),
+    ],
+)
+def test_which_images_are_containers(image: str, container: bool) -> None:
+    assert is_container_image(image) is container
+
+
 def test_relative_paths_resolve_against_the_base(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "t.py").write_text("")
@@ -49,11 +65,7 @@ def test_relative_paths_resolve_against_the_base(tmp_path: Path) -> None:
     request = {
         "tasks": [
             task(task_args="-S tasks/t.py --n 3 'two words'", init_image="./run.sh", init_args="x"),
-            task(
-                task_image="ghcr.io/org/img",  # a container's paths are the container's
-                task_args="data/in.txt",
-                pilot_config={"environment": {"EWMS_PILOT_RUNNER": "apptainer"}},
-            ),
+            task(task_image="ghcr.io/org/img:1.0", task_args="data/in.txt"),  # the container's paths
         ],
         "public_queue_aliases": [],
     }
