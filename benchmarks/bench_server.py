@@ -8,12 +8,13 @@ Prints ONE JSON line on stdout (everything else goes to stderr). Run from the re
 What runs (all on 127.0.0.1, bounded in time, every subprocess killed in `finally`):
 - "ours": a subprocess of this script that builds `ewms_server.server.Server` exactly as
   `python -m ewms_server` does (same Config.from_env, same logging.basicConfig at
-  EWMS_LOG_LEVEL, so Tornado's access log is on at INFO like in production), embedded
-  in-memory database, no broker. A seeded instance fills its own store BEFORE it reports ready,
+  EWMS_LOG_LEVEL, so Tornado's access log is on at INFO like in production), on the default
+  durable store (SQLite in a fresh temporary EWMS_DATA_DIR, EWMS_SQLITE_SYNCHRONOUS from
+  --synchronous), no broker. A seeded instance fills its own store BEFORE it reports ready,
   inside its own process and event loop, through the real code paths:
-  `database.workflows.create_workflow` for every workflow, then checked `Store.update_many`
-  calls that move each workflow's taskforces along a realistic phase history (log entries,
-  cluster ids, statuses, workflow deactivation flags). No HTTP seeding endpoint is involved.
+  `ops.workflows.create_workflow` for every workflow, then checked storage `update_where` /
+  `transition` calls that move each workflow's taskforces along a realistic phase history (log
+  entries, cluster ids, statuses, workflow deactivation flags). No HTTP seeding endpoint.
 - "bare": a subprocess with one Tornado RequestHandler doing `self.write({})` for GET and POST,
   same Tornado, same logging setup.
 - the load generator: `wrk` (1 thread, N connections, Lua script adds the Authorization header
@@ -85,14 +86,19 @@ WORKER_CONFIG = {
     "worker_disk": "1G",
     "worker_memory": "2G",
 }
-TARGETS = {
-    "pending_starter_min_ratio_vs_bare": 0.45,
-    "pending_starter_max_p99_ms": 5.0,
-    "post_workflows_min_rps": 235.0,
-    "statuses_max_ms_per_taskforce": 0.5,
-    "post_to_pending_starter_max_p50_ms": 100.0,
+TARGETS = {  # issue 8, on the durable default store
+    "pending_starter_min_ratio_vs_bare": 0.5,
+    "pending_starter_max_p99_ms": 2.0,
+    "post_workflows_min_rps": 600.0,
+    "statuses_max_ms_per_taskforce": 0.1,
+    "post_to_pending_starter_max_p50_ms": 50.0,
 }
 ORIGINAL = {"pending_starter_empty_db_rps": 501.0, "post_workflows_rps": 23.5}
+IN_MEMORY_ENGINE = {  # the removed in-memory engine, same benchmark (closing note of stop 6)
+    "pending_starter_10k_rps": 1413.9,
+    "bare_tornado_rps_beside_it": 1977.7,
+    "post_workflows_rps": 772.9,
+}
 
 
 def log(*a: Any) -> None:
@@ -155,9 +161,10 @@ async def _seed(
 ) -> dict[str, Any]:
     """Fill the store through create_workflow + checked updates; return what the READY line reports."""
     from ewms_server import documents
-    from ewms_server.database.store import Caller
-    from ewms_server.database.workflows import create_workflow
+    from ewms_server.caller import Caller
+    from ewms_server.ops.workflows import create_workflow
     from ewms_server.phases import Phase as P
+    from ewms_server.storage.base import Change
 
     user = Caller("alice", "user")
     tms, lc, mq = "system-tms:bench-tms", "server:launch-control", "server:mq-activation"
@@ -235,36 +242,37 @@ async def _seed(
             tf_set["condor_complete_ts"] = now
         if cls == "submit-failed":
             tf_set["n_failed_submits"] = 3
-        await store.update_many(
-            "taskforces",
-            {"workflow_id": wid},
-            {"$set": tf_set, "$push": {"phase_change_log": {"$each": entries}}},
+        await store.update_where(
+            "taskforces", {"workflow_id": wid}, Change(set=tf_set, push={"phase_change_log": entries})
         )
         ended = cls in ("pending-stopper", "condor-rm", "condor-complete", "cancelled")
-        await store.update_many("mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": not ended}})
+        await store.update_where("mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": not ended}))
         if ended:
             recent = cls != "condor-complete" or n_recent_finished < 200  # queues kept for the grace period
             n_recent_finished += cls == "condor-complete" and recent
-            await store.update_one(
+            await store.transition(
                 "workflows",
                 {"workflow_id": wid},
-                {
-                    "$set": {
+                Change(
+                    set={
                         "deactivated": "FINISHED" if cls == "condor-complete" else "ABORTED",
                         "deactivated_ts": now,
                         "taskforces_stopped": True,
                         "queues_revoked": True,
                         "queues_deleted": not recent,
                     }
-                },
+                ),
             )
     seed_s = time.perf_counter() - t0
     mix: dict[str, dict[str, int]] = {}
-    for tf in await store.taskforces.find({}, projection=["schedd", "phase"]):
+    for tf in await store.find("taskforces", {}, projection=["schedd", "phase"]):
         by = mix.setdefault(tf["schedd"], {})
         by[tf["phase"]] = by.get(tf["phase"], 0) + 1
-    target_running = await store.taskforces.find(
-        {"schedd": TARGET_SCHEDD, "phase": str(P.CONDOR_SUBMIT)}, projection=["taskforce_uuid"], limit=100
+    target_running = await store.find(
+        "taskforces",
+        {"schedd": TARGET_SCHEDD, "phase": str(P.CONDOR_SUBMIT)},
+        projection=["taskforce_uuid"],
+        limit=100,
     )
     return {
         "seed_s": round(seed_s, 2),
@@ -288,7 +296,8 @@ async def _serve_ours(args: argparse.Namespace) -> None:
     await server.start()  # listening from here, but nobody knows the port until READY
     info: dict[str, Any] = {"port": server.port}
     if args.seed:
-        # the embedded engine never suspends, so no request or loop pass interleaves with this
+        # the background loops may run between these writes; they only move pre-mq-activation and
+        # pre-launch taskforces along (compare-and-set), which the seed overwrites anyway
         info.update(await _seed(server.deps.store, cfg, args.seed, args.pending_at_target, random.Random(7)))
     _emit_ready(info)
     stop = asyncio.Event()
@@ -763,6 +772,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "EWMS_REST_HOST": "127.0.0.1",
         "EWMS_REST_PORT": "0",
         "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS),
+        "EWMS_SQLITE_SYNCHRONOUS": args.synchronous,
     }
     procs: list[Proc] = []
     out: dict[str, Any] = {"benchmark": "bench_server"}
@@ -783,7 +793,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 "(wrk reports percentiles per run); ours and bare alternate round by round",
                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                 "cpu_pinning": "servers on CPU 1, load generator on CPU 0" if args.pin else "none",
-                "database": "embedded in-memory (EWMS_MONGODB_URL unset)",
+                "database": f"SQLite, the default store (fresh EWMS_DATA_DIR), synchronous={args.synchronous}",
                 "broker": "none (null adapter)",
                 "log_level": args.log_level
                 + " (logging.basicConfig like `python -m ewms_server`; tornado access log on at INFO)",
@@ -793,7 +803,13 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             }
             bare = Proc("bare", ["--_serve", "bare"], base_env, tmp, args.pin)
             procs.append(bare)
-            empty = Proc("ours-empty", ["--_serve", "ours"], ours_env, tmp, args.pin)
+            empty = Proc(
+                "ours-empty",
+                ["--_serve", "ours"],
+                {**ours_env, "EWMS_DATA_DIR": f"{tmp}/empty"},
+                tmp,
+                args.pin,
+            )
             procs.append(empty)
             bare.wait_ready(30)
             empty.wait_ready(30)
@@ -821,7 +837,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                     "--pending-at-target",
                     str(args.pending_at_target),
                 ],
-                {**ours_env, "EWMS_STARTER_LEASE_S": "0"},
+                {**ours_env, "EWMS_STARTER_LEASE_S": "0", "EWMS_DATA_DIR": f"{tmp}/seeded"},
                 tmp,
                 args.pin,
             )
@@ -844,8 +860,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             n_pending_target = info["mix_by_schedd_phase"][TARGET_SCHEDD].get("pending-starter", 0)
             out["seed"] = {
                 "method": "inside the server subprocess before READY: create_workflow per workflow (1 task, 2 "
-                "locations -> 2 taskforces), then checked Store.update_many/update_one to give each "
-                "workflow a phase history",
+                "locations -> 2 taskforces), then checked storage update_where/transition calls to give "
+                "each workflow a phase history",
                 "seconds": info["seed_s"],
                 "workflows": info["workflows"],
                 "taskforces": info["taskforces"],
@@ -931,12 +947,12 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                     log(f"stopping {p.name}: {e}")
     t = TARGETS
     met = {
-        "pending_starter_rate_ge_45pct_of_bare": rs >= t["pending_starter_min_ratio_vs_bare"],
-        "pending_starter_p99_lt_5ms_1_connection": r_seeded_1["p99_ms"] < t["pending_starter_max_p99_ms"],
-        "post_workflows_ge_235_rps": r_post["rps"] >= t["post_workflows_min_rps"],
-        "statuses_le_0_5ms_per_taskforce": out["statuses_100"]["ours"]["ms_per_taskforce"]
+        "pending_starter_rate_ge_50pct_of_bare": rs >= t["pending_starter_min_ratio_vs_bare"],
+        "pending_starter_p99_lt_2ms_1_connection": r_seeded_1["p99_ms"] < t["pending_starter_max_p99_ms"],
+        "post_workflows_ge_600_rps": r_post["rps"] >= t["post_workflows_min_rps"],
+        "statuses_le_0_1ms_per_taskforce": out["statuses_100"]["ours"]["ms_per_taskforce"]
         <= t["statuses_max_ms_per_taskforce"],
-        "post_to_pending_starter_p50_lt_100ms": lat["p50_ms"] < t["post_to_pending_starter_max_p50_ms"],
+        "post_to_pending_starter_p50_lt_50ms": lat["p50_ms"] < t["post_to_pending_starter_max_p50_ms"],
     }
     errors = sum(
         r["errors"]
@@ -962,6 +978,13 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "statuses_vs_bare": out["statuses_100"]["ratio_rps_vs_bare"],
         "post_workflows_vs_original": out["post_workflows"]["vs_original"],
         "pending_starter_empty_vs_original": out["pending_starter"]["empty_db_vs_original"],
+    }
+    out["in_memory_engine"] = {
+        **IN_MEMORY_ENGINE,
+        "pending_starter_10k_ratio_vs_bare": round(
+            IN_MEMORY_ENGINE["pending_starter_10k_rps"] / IN_MEMORY_ENGINE["bare_tornado_rps_beside_it"], 3
+        ),
+        "note": "figures of the removed in-memory engine on this benchmark (another run, another machine load)",
     }
     out["targets"] = t
     out["targets_met"] = met
@@ -994,6 +1017,9 @@ def main() -> int:
     )
     ap.add_argument("--latency-samples", type=int, default=None, help="default 50; quick 15")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument(
+        "--synchronous", choices=["NORMAL", "FULL"], default="NORMAL", help="EWMS_SQLITE_SYNCHRONOUS"
+    )
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     ap.add_argument("--_serve", choices=["ours", "bare"], help=argparse.SUPPRESS)

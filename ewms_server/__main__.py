@@ -14,6 +14,7 @@ from dataclasses import replace
 from .auth import ROLES, mint_token
 from .config import Config, ConfigError, settings_help
 from .server import Server
+from .storage.base import StoreTooNew
 
 LOGGER = logging.getLogger("ewms_server")
 
@@ -83,12 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.auth_secret or "", sub=sub, role=role, expires_s=86400, claim=cfg.auth_role_claim
             )
             print(f"  {role:<10} {token}", file=sys.stderr)
-    if cfg.mongodb_url is None:
-        LOGGER.warning(
-            "EWMS_MONGODB_URL is not set: using an embedded in-memory database; NOTHING IS KEPT "
-            "when the server stops"
-        )
-    return asyncio.run(_serve(cfg))
+    try:
+        return asyncio.run(_serve(cfg))
+    except StoreTooNew as e:
+        print(f"ewms-server: refusing to start: {e}", file=sys.stderr)
+        return 2
 
 
 async def _serve(cfg: Config) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 
 import jwt
 
+from .caller import Caller
 from .config import Config
-from .database.store import Caller
 from .errors import Unauthenticated
 
 ROLES = ("user", "admin", "system-tms")

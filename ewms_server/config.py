@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +30,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EWMS_MONGODB_URL",
         None,
-        "MongoDB URL (mongodb://… or mongodb+srv://…). Unset: an embedded in-memory database; "
-        "nothing is kept across restarts.",
+        "MongoDB URL (mongodb://… or mongodb+srv://…). Unset: the embedded SQLite store in EWMS_DATA_DIR.",
     ),
     Setting("EWMS_MONGODB_DB", "ewms", "Database name inside MongoDB."),
+    Setting(
+        "EWMS_DATA_DIR",
+        None,
+        "Directory of the embedded store (file ewms.sqlite3; created 0700). Default: "
+        "$XDG_DATA_HOME/ewms, else ~/.local/share/ewms.",
+    ),
+    Setting(
+        "EWMS_SQLITE_SYNCHRONOUS",
+        "NORMAL",
+        "SQLite's fsync policy. Either way every write is committed before its response, and a "
+        "killed server loses nothing it acknowledged. NORMAL: a power cut may lose the last "
+        "transactions (never consistency); FULL: nothing, at ~0.3 ms more per write.",
+    ),
+    Setting(
+        "EWMS_SQLITE_BUSY_TIMEOUT_S",
+        "10",
+        "Seconds a write waits for another server process sharing the file before failing.",
+    ),
+    Setting("EWMS_SQLITE_READERS", "2", "Reader threads for the server's own SQLite reads."),
+    Setting(
+        "EWMS_SQLITE_QUERY_THREADS",
+        "2",
+        "Threads serving /v1/query/* on SQLite (apart from the readers, so a slow query never "
+        "delays the TMS or health checks).",
+    ),
     Setting(
         "EWMS_CLUSTER_LOCATIONS",
         None,
@@ -53,6 +78,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EWMS_QUERY_PAGE_DOCS", "1000", "Most documents in one query page."),
     Setting("EWMS_QUERY_PAGE_BYTES", str(8 * 1024 * 1024), "Most JSON bytes in one query page."),
     Setting("EWMS_QUERY_MAX_DEPTH", "8", "Deepest nesting accepted in a query filter."),
+    Setting(
+        "EWMS_QUERY_MAX_CLAUSES",
+        "2000",
+        "Most field conditions in one query filter (each operator counts; 400 above).",
+    ),
+    Setting(
+        "EWMS_QUERY_MAX_IN_ITEMS",
+        "5000",
+        "Most values in all the $in/$nin/$all lists of one query filter together (400 above).",
+    ),
+    Setting(
+        "EWMS_QUERY_TIME_BUDGET_S",
+        "5",
+        "Longest the store may work on one query page; a query stopped at this budget is a 422 "
+        "(SQLite: interrupted; MongoDB: maxTimeMS).",
+    ),
     Setting("EWMS_MAX_SUBMIT_ATTEMPTS", "3", "Failed submits after which a taskforce is submit-failed."),
     Setting("EWMS_STARTER_LEASE_S", "120", "Seconds a taskforce given to one TMS is not offered again."),
     Setting("EWMS_SUBMIT_RETRY_DELAY_S", "10", "Seconds before a failed submit is offered again."),
@@ -106,6 +147,11 @@ class Config:
     rest_port: int
     mongodb_url: str | None
     mongodb_db: str
+    data_dir: str
+    sqlite_synchronous: str
+    sqlite_busy_timeout_s: float
+    sqlite_readers: int
+    sqlite_query_workers: int
     cluster_locations: Mapping[str, Location]
     auth_secret: str | None
     auth_openid_url: str | None
@@ -116,6 +162,9 @@ class Config:
     query_page_docs: int
     query_page_bytes: int
     query_max_depth: int
+    query_max_clauses: int
+    query_max_in_items: int
+    query_time_budget_s: float
     max_submit_attempts: int
     starter_lease_s: float
     submit_retry_delay_s: float
@@ -153,6 +202,9 @@ class Config:
         secret = get("EWMS_AUTH_SECRET")
         if secret is not None and len(secret.encode()) < 32:
             raise ConfigError("EWMS_AUTH_SECRET: must be at least 32 bytes")
+        sync = (get("EWMS_SQLITE_SYNCHRONOUS") or "").upper()
+        if sync not in ("FULL", "NORMAL"):
+            raise ConfigError(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
         level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
@@ -161,6 +213,11 @@ class Config:
             rest_port=num("EWMS_REST_PORT", int, 0),
             mongodb_url=get("EWMS_MONGODB_URL"),
             mongodb_db=get("EWMS_MONGODB_DB") or "ewms",
+            data_dir=get("EWMS_DATA_DIR") or default_data_dir(env),
+            sqlite_synchronous=sync,
+            sqlite_busy_timeout_s=num("EWMS_SQLITE_BUSY_TIMEOUT_S", float, 0),
+            sqlite_readers=num("EWMS_SQLITE_READERS", int, 1),
+            sqlite_query_workers=num("EWMS_SQLITE_QUERY_THREADS", int, 1),
             cluster_locations=parse_locations(get("EWMS_CLUSTER_LOCATIONS")),
             auth_secret=secret,
             auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
@@ -171,6 +228,9 @@ class Config:
             query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
             query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
             query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
+            query_max_clauses=num("EWMS_QUERY_MAX_CLAUSES", int, 1),
+            query_max_in_items=num("EWMS_QUERY_MAX_IN_ITEMS", int, 0),
+            query_time_budget_s=num("EWMS_QUERY_TIME_BUDGET_S", float, 0.001),
             max_submit_attempts=num("EWMS_MAX_SUBMIT_ATTEMPTS", int, 1),
             starter_lease_s=num("EWMS_STARTER_LEASE_S", float, 0),
             submit_retry_delay_s=num("EWMS_SUBMIT_RETRY_DELAY_S", float, 0),
@@ -194,6 +254,15 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
         return JobLimits.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def default_data_dir(env: Mapping[str, str]) -> str:
+    """$XDG_DATA_HOME/ewms, else ~/.local/share/ewms (the XDG base directory default)."""
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "ewms")
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".local", "share", "ewms")
 
 
 def parse_locations(raw: str | None) -> dict[str, Location]:

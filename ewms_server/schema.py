@@ -20,13 +20,8 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from .errors import Invalid
-
-COLLECTION_COMPONENTS = {
-    "workflows": "WorkflowObject",
-    "task_directives": "TaskDirectiveObject",
-    "taskforces": "TaskforceObject",
-    "mqprofiles": "MQProfileObject",
-}
+from .storage.base import Change
+from .storage.collections import COLLECTIONS
 
 
 def load_openapi_text() -> str:
@@ -174,30 +169,19 @@ class OpenAPI:
     # -- database writes -----------------------------------------------------------------
 
     def check_document(self, collection: str, doc: Mapping[str, Any]) -> None:
-        name = COLLECTION_COMPONENTS[collection]
+        name = COLLECTIONS[collection].component
         message = self._components[name].problems(doc, name)
         if message is not None:
             raise ValueError(f"refusing to write an invalid {name}: {message}")
 
-    def check_update(self, collection: str, update: dict[str, Any]) -> None:
-        """Check each value a `$set`/`$push`/`$inc` writes against its field's schema."""
-        component = COLLECTION_COMPONENTS[collection]
-        for op, fields in update.items():
-            for path, value in fields.items():
-                if op == "$set":
-                    self._check_field(component, path, value, item=False)
-                elif op == "$push":
-                    items = value["$each"] if isinstance(value, dict) and "$each" in value else [value]
-                    for item in items:
-                        self._check_field(component, path, item, item=True)
-                elif op == "$inc":
-                    if not isinstance(value, int):
-                        raise ValueError(f"{component}.{path}: $inc by a non-integer")
-                    self._check_field(component, path, 0, item=False)
-                elif op == "$unset":
-                    pass
-                else:
-                    raise ValueError(f"unsupported update operator {op}")
+    def check_change(self, collection: str, change: Change) -> None:
+        """Check each value a change sets, and each item it appends, against its field's schema."""
+        component = COLLECTIONS[collection].component
+        for path, value in change.set.items():
+            self._check_field(component, path, value, item=False)
+        for path, items in change.push.items():
+            for item in items:
+                self._check_field(component, path, item, item=True)
 
     def _check_field(self, component: str, path: str, value: Any, item: bool) -> None:
         message = self._field_validator(component, path, item).problems(value, f"{component}.{path}")

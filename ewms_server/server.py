@@ -16,15 +16,18 @@ from .auth import Authenticator
 from .broker.base import BrokerAdapter
 from .broker.null import NullBrokerAdapter
 from .config import Config
-from .database.driver import open_database
-from .database.store import COLLECTION_FIELDS_FOR_QUERY, Store
 from .deps import Deps
 from .handlers.base import NotFoundHandler
 from .handlers.routes import HANDLERS
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
-from .schema import COLLECTION_COMPONENTS, OpenAPI
+from .query_limits import QueryLimits
+from .schema import OpenAPI
+from .storage import open_storage
+from .storage.base import Storage
+from .storage.checked import CheckedStorage
+from .storage.collections import COLLECTIONS
 
 LOGGER = logging.getLogger("ewms_server")
 
@@ -72,6 +75,8 @@ class Server:
 
     cfg: Config
     broker: BrokerAdapter | None = None
+    storage: Storage | None = None
+    """A driver built by the caller (tests: mongomock); else the one the config names."""
     port: int = 0
     deps: Deps = field(init=False)
     _http: Any = None
@@ -81,8 +86,16 @@ class Server:
     async def start(self) -> None:
         cfg = self.cfg
         schema = OpenAPI()
-        store = Store(open_database(cfg.mongodb_url, cfg.mongodb_db), schema)
-        await store.create_indexes()
+        if self.storage is None:
+            self.storage, where = open_storage(cfg)
+            LOGGER.info("data: %s", where)
+        store = CheckedStorage(self.storage, schema)
+        try:
+            version = await store.migrate()  # StoreTooNew: refuse to start (main exits 2)
+        except BaseException:
+            await store.close()
+            raise
+        LOGGER.info("store layout version %d", version)
         self.broker = self.broker or make_broker(cfg)
         loops = {
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
@@ -95,10 +108,16 @@ class Server:
             auth=Authenticator(cfg),
             loops=loops,
             query_fields={
-                name: frozenset(schema.schemas[comp]["properties"])
-                for name, comp in COLLECTION_COMPONENTS.items()
-                if name in COLLECTION_FIELDS_FOR_QUERY
+                name: frozenset(schema.schemas[spec.component]["properties"])
+                for name, spec in COLLECTIONS.items()
+                if spec.queryable
             },
+            query_limits=QueryLimits(
+                max_depth=cfg.query_max_depth,
+                max_clauses=cfg.query_max_clauses,
+                max_in_items=cfg.query_max_in_items,
+                time_budget_s=cfg.query_time_budget_s,
+            ),
         )
         activation = MQActivation(
             store,
@@ -137,7 +156,7 @@ class Server:
                 t.cancel()
         if self.broker is not None:
             await self.broker.close()
-        self.deps.store.db.close()
+        await self.deps.store.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,9 @@ async def running_server(
     broker_env: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """A server on 127.0.0.1 and a free port, with a random signing secret."""
+    """A server on 127.0.0.1 and a free port, with a random signing secret. `mongodb_url`:
+    a MongoDB URL, "mongomock://" (motor's code path on mongomock), or None for SQLite (in a
+    temporary EWMS_DATA_DIR unless `env` names one)."""
     secret = secrets.token_urlsafe(48)
     full_env = {
         "EWMS_REST_HOST": "127.0.0.1",
@@ -52,9 +55,20 @@ async def running_server(
         **dict(broker_env or {}),
         **dict(env or {}),
     }
-    server = Server(Config.from_env(full_env), broker=broker)
-    await server.start()
-    try:
-        yield RunningServer(server, secret)
-    finally:
-        await server.stop()
+    with contextlib.ExitStack() as cleanup:
+        storage = None
+        if mongodb_url == "mongomock://":  # the motor code path, in memory (tests only)
+            from mongomock_motor import AsyncMongoMockClient
+
+            from .storage.mongodb import MongoStorage
+
+            storage = MongoStorage(AsyncMongoMockClient(), full_env.get("EWMS_MONGODB_DB", "ewms"))
+            del full_env["EWMS_MONGODB_URL"]
+        elif not mongodb_url and "EWMS_DATA_DIR" not in full_env:  # SQLite in a fresh directory
+            full_env["EWMS_DATA_DIR"] = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ewms-"))
+        server = Server(Config.from_env(full_env), broker=broker, storage=storage)
+        await server.start()
+        try:
+            yield RunningServer(server, secret)
+        finally:
+            await server.stop()

@@ -2,7 +2,7 @@
 # One-command demo: a whole EWMS workflow on this machine, end to end.
 #
 #   RabbitMQ on loopback (installed / started / management plugin enabled if needed)
-#   -> ewms-server (embedded in-memory database, a free port, a random signing secret)
+#   -> ewms-server (the embedded SQLite store in the temp dir, a free port, a random signing secret)
 #   -> ewms-tms (local backend: each HTCondor job is an `ewms-pilot` process here)
 #   -> `ewms` CLI: submit resources/examples/square-then-add-one.json, push 100 numbers,
 #      pull 100 results, finish the workflow, wait for every taskforce to end.
@@ -139,7 +139,7 @@ PY
 export EWMS_AUTH_SECRET
 export EWMS_URL="http://127.0.0.1:$PORT"
 say "starting ewms-server on $EWMS_URL (embedded database, broker $(echo "$BROKER_URL" | sed 's#//[^@]*@#//#'))"
-EWMS_REST_HOST=127.0.0.1 EWMS_REST_PORT="$PORT" EWMS_BROKER_URL="$BROKER_URL" \
+EWMS_REST_HOST=127.0.0.1 EWMS_REST_PORT="$PORT" EWMS_BROKER_URL="$BROKER_URL" EWMS_DATA_DIR="$WORK/data" \
     EWMS_CLUSTER_LOCATIONS="{\"local\": \"$SCHEDD\"}" EWMS_LOOP_INTERVAL_S=1 \
     EWMS_BROKER_QUEUE_DELETE_GRACE_S=0 \
     ewms-server serve >"$WORK/server.log" 2>&1 &

@@ -43,11 +43,12 @@ def workflow_body(n_tasks: int = 1, locations: tuple[str, ...] = ("local",), **e
     return {"tasks": tasks, "public_queue_aliases": ["q0", f"q{n_tasks}"], **extra}
 
 
-@pytest.fixture(params=["memory", "mongomock"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """Every API test runs on the embedded engine and on the motor code path (mongomock).
-    tests/server/test_real_mongodb.py overrides this with EWMS_TEST_MONGODB_URL."""
-    return "memory://" if request.param == "memory" else "mongomock://"
+@pytest.fixture(params=["sqlite", "mongomock"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """Every API test runs on the default store (SQLite, a fresh file per server) and on the
+    motor code path (mongomock). tests/server/test_real_mongodb.py overrides this with
+    EWMS_TEST_MONGODB_URL."""
+    return None if request.param == "sqlite" else "mongomock://"
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture
-async def server(backend: str, server_env: dict[str, str]) -> AsyncIterator[RunningServer]:
+async def server(backend: str | None, server_env: dict[str, str]) -> AsyncIterator[RunningServer]:
     async with running_server(
         cluster_locations=LOCATIONS,
         mongodb_url=backend,

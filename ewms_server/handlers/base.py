@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import orjson
 import tornado.web
 
-from ..database.store import Caller
+from ..caller import Caller
 from ..deps import Deps
 from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
 

@@ -24,7 +24,7 @@ class HealthHandler(BaseHandler):
     async def get(self) -> None:
         db: dict[str, object] = {"healthy": True}
         try:
-            await asyncio.wait_for(self.deps.store.db.ping(), timeout=3)
+            await asyncio.wait_for(self.deps.store.ping(), timeout=3)
         except Exception as e:  # any failure to reach the database is "unhealthy"
             db = {"healthy": False, "error": f"{type(e).__name__}: {e}"[:500]}
         loops = {

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..database.workflows import add_workers
 from ..errors import NotFound
+from ..ops.reads import get_scoped
+from ..ops.workflows import add_workers
 from .base import USERS, BaseHandler
 from .workflows import QueryWorkflowsHandler
 
@@ -14,7 +15,7 @@ class TaskDirectiveIDHandler(BaseHandler):
     ROLES = {"GET": USERS}
 
     async def get(self, task_id: str) -> None:
-        td = await self.deps.store.get_scoped("task_directives", task_id, self.caller)
+        td = await get_scoped(self.deps.store, "task_directives", task_id, self.caller)
         if td is None:
             raise NotFound(f"no task directive {task_id}")
         self.send(td)

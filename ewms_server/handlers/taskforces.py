@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import NotFound
+from ..ops.reads import get_scoped
 from .base import ANYONE, BaseHandler
 from .workflows import QueryWorkflowsHandler
 
@@ -13,7 +14,7 @@ class TaskforceUUIDHandler(BaseHandler):
     ROLES = {"GET": ANYONE}
 
     async def get(self, taskforce_uuid: str) -> None:
-        tf = await self.deps.store.get_scoped("taskforces", taskforce_uuid, self.caller)
+        tf = await get_scoped(self.deps.store, "taskforces", taskforce_uuid, self.caller)
         if tf is None:
             raise NotFound(f"no taskforce {taskforce_uuid}")
         self.send(tf)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..database import taskforces as ops
+from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..database import workflows as ops
-from ..database.queries import run_query
 from ..errors import NotFound
+from ..ops import workflows as ops
+from ..ops.queries import run_query
+from ..ops.reads import get_scoped, public_mqprofiles
 from ..rules import check_job_inputs
 from .base import USERS, BaseHandler
 
@@ -30,7 +31,7 @@ class WorkflowIDHandler(BaseHandler):
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:
-        wf = await self.deps.store.get_scoped("workflows", workflow_id, self.caller)
+        wf = await get_scoped(self.deps.store, "workflows", workflow_id, self.caller)
         if wf is None:
             raise NotFound(f"no workflow {workflow_id}")
         self.send(wf)
@@ -65,12 +66,9 @@ class WorkflowIDMQProfilesPublicHandler(BaseHandler):
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:
-        if await self.deps.store.get_scoped("workflows", workflow_id, self.caller, ["workflow_id"]) is None:
+        if await get_scoped(self.deps.store, "workflows", workflow_id, self.caller, ["workflow_id"]) is None:
             raise NotFound(f"no workflow {workflow_id}")
-        profiles = await self.deps.store.mqprofiles.find(
-            {"workflow_id": workflow_id, "is_public": True, **self.caller.scope()},
-            sort=[("mqid", 1)],
-        )
+        profiles = await public_mqprofiles(self.deps.store, workflow_id, self.caller)
         self.send({"mqprofiles": profiles})
 
 
@@ -88,7 +86,7 @@ class QueryWorkflowsHandler(BaseHandler):
             self.body(),
             self.caller,
             fields=self.deps.query_fields[self.COLLECTION],
-            max_depth=cfg.query_max_depth,
+            limits=self.deps.query_limits,
             page_docs=cfg.query_page_docs,
             page_bytes=cfg.query_page_bytes,
         )

@@ -3,15 +3,14 @@ finish deactivations a crash interrupted, and remove orphans of interrupted crea
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
 from .. import documents
-from ..database.store import Store
-from ..database.workflows import stop_taskforces
+from ..ops.workflows import stop_taskforces
 from ..phases import Phase
+from ..storage.base import Change, Storage
 
 LOGGER = logging.getLogger("ewms_server.launch_control")
 ENTITY = "server:launch-control"
@@ -23,7 +22,7 @@ ENDED = ["ABORTED", "FINISHED"]
 
 @dataclass
 class LaunchControl:
-    store: Store
+    store: Storage
     orphan_age_s: float
     sweep_interval_s: float
     _last_sweep: float = 0.0
@@ -38,12 +37,11 @@ class LaunchControl:
         return busy
 
     async def _release(self) -> bool:
-        ready = await self.store.taskforces.find(
-            {"phase": str(Phase.PRE_LAUNCH)}, projection=["workflow_id"], limit=BATCH
+        ready = await self.store.find(
+            "taskforces", {"phase": str(Phase.PRE_LAUNCH)}, projection=["workflow_id"], limit=BATCH
         )
         for wid in dict.fromkeys(tf["workflow_id"] for tf in ready):
-            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
-            wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
+            wf = await self.store.get("workflows", {"workflow_id": wid}, projection=["deactivated"])
             if wf is None or wf["deactivated"] is not None:
                 await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
                 continue
@@ -54,21 +52,18 @@ class LaunchControl:
         return len(ready) == BATCH
 
     async def _release_workflow(self, wid: str) -> None:
-        await self.store.update_many(
+        entry = documents.log_entry(
+            target_phase=Phase.PENDING_STARTER, was_successful=True, source_entity=ENTITY
+        )
+        await self.store.update_where(
             "taskforces",
             {"workflow_id": wid, "phase": str(Phase.PRE_LAUNCH)},
-            {
-                "$set": {"phase": str(Phase.PENDING_STARTER)},
-                "$push": {
-                    "phase_change_log": documents.log_entry(
-                        target_phase=Phase.PENDING_STARTER, was_successful=True, source_entity=ENTITY
-                    )
-                },
-            },
+            Change(set={"phase": str(Phase.PENDING_STARTER)}, push={"phase_change_log": [entry]}),
         )
 
     async def _finish_deactivations(self) -> None:
-        for wf in await self.store.workflows.find(
+        for wf in await self.store.find(
+            "workflows",
             {"taskforces_stopped": False, "deactivated": {"$in": ENDED}},
             projection=["workflow_id"],
             limit=BATCH,
@@ -80,15 +75,16 @@ class LaunchControl:
         cutoff = time.time() - self.orphan_age_s
         candidates = {
             d["workflow_id"]
-            for d in await self.store.taskforces.find(
+            for d in await self.store.find(
+                "taskforces",
                 {"phase": str(Phase.PRE_MQ_ACTIVATION), "timestamp": {"$lt": cutoff}},
                 projection=["workflow_id"],
                 limit=BATCH,
             )
         }
         for wid in candidates:
-            if await self.store.workflows.find_one({"workflow_id": wid}, projection=["workflow_id"]):
+            if await self.store.get("workflows", {"workflow_id": wid}, projection=["workflow_id"]):
                 continue
             LOGGER.warning("removing orphaned parts of an interrupted create: %s", wid)
             for name in ("taskforces", "task_directives", "mqprofiles"):
-                await self.store.by_name(name).delete_many({"workflow_id": wid})
+                await self.store.delete_where(name, {"workflow_id": wid})

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from .. import documents
 from ..broker.base import BrokerAdapter, BrokerUnavailable
-from ..database.store import Store
-from ..database.workflows import stop_taskforces
+from ..ops.workflows import stop_taskforces
 from ..phases import TERMINAL, Phase
+from ..storage.base import Change, Storage
 
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
@@ -23,7 +23,7 @@ BATCH = 100
 
 @dataclass
 class MQActivation:
-    store: Store
+    store: Storage
     broker: BrokerAdapter
     wake_launch: Callable[[], None]
     wake_self: Callable[[], None]
@@ -40,13 +40,12 @@ class MQActivation:
     async def _activate(self) -> bool:
         if time.time() < self._retry_after:
             return False
-        pending = await self.store.taskforces.find(
-            {"phase": str(Phase.PRE_MQ_ACTIVATION)}, projection=["workflow_id"], limit=BATCH
+        pending = await self.store.find(
+            "taskforces", {"phase": str(Phase.PRE_MQ_ACTIVATION)}, projection=["workflow_id"], limit=BATCH
         )
         done_any = False
         for wid in dict.fromkeys(tf["workflow_id"] for tf in pending):
-            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
-            wf = await self.store.workflows.find_one({"workflow_id": wid}, projection=["deactivated"])
+            wf = await self.store.get("workflows", {"workflow_id": wid}, projection=["deactivated"])
             if wf is None:
                 continue  # being created, or an orphan that launch control removes
             if wf["deactivated"] is not None:
@@ -73,44 +72,46 @@ class MQActivation:
     async def _activate_workflow(self, wid: str) -> None:
         mqids = await self._mqids(wid)
         access = await self.broker.activate_workflow(wid, mqids) if mqids else {}
-        for mqid, a in access.items():
-            await self.store.update_one(
+        if access:
+            await self.store.update_each(
                 "mqprofiles",
-                {"mqid": mqid},
-                {
-                    "$set": {
-                        "is_activated": True,
-                        "auth_token": a.auth_token,
-                        "broker_type": a.broker_type,
-                        "broker_address": a.broker_address,
-                    }
-                },
+                [
+                    (
+                        {"mqid": mqid},
+                        Change(
+                            set={
+                                "is_activated": True,
+                                "auth_token": a.auth_token,
+                                "broker_type": a.broker_type,
+                                "broker_address": a.broker_address,
+                            }
+                        ),
+                    )
+                    for mqid, a in access.items()
+                ],
             )
         # compare-and-set on the phase: a deactivation that got here first is never undone
-        n = await self.store.update_many(
+        entry = documents.log_entry(
+            target_phase=Phase.PRE_LAUNCH,
+            was_successful=True,
+            source_entity=ENTITY,
+            context=f"{len(mqids)} queue(s) activated",
+        )
+        n = await self.store.update_where(
             "taskforces",
             {"workflow_id": wid, "phase": str(Phase.PRE_MQ_ACTIVATION)},
-            {
-                "$set": {"phase": str(Phase.PRE_LAUNCH)},
-                "$push": {
-                    "phase_change_log": documents.log_entry(
-                        target_phase=Phase.PRE_LAUNCH,
-                        was_successful=True,
-                        source_entity=ENTITY,
-                        context=f"{len(mqids)} queue(s) activated",
-                    )
-                },
-            },
+            Change(set={"phase": str(Phase.PRE_LAUNCH)}, push={"phase_change_log": [entry]}),
         )
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
 
     async def _mqids(self, wid: str) -> list[str]:
-        profiles = await self.store.mqprofiles.find({"workflow_id": wid}, projection=["mqid"])
+        profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])
         return [p["mqid"] for p in profiles]
 
     async def _retire(self) -> None:
         now = time.time()
-        ended = await self.store.workflows.find(
+        ended = await self.store.find(
+            "workflows",
             {
                 "queues_deleted": False,
                 "deactivated": {"$in": ["ABORTED", "FINISHED"]},
@@ -123,12 +124,11 @@ class MQActivation:
             limit=BATCH,
         )
         for wf in ended:
-            await asyncio.sleep(0)  # the embedded engine never yields: let requests in
             wid = wf["workflow_id"]
             ended_for = now - (wf["deactivated_ts"] or now)
             if not wf["queues_revoked"] and ended_for < self.revoke_max_wait_s:
-                live = await self.store.taskforces.count_documents(
-                    {"workflow_id": wid, "phase": {"$nin": [str(p) for p in TERMINAL]}}
+                live = await self.store.count(
+                    "taskforces", {"workflow_id": wid, "phase": {"$nin": [str(p) for p in TERMINAL]}}
                 )
                 if live:
                     continue  # pilots are still being removed: let them end cleanly
@@ -136,16 +136,16 @@ class MQActivation:
             try:
                 if not wf["queues_revoked"]:
                     await self.broker.deactivate_workflow(wid, mqids)
-                    await self.store.update_many(
-                        "mqprofiles", {"workflow_id": wid}, {"$set": {"is_activated": False}}
+                    await self.store.update_where(
+                        "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
                     )
-                    await self.store.update_one(
-                        "workflows", {"workflow_id": wid}, {"$set": {"queues_revoked": True}}
+                    await self.store.transition(
+                        "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
                     )
                 if ended_for >= self.delete_grace_s:
                     await self.broker.delete_queues(wid, mqids)
-                    await self.store.update_one(
-                        "workflows", {"workflow_id": wid}, {"$set": {"queues_deleted": True}}
+                    await self.store.transition(
+                        "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
                     )
             except BrokerUnavailable as e:
                 LOGGER.warning("broker unavailable while retiring %s: %s", wid, e)

@@ -17,7 +17,7 @@ COLLECTIONS = ("workflows", "task_directives", "taskforces", "mqprofiles")
 
 async def snapshot(server: RunningServer) -> dict[str, Any]:
     store = server.deps.store
-    return {name: await store.by_name(name).find({}, sort=[("timestamp", 1)]) for name in COLLECTIONS}
+    return {name: await store.find(name, {}) for name in COLLECTIONS}
 
 
 async def raw(

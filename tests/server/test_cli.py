@@ -6,16 +6,21 @@ import json
 import os
 import signal
 import socket
+import sqlite3
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
 from ewms_server.broker.rabbitmq import SETTINGS_DOCS
 from ewms_server.config import SETTINGS
+from tests.conftest import workflow_body
 
 SECRET = "s" * 40
 
@@ -77,10 +82,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_dev_mode_serves_and_stops_on_sigterm() -> None:
+def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
+    data = tmp_path / "data" / "ewms"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
-    env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port)})
+    env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port), "EWMS_DATA_DIR": str(data)})
     proc = subprocess.Popen(
         [sys.executable, "-m", "ewms_server"],
         env=env,
@@ -108,6 +114,81 @@ def test_dev_mode_serves_and_stops_on_sigterm() -> None:
             proc.kill()
     assert proc.returncode == 0
     assert "DEVELOPMENT INSTANCE" in err and "system-tms" in err
-    assert "NOTHING IS KEPT" in err
+    assert f"data: SQLite at {data / 'ewms.sqlite3'}" in err  # where the data lives is logged
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "ewms.sqlite3").stat().st_mode) == 0o600
     token = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("user "))
     assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"
+
+
+def _request(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _serve_until_healthy(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError(proc.stderr.read() if proc.stderr else "no output") from None
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_the_default_store_keeps_workflows_across_a_restart(tmp_path: Path) -> None:
+    from ewms_server.auth import mint_token
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env.update(
+        {
+            "EWMS_AUTH_SECRET": SECRET,
+            "EWMS_REST_PORT": str(port),
+            "EWMS_DATA_DIR": str(tmp_path),
+            "EWMS_CLUSTER_LOCATIONS": '{"local": "s"}',
+        }
+    )
+    token = mint_token(SECRET, sub="alice", role="user", expires_s=600)
+    body = workflow_body()
+    proc = _serve_until_healthy(env, port)
+    try:
+        made = _request(port, "POST", "/v1/workflows", token, body)
+    finally:
+        _stop(proc)
+    wid = made["workflow"]["workflow_id"]
+    proc = _serve_until_healthy(env, port)
+    try:
+        assert _request(port, "GET", f"/v1/workflows/{wid}", token)["workflow_id"] == wid
+        uuid = made["taskforces"][0]["taskforce_uuid"]
+        assert (
+            _request(port, "GET", f"/v1/taskforces/{uuid}", token)["task_id"]
+            == made["task_directives"][0]["task_id"]
+        )
+    finally:
+        _stop(proc)
+
+
+def test_refuses_a_store_newer_than_the_code(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "ewms.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 999")
+    res = run("serve", env={"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": "0", "EWMS_DATA_DIR": str(tmp_path)})
+    assert res.returncode == 2
+    refusal = [line for line in res.stderr.splitlines() if line.startswith("ewms-server:")]
+    assert len(refusal) == 1 and "version 999, newer than this server's" in refusal[0], res.stderr

@@ -65,7 +65,7 @@ class ThreadedServer:
             self._stop = asyncio.Event()
             async with running_server(
                 cluster_locations=LOCATIONS,
-                mongodb_url="memory://",
+                mongodb_url=None,
                 env={"EWMS_LOOP_INTERVAL_S": "1"},
             ) as srv:
                 self.srv = srv

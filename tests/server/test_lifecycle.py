@@ -6,6 +6,7 @@ import asyncio
 
 from rest_tools.client import RestClient
 
+from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer
 from tests.conftest import SCHEDD, workflow_body
 from tests.server.helpers import (
@@ -213,8 +214,8 @@ async def test_pending_starter_order_priority_then_failures_then_age(
     # make mid_a older-but-failed: it must come after mid_b
     for u in uuids.values():
         await wait_phase(user, u, "pending-starter")
-    await server.deps.store.taskforces.update_one(
-        {"taskforce_uuid": uuids["mid_a"]}, {"$set": {"n_failed_submits": 1}}
+    await server.deps.store.transition(
+        "taskforces", {"taskforce_uuid": uuids["mid_a"]}, Change(set={"n_failed_submits": 1})
     )
     order = []
     for _ in range(4):

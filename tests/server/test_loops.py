@@ -8,15 +8,16 @@ import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.broker.base import BrokerUnavailable, QueueAccess
-from ewms_server.database.store import Caller
-from ewms_server.database.workflows import create_workflow
+from ewms_server.caller import Caller
 from ewms_server.loops.base import LoopState, run_loop
+from ewms_server.ops.workflows import create_workflow
+from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, wait_until, workflow_body
 from tests.server.helpers import phase_of, submit, take_starter, wait_phase
 
 
-async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str) -> None:
+async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str | None) -> None:
     async with running_server(
         cluster_locations=LOCATIONS,
         mongodb_url=backend,
@@ -28,14 +29,14 @@ async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str) 
         )
         wid = made["workflow"]["workflow_id"]
         # the crash: everything but the workflow document was written
-        await store.workflows.delete_many({"workflow_id": wid})
-        await store.taskforces.update_many(
-            {"workflow_id": wid}, {"$set": {"phase": "pre-mq-activation", "timestamp": 0.0}}
+        await store.delete_where("workflows", {"workflow_id": wid})
+        await store.update_where(
+            "taskforces", {"workflow_id": wid}, Change(set={"phase": "pre-mq-activation", "timestamp": 0.0})
         )
 
         async def gone() -> bool:
             counts = [
-                await store.by_name(n).count_documents({"workflow_id": wid})
+                await store.count(n, {"workflow_id": wid})
                 for n in ("taskforces", "task_directives", "mqprofiles")
             ]
             return counts == [0, 0, 0]
@@ -52,9 +53,10 @@ async def test_interrupted_deactivation_is_finished(
     await take_starter(tms)
     store = server.deps.store
     # the crash: the workflow was marked, its taskforces were not reached
-    await store.workflows.update_one(
+    await store.transition(
+        "workflows",
         {"workflow_id": made["workflow"]["workflow_id"]},
-        {"$set": {"deactivated": "ABORTED", "deactivated_ts": 1.0}},
+        Change(set={"deactivated": "ABORTED", "deactivated_ts": 1.0}),
     )
     server.deps.wake("launch_control")
     await wait_phase(user, uuid, "cancelled")
@@ -81,7 +83,7 @@ class FlakyBroker:
     async def close(self) -> None: ...
 
 
-async def test_broker_down_keeps_workflow_visible_then_activates(backend: str) -> None:
+async def test_broker_down_keeps_workflow_visible_then_activates(backend: str | None) -> None:
     broker = FlakyBroker(down=2)
     async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker) as srv:
         user = RestClient(srv.url, token=srv.token(), retries=0)
@@ -98,7 +100,7 @@ async def test_broker_down_keeps_workflow_visible_then_activates(backend: str) -
         }
 
 
-async def test_abort_while_broker_down_is_not_undone(backend: str) -> None:
+async def test_abort_while_broker_down_is_not_undone(backend: str | None) -> None:
     """The original's activator overwrote a deactivation back to pre-launch."""
     broker = FlakyBroker(down=1)
     async with running_server(cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker) as srv:
@@ -188,7 +190,7 @@ async def end_submitted_workflow(srv: RunningServer, action: str) -> tuple[str, 
     return wid, uuid, tms
 
 
-async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
+async def test_credentials_revoked_once_pilots_are_gone(backend: str | None) -> None:
     """Revoking while the TMS still removes the pilots would end each in FatalError."""
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0"}
@@ -202,11 +204,11 @@ async def test_credentials_revoked_once_pilots_are_gone(backend: str) -> None:
         await tms.request("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": 1.0})
         await wait_until(lambda: asyncio.sleep(0, broker.deleted == [wid]), timeout=5)
         assert broker.revoked == [wid]
-        profiles = await srv.deps.store.mqprofiles.find({"workflow_id": wid})
+        profiles = await srv.deps.store.find("mqprofiles", {"workflow_id": wid})
         assert profiles and not any(p["is_activated"] for p in profiles)
 
 
-async def test_credentials_revoked_at_the_latest_after_max_wait(backend: str) -> None:
+async def test_credentials_revoked_at_the_latest_after_max_wait(backend: str | None) -> None:
     broker = RecordingBroker()
     env = {"EWMS_LOOP_INTERVAL_S": "0.2", "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0.5"}
     async with running_server(

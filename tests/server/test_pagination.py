@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rest_tools.client import RestClient
 
-from ewms_server.database.store import Caller
-from ewms_server.database.workflows import create_workflow
+from ewms_server.caller import Caller
+from ewms_server.ops.workflows import create_workflow
 from ewms_server.testing import RunningServer
 from tests.conftest import workflow_body
 
@@ -14,10 +14,10 @@ N_ALICE, N_BOB = 2500, 300
 
 
 @pytest.fixture
-def backend() -> str:
-    """mongomock scans and copies every document per query: minutes at this size. The motor
-    code path is covered by the other modules and, with a real MongoDB, test_real_mongodb."""
-    return "memory://"
+def backend() -> str | None:
+    """SQLite. mongomock scans and copies every document per query: minutes at this size. The
+    motor code path is covered by the other modules and, with a real MongoDB, test_real_mongodb."""
+    return None
 
 
 @pytest.fixture

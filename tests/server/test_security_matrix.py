@@ -34,6 +34,7 @@ from ewms_server.auth import mint_token
 from ewms_server.broker.base import QueueAccess
 from ewms_server.handlers.routes import HANDLERS
 from ewms_server.schema import load_openapi_text
+from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, SCHEDD, wait_until, workflow_body
 
@@ -105,7 +106,7 @@ class TokenBroker:
 
 
 @pytest.fixture
-async def server(backend: str) -> AsyncIterator[RunningServer]:
+async def server(backend: str | None) -> AsyncIterator[RunningServer]:
     """The conftest server, with a broker that hands out queue credentials (to look for leaks)."""
     async with running_server(
         cluster_locations=LOCATIONS,
@@ -209,7 +210,7 @@ class Ctx:
         if phase == "pending-stopper":
             wid = created["workflow"]["workflow_id"]
             await self.ok("alice", "POST", f"/v1/workflows/{wid}/actions/abort")
-        tf = await self.store.taskforces.find_one({"taskforce_uuid": uuid})
+        tf = await self.store.get("taskforces", {"taskforce_uuid": uuid})
         assert tf["phase"] == phase
         return uuid
 
@@ -221,7 +222,9 @@ class Ctx:
 
     async def wait_phases(self, uuids: list[str], phase: str) -> None:
         async def check() -> bool:
-            docs = await self.store.taskforces.find({"taskforce_uuid": {"$in": uuids}}, projection=["phase"])
+            docs = await self.store.find(
+                "taskforces", {"taskforce_uuid": {"$in": uuids}}, projection=["phase"]
+            )
             return len(docs) == len(uuids) and all(d["phase"] == phase for d in docs)
 
         await wait_until(check, timeout=10)
@@ -230,22 +233,27 @@ class Ctx:
         """Wait until the background loops have nothing left to do (so snapshots are stable)."""
 
         async def check() -> bool:
-            moving = await self.store.taskforces.find(
-                {"phase": {"$in": ["pre-mq-activation", "pre-launch"]}}, projection=["phase"]
+            moving = await self.store.find(
+                "taskforces", {"phase": {"$in": ["pre-mq-activation", "pre-launch"]}}, projection=["phase"]
             )
-            stopping = await self.store.workflows.find(
-                {"deactivated": {"$ne": None}, "taskforces_stopped": False}, projection=["workflow_id"]
+            stopping = await self.store.find(
+                "workflows",
+                {"deactivated": {"$ne": None}, "taskforces_stopped": False},
+                projection=["workflow_id"],
             )
             # credentials are revoked once an ended workflow has no live taskforce left
-            unrevoked = await self.store.workflows.find(
-                {"deactivated": {"$ne": None}, "queues_revoked": False}, projection=["workflow_id"]
+            unrevoked = await self.store.find(
+                "workflows",
+                {"deactivated": {"$ne": None}, "queues_revoked": False},
+                projection=["workflow_id"],
             )
             for wf in unrevoked:
-                live = await self.store.taskforces.count_documents(
+                live = await self.store.count(
+                    "taskforces",
                     {
                         "workflow_id": wf["workflow_id"],
                         "phase": {"$nin": ["condor-complete", "submit-failed", "cancelled"]},
-                    }
+                    },
                 )
                 if not live:
                     return False
@@ -256,13 +264,13 @@ class Ctx:
     async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         out = {}
         for name in ("workflows", "task_directives", "taskforces", "mqprofiles"):
-            docs = await self.store.by_name(name).find({})
+            docs = await self.store.find(name, {})
             out[name] = sorted((_plain(d) for d in docs), key=lambda d: json.dumps(d, sort_keys=True))
         return out
 
     async def secrets(self) -> dict[str, dict[str, Any]]:
         """Every queue credential issued so far -> its profile."""
-        return {p["auth_token"]: p for p in await self.store.mqprofiles.find({}) if p.get("auth_token")}
+        return {p["auth_token"]: p for p in await self.store.find("mqprofiles", {}) if p.get("auth_token")}
 
 
 def _plain(doc: dict[str, Any]) -> dict[str, Any]:
@@ -297,11 +305,11 @@ def _check_deactivated(kind: str) -> Check:
     async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
         wid = req.ids["workflow_id"]
         assert body == {"workflow_id": wid, "n_taskforces": 2}
-        wf = await ctx.store.workflows.find_one({"workflow_id": wid})
+        wf = await ctx.store.get("workflows", {"workflow_id": wid})
         assert wf["deactivated"] == kind
         submitted, waiting = req.ids["uuids"]
         for uuid, phase in ((submitted, "pending-stopper"), (waiting, "cancelled")):
-            tf = await ctx.store.taskforces.find_one({"taskforce_uuid": uuid})
+            tf = await ctx.store.get("taskforces", {"taskforce_uuid": uuid})
             assert tf["phase"] == phase
             last = tf["phase_change_log"][-1]
             assert (last["target_phase"], last["source_entity"]) == (phase, ENTITY[ident])
@@ -383,7 +391,9 @@ async def _check_get_tf(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
 
 async def _pending_starter(ctx: Ctx) -> Req:
     uuid = await ctx.taskforce_in("pending-starter")
-    await ctx.store.taskforces.update_many({"taskforce_uuid": {"$ne": uuid}}, {"$set": {"lease_until": 1e12}})
+    await ctx.store.update_where(
+        "taskforces", {"taskforce_uuid": {"$ne": uuid}}, Change(set={"lease_until": 1e12})
+    )
     return Req("/v1/tms/pending-starter/taskforces", query={"schedd": SCHEDD}, ids={"uuid": uuid})
 
 
@@ -397,7 +407,9 @@ async def _check_pending_starter(ctx: Ctx, ident: str, req: Req, body: Any) -> N
 
 async def _pending_stopper(ctx: Ctx) -> Req:
     uuid = await ctx.taskforce_in("pending-stopper")
-    await ctx.store.taskforces.update_many({"taskforce_uuid": {"$ne": uuid}}, {"$set": {"lease_until": 1e12}})
+    await ctx.store.update_where(
+        "taskforces", {"taskforce_uuid": {"$ne": uuid}}, Change(set={"lease_until": 1e12})
+    )
     return Req("/v1/tms/pending-stopper/taskforces", query={"schedd": SCHEDD}, ids={"uuid": uuid})
 
 
@@ -417,7 +429,7 @@ def _tms_post(
 
     async def check(ctx: Ctx, ident: str, req: Req, resp: Any) -> None:
         assert resp == {"taskforce_uuid": req.ids["uuid"]}
-        tf = await ctx.store.taskforces.find_one({"taskforce_uuid": req.ids["uuid"]})
+        tf = await ctx.store.get("taskforces", {"taskforce_uuid": req.ids["uuid"]})
         assert tf["phase"] == to_phase
         last = tf["phase_change_log"][-1]
         assert (last["source_entity"], last["was_successful"]) == (ENTITY[ident], not failed)
@@ -616,9 +628,9 @@ async def test_other_users_object_is_indistinguishable_from_a_missing_one(server
             norm_fake = norm_fake.replace(fake[k], "<id>")
         assert norm_real == norm_fake, (method, template, norm_real, norm_fake)
     # and alice's workflow is untouched by all that
-    wf = await ctx.store.workflows.find_one({"workflow_id": real["workflow_id"]})
+    wf = await ctx.store.get("workflows", {"workflow_id": real["workflow_id"]})
     assert wf["deactivated"] is None
-    assert await ctx.store.taskforces.count_documents({"workflow_id": real["workflow_id"]}) == 2
+    assert await ctx.store.count("taskforces", {"workflow_id": real["workflow_id"]}) == 2
 
 
 # -- odd tokens ------------------------------------------------------------------------
@@ -699,7 +711,7 @@ async def test_token_variants(server: RunningServer) -> None:
     assert r.status == 403
 
 
-async def test_role_claim_is_configurable(backend: str) -> None:
+async def test_role_claim_is_configurable(backend: str | None) -> None:
     async with running_server(
         cluster_locations=LOCATIONS, mongodb_url=backend, env={"EWMS_AUTH_ROLE_CLAIM": "groups"}
     ) as srv:

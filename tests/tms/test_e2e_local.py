@@ -13,6 +13,7 @@ from typing import Any
 
 from rest_tools.client import RestClient
 
+from ewms_server.storage.base import Change
 from ewms_server.testing import running_server
 from tests.processes import stop_process
 from tms.backends.local import LocalBackend
@@ -172,7 +173,7 @@ async def test_tms_killed_between_submit_and_report_makes_one_cluster(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
     """A real SIGKILL in the window: the cluster exists, its condor-submit report never landed."""
-    from ewms_server.database import taskforces as taskforce_ops
+    from ewms_server.ops import taskforces as taskforce_ops
     from tms.config import from_env
 
     jobs = os.path.join(job_root(tmp_path.name), "jobs")
@@ -232,8 +233,10 @@ async def test_what_no_backend_can_start_ends_submit_failed_with_its_reason(tmp_
         user = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
         wf = await user.request("POST", "/v1/workflows", workflow_body("quick"))
         uuid = wf["taskforces"][0]["taskforce_uuid"]
-        await srv.deps.store.by_name("task_directives").update_one(
-            {"task_id": wf["task_directives"][0]["task_id"]}, {"$set": {"task_image": "/bin/true\u0000"}}
+        await srv.deps.store.update_where(
+            "task_directives",
+            {"task_id": wf["task_directives"][0]["task_id"]},
+            Change(set={"task_image": "/bin/true\u0000"}),
         )
         tms = start_tms(srv, jobs, str(tmp_path / "tms.log"), uids)
         try:

@@ -7,36 +7,36 @@ import time
 from typing import Any
 
 from .. import documents
+from ..caller import Caller
 from ..errors import NotFound
 from ..phases import WATCHED, Phase
-from .store import Caller, Store
+from ..storage.base import Change, Storage
 
 STARTER_ORDER = [("priority", -1), ("n_failed_submits", 1), ("timestamp", 1)]
 STOPPER_ORDER = [("priority", -1), ("timestamp", 1)]
 
 
-async def _refuse(store: Store, uuid: str, target: Phase, caller: Caller, expected: str) -> NotFound:
+def _logged(target: Phase, caller: Caller, *, ok: bool, context: str = "", **fields: Any) -> Change:
+    entry = documents.log_entry(
+        target_phase=target, was_successful=ok, source_entity=caller.entity, context=context
+    )
+    return Change(set=fields, push={"phase_change_log": [entry]})
+
+
+async def _refuse(store: Storage, uuid: str, target: Phase, caller: Caller, expected: str) -> NotFound:
     """Record a refused transition on an existing taskforce; build the 404 to raise."""
-    tf = await store.taskforces.find_one({"taskforce_uuid": uuid}, projection=["phase"])
+    tf = await store.get("taskforces", {"taskforce_uuid": uuid}, projection=["phase"])
     if tf is None:
         return NotFound(f"no taskforce {uuid}")
     context = f"refused: phase is {tf['phase']}, not {expected}"
-    await store.update_one(
-        "taskforces",
-        {"taskforce_uuid": uuid},
-        {
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=target, was_successful=False, source_entity=caller.entity, context=context
-                )
-            }
-        },
+    await store.transition(
+        "taskforces", {"taskforce_uuid": uuid}, _logged(target, caller, ok=False, context=context)
     )
     return NotFound(f"taskforce {uuid}: {context}")
 
 
 async def _transition(
-    store: Store,
+    store: Storage,
     filter: dict[str, Any],
     target: Phase,
     caller: Caller,
@@ -53,32 +53,27 @@ async def _transition(
         context=context,
         source_event_time=source_event_time,
     )
-    done = await store.find_one_and_update(
-        "taskforces",
-        filter,
-        {"$set": {"phase": str(target), **(fields or {})}, "$push": {"phase_change_log": entry}},
-        projection=["taskforce_uuid"],
-    )
-    return done is not None
+    change = Change(set={"phase": str(target), **(fields or {})}, push={"phase_change_log": [entry]})
+    return await store.transition("taskforces", filter, change)
 
 
-async def next_pending_starter(store: Store, schedd: str, lease_s: float) -> dict[str, Any] | None:
+async def next_pending_starter(store: Storage, schedd: str, lease_s: float) -> dict[str, Any] | None:
     now = time.time()
-    tf = await store.find_one_and_update(
+    tf = await store.claim(
         "taskforces",
         {"schedd": schedd, "phase": str(Phase.PENDING_STARTER), "lease_until": {"$lte": now}},
-        {"$set": {"lease_until": now + lease_s}},
         sort=STARTER_ORDER,
+        change=Change(set={"lease_until": now + lease_s}),
     )
     if tf is None:
         return None
-    td = await store.task_directives.find_one({"task_id": tf["task_id"]})
+    td = await store.get("task_directives", {"task_id": tf["task_id"]})
     mqids = [*td["input_queues"], *td["output_queues"]] if td else []
-    profiles = await store.mqprofiles.find({"mqid": {"$in": mqids}}) if mqids else []
+    profiles = await store.find("mqprofiles", {"mqid": {"$in": mqids}}) if mqids else []
     return {"taskforce": tf, "task_directive": td, "mqprofiles": profiles}
 
 
-async def condor_submit(store: Store, uuid: str, body: dict[str, Any], caller: Caller) -> None:
+async def condor_submit(store: Storage, uuid: str, body: dict[str, Any], caller: Caller) -> None:
     fields = {
         "cluster_id": body["cluster_id"],
         "n_workers": body["n_workers"],
@@ -106,7 +101,8 @@ async def condor_submit(store: Store, uuid: str, body: dict[str, Any], caller: C
     ):
         return
     # a retried report of the same submit is a success, not an error
-    same = await store.taskforces.find_one(
+    same = await store.get(
+        "taskforces",
         {"taskforce_uuid": uuid, "cluster_id": body["cluster_id"], "phase": {"$ne": str(Phase.CANCELLED)}},
         projection=["taskforce_uuid"],
     )
@@ -116,10 +112,11 @@ async def condor_submit(store: Store, uuid: str, body: dict[str, Any], caller: C
 
 
 async def condor_submit_failed(
-    store: Store, uuid: str, error: str, caller: Caller, max_attempts: int, retry_delay_s: float
+    store: Storage, uuid: str, error: str, caller: Caller, max_attempts: int, retry_delay_s: float
 ) -> None:
     for _ in range(20):  # compare-and-set on the counter; retried only under contention
-        tf = await store.taskforces.find_one(
+        tf = await store.get(
+            "taskforces",
             {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STARTER)},
             projection=["n_failed_submits"],
         )
@@ -145,28 +142,26 @@ async def condor_submit_failed(
                     context=f"gave up after {n} failed submits",
                 )
             )
-        ok = await store.find_one_and_update(
+        if await store.transition(
             "taskforces",
             {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STARTER), "n_failed_submits": n - 1},
-            {"$set": fields, "$push": {"phase_change_log": {"$each": entries}}},
-            projection=["taskforce_uuid"],
-        )
-        if ok:
+            Change(set=fields, push={"phase_change_log": entries}),
+        ):
             return
     raise RuntimeError(f"taskforce {uuid}: too much contention recording a failed submit")
 
 
-async def next_pending_stopper(store: Store, schedd: str, lease_s: float) -> dict[str, Any] | None:
+async def next_pending_stopper(store: Storage, schedd: str, lease_s: float) -> dict[str, Any] | None:
     now = time.time()
-    return await store.find_one_and_update(
+    return await store.claim(
         "taskforces",
         {"schedd": schedd, "phase": str(Phase.PENDING_STOPPER), "lease_until": {"$lte": now}},
-        {"$set": {"lease_until": now + lease_s}},
         sort=STOPPER_ORDER,
+        change=Change(set={"lease_until": now + lease_s}),
     )
 
 
-async def condor_rm(store: Store, uuid: str, caller: Caller) -> None:
+async def condor_rm(store: Storage, uuid: str, caller: Caller) -> None:
     if await _transition(
         store,
         {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STOPPER)},
@@ -175,7 +170,8 @@ async def condor_rm(store: Store, uuid: str, caller: Caller) -> None:
         fields={"lease_until": 0.0},
     ):
         return
-    done = await store.taskforces.find_one(
+    done = await store.get(
+        "taskforces",
         {"taskforce_uuid": uuid, "phase": {"$in": [str(Phase.CONDOR_RM), str(Phase.CONDOR_COMPLETE)]}},
         projection=["taskforce_uuid"],
     )
@@ -184,28 +180,23 @@ async def condor_rm(store: Store, uuid: str, caller: Caller) -> None:
     raise await _refuse(store, uuid, Phase.CONDOR_RM, caller, str(Phase.PENDING_STOPPER))
 
 
-async def condor_rm_failed(store: Store, uuid: str, error: str, caller: Caller, retry_delay_s: float) -> None:
-    ok = await store.find_one_and_update(
-        "taskforces",
-        {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STOPPER)},
-        {
-            "$set": {"lease_until": time.time() + retry_delay_s},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.CONDOR_RM,
-                    was_successful=False,
-                    source_entity=caller.entity,
-                    context=f"condor_rm failed: {error}",
-                )
-            },
-        },
-        projection=["taskforce_uuid"],
+async def condor_rm_failed(
+    store: Storage, uuid: str, error: str, caller: Caller, retry_delay_s: float
+) -> None:
+    change = _logged(
+        Phase.CONDOR_RM,
+        caller,
+        ok=False,
+        context=f"condor_rm failed: {error}",
+        lease_until=time.time() + retry_delay_s,
     )
-    if not ok:
+    if not await store.transition(
+        "taskforces", {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STOPPER)}, change
+    ):
         raise await _refuse(store, uuid, Phase.CONDOR_RM, caller, str(Phase.PENDING_STOPPER))
 
 
-async def condor_complete(store: Store, uuid: str, ts: float, caller: Caller) -> None:
+async def condor_complete(store: Storage, uuid: str, ts: float, caller: Caller) -> None:
     if await _transition(
         store,
         {"taskforce_uuid": uuid, "phase": {"$in": [str(p) for p in WATCHED]}},
@@ -215,27 +206,32 @@ async def condor_complete(store: Store, uuid: str, ts: float, caller: Caller) ->
         source_event_time=float(ts),
     ):
         return
-    if await store.taskforces.find_one(
-        {"taskforce_uuid": uuid, "phase": str(Phase.CONDOR_COMPLETE)}, projection=["taskforce_uuid"]
+    if await store.get(
+        "taskforces",
+        {"taskforce_uuid": uuid, "phase": str(Phase.CONDOR_COMPLETE)},
+        projection=["taskforce_uuid"],
     ):
         return  # a retried report
     raise await _refuse(store, uuid, Phase.CONDOR_COMPLETE, caller, " or ".join(str(p) for p in WATCHED))
 
 
-async def update_statuses(store: Store, body: dict[str, Any]) -> list[dict[str, str]]:
+async def update_statuses(store: Storage, body: dict[str, Any]) -> list[dict[str, str]]:
     errors = body.get("top_task_errors_by_taskforce", {})
     statuses = body.get("compound_statuses_by_taskforce", {})
     now = time.time()
-    results = []
-    for uuid in dict.fromkeys([*statuses, *errors]):
+    uuids = list(dict.fromkeys([*statuses, *errors]))
+    updates = []
+    for uuid in uuids:
         fields: dict[str, Any] = {"statuses_ts": now}
         if uuid in statuses:
             fields["compound_statuses"] = statuses[uuid]
         if uuid in errors:
             fields["top_task_errors"] = errors[uuid]
-        matched = await store.update_one("taskforces", {"taskforce_uuid": uuid}, {"$set": fields})
-        if matched:
-            results.append({"uuid": uuid, "status": "updated"})
-        else:
-            results.append({"uuid": uuid, "status": "failed", "error": "no such taskforce"})
-    return results
+        updates.append(({"taskforce_uuid": uuid}, Change(set=fields)))
+    matched = await store.update_each("taskforces", updates) if updates else []
+    return [
+        {"uuid": uuid, "status": "updated"}
+        if ok
+        else {"uuid": uuid, "status": "failed", "error": "no such taskforce"}
+        for uuid, ok in zip(uuids, matched, strict=True)
+    ]

@@ -1,10 +1,10 @@
 """Workflow-level operations: create, deactivate (abort/finished), add workers.
 
-No multi-document transactions: writes are ordered so that every crash point leaves a state
-the background loops repair. Creation inserts the taskforces first and the workflow last (a
-bundle without its workflow is an orphan, removed after EWMS_ORPHAN_AGE_S); deactivation
-marks the workflow first and then stops its taskforces (the launch-control sweep finishes a
-stop that a crash interrupted).
+Creation is one `insert_bundle`: one transaction on SQLite; on MongoDB (no transactions) the
+taskforces go first and the workflow last, so an interrupted create leaves only parts without
+a workflow, which launch control removes after EWMS_ORPHAN_AGE_S. Deactivation marks the
+workflow first and then stops its taskforces (the launch-control sweep finishes a stop that a
+crash interrupted).
 """
 
 from __future__ import annotations
@@ -14,29 +14,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import documents
+from ..caller import Caller
 from ..config import Location
 from ..errors import Invalid, NotFound, Unprocessable
 from ..phases import IN_HTCONDOR, NOT_YET_IN_HTCONDOR, Phase
 from ..rules import check_location, check_workflow_request, with_defaults
-from .base import DuplicateKeyError
-from .store import Caller, Store
+from ..storage.base import Change, DuplicateKey, Storage
+from .reads import get_scoped
 
 
 async def create_workflow(
-    store: Store, locations: Mapping[str, Location], caller: Caller, body: dict[str, Any]
+    store: Storage, locations: Mapping[str, Location], caller: Caller, body: dict[str, Any]
 ) -> dict[str, Any]:
     aliases = check_workflow_request(body, locations)
     for attempt in range(3):
         try:
             return await _insert_bundle(store, locations, caller, body, aliases)
-        except DuplicateKeyError:  # an id collision: vanishingly rare; new ids, try again
+        except DuplicateKey:  # an id collision: vanishingly rare; new ids, try again
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
 async def _insert_bundle(
-    store: Store,
+    store: Storage,
     locations: Mapping[str, Location],
     caller: Caller,
     body: dict[str, Any],
@@ -76,87 +77,84 @@ async def _insert_bundle(
                     source_entity=caller.entity,
                 )
             )
-    # taskforces first: every interrupted create leaves taskforces in pre-mq-activation that
-    # launch control finds and removes with the rest; the workflow last: from then it exists
-    await store.insert_many("taskforces", tfs)
-    await store.insert_many("task_directives", tds)
-    await store.insert_many("mqprofiles", list(profiles.values()))
-    await store.insert_many("workflows", [wf])
+    # the workflow last: from then it exists (see the module docstring)
+    await store.insert_bundle(
+        [
+            ("taskforces", tfs),
+            ("task_directives", tds),
+            ("mqprofiles", list(profiles.values())),
+            ("workflows", [wf]),
+        ]
+    )
     return {"workflow": wf, "task_directives": tds, "taskforces": tfs}
 
 
-async def deactivate_workflow(store: Store, workflow_id: str, kind: str, caller: Caller) -> int:
-    wf = await store.get_scoped("workflows", workflow_id, caller, ["deactivated"])
+async def deactivate_workflow(store: Storage, workflow_id: str, kind: str, caller: Caller) -> int:
+    wf = await get_scoped(store, "workflows", workflow_id, caller, ["deactivated"])
     if wf is None:
         raise NotFound(f"no workflow {workflow_id}")
     if wf["deactivated"] is None:
-        await store.update_one(
+        await store.transition(
             "workflows",
             {"workflow_id": workflow_id, "deactivated": None},
-            {"$set": {"deactivated": kind, "deactivated_ts": time.time()}},
+            Change(set={"deactivated": kind, "deactivated_ts": time.time()}),
         )
     return await stop_taskforces(store, workflow_id, caller.entity, f"workflow {kind.lower()}")
 
 
-async def stop_taskforces(store: Store, workflow_id: str, entity: str, reason: str) -> int:
+def _to(phase: Phase, entity: str, reason: str, **fields: Any) -> Change:
+    entry = documents.log_entry(target_phase=phase, was_successful=True, source_entity=entity, context=reason)
+    return Change(set={"phase": str(phase), **fields}, push={"phase_change_log": [entry]})
+
+
+async def stop_taskforces(store: Storage, workflow_id: str, entity: str, reason: str) -> int:
     """Cancel what never reached HTCondor; send the rest to pending-stopper. Idempotent."""
-    n = await store.update_many(
+    n = await store.update_where(
         "taskforces",
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in NOT_YET_IN_HTCONDOR]}},
-        {
-            "$set": {"phase": str(Phase.CANCELLED)},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.CANCELLED, was_successful=True, source_entity=entity, context=reason
-                )
-            },
-        },
+        _to(Phase.CANCELLED, entity, reason),
     )
-    n += await store.update_many(
+    n += await store.update_where(
         "taskforces",
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in IN_HTCONDOR]}},
-        {
-            "$set": {"phase": str(Phase.PENDING_STOPPER), "lease_until": 0.0},
-            "$push": {
-                "phase_change_log": documents.log_entry(
-                    target_phase=Phase.PENDING_STOPPER,
-                    was_successful=True,
-                    source_entity=entity,
-                    context=reason,
-                )
-            },
-        },
+        _to(Phase.PENDING_STOPPER, entity, reason, lease_until=0.0),
     )
-    await store.update_one("workflows", {"workflow_id": workflow_id}, {"$set": {"taskforces_stopped": True}})
+    await store.transition(
+        "workflows", {"workflow_id": workflow_id}, Change(set={"taskforces_stopped": True})
+    )
     return n
 
 
 async def add_workers(
-    store: Store,
+    store: Storage,
     locations: Mapping[str, Location],
     caller: Caller,
     task_id: str,
     location: str,
     n_workers: int,
 ) -> dict[str, Any]:
-    td = await store.get_scoped("task_directives", task_id, caller)
+    td = await get_scoped(store, "task_directives", task_id, caller)
     if td is None:
         raise NotFound(f"no task directive {task_id}")
     check_location(location, locations, "body.cluster_location")
-    wf = await store.workflows.find_one({"workflow_id": td["workflow_id"]})
+    wf = await store.get("workflows", {"workflow_id": td["workflow_id"]})
     if wf is None:
         raise NotFound(f"no task directive {task_id}")
     if wf["deactivated"] is not None:
         raise Unprocessable(
             f"workflow {wf['workflow_id']} is deactivated ({wf['deactivated']}): cannot add workers"
         )
-    template = await store.taskforces.find_one(
-        {"task_id": task_id}, projection=["pilot_config", "worker_config"], sort=[("timestamp", 1)]
+    first = await store.find(
+        "taskforces",
+        {"task_id": task_id},
+        projection=["pilot_config", "worker_config"],
+        sort=[("timestamp", 1)],
+        limit=1,
     )
-    if template is None:
+    if not first:
         raise Invalid(f"task directive {task_id} has no taskforce to copy settings from")
     mqids = [*td["input_queues"], *td["output_queues"]]
-    n_inactive = await store.mqprofiles.count_documents({"mqid": {"$in": mqids}, "is_activated": False})
+    n_inactive = await store.count("mqprofiles", {"mqid": {"$in": mqids}, "is_activated": False})
     tf = documents.taskforce(
         task_id=task_id,
         workflow_id=wf["workflow_id"],
@@ -166,15 +164,15 @@ async def add_workers(
         schedd=locations[location].schedd,
         collector=locations[location].collector,
         n_workers=n_workers,
-        pilot_config=template["pilot_config"],
-        worker_config=template["worker_config"],
+        pilot_config=first[0]["pilot_config"],
+        worker_config=first[0]["worker_config"],
         phase=Phase.PRE_LAUNCH if n_inactive == 0 else Phase.PRE_MQ_ACTIVATION,
         source_entity=caller.entity,
     )
-    await store.insert_many("taskforces", [tf])
+    await store.insert("taskforces", [tf])
     # a deactivation that raced with this insert must still reach the new taskforce
-    again = await store.workflows.find_one({"workflow_id": wf["workflow_id"]}, projection=["deactivated"])
+    again = await store.get("workflows", {"workflow_id": wf["workflow_id"]}, projection=["deactivated"])
     if again is None or again["deactivated"] is not None:
         await stop_taskforces(store, wf["workflow_id"], caller.entity, "workflow deactivated")
-        return await store.taskforces.find_one({"taskforce_uuid": tf["taskforce_uuid"]}) or dict(tf)
+        return await store.get("taskforces", {"taskforce_uuid": tf["taskforce_uuid"]}) or dict(tf)
     return dict(tf)

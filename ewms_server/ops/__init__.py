@@ -1,0 +1,1 @@
+"""Domain operations: what the handlers and loops do to the store, through the storage seam."""

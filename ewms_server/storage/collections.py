@@ -1,0 +1,113 @@
+"""The one table of facts about each collection: both drivers, the schema checks, the ids and
+/v1/query/* read it from here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Index:
+    """Fields in order; a leading '-' sorts that field descending."""
+
+    fields: tuple[str, ...]
+    unique: bool = False
+
+    def keys(self) -> list[tuple[str, int]]:
+        return [(f.lstrip("-"), -1 if f.startswith("-") else 1) for f in self.fields]
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    name: str
+    id_field: str
+    id_prefix: str
+    component: str
+    """The schema component (schema/openapi.json) every write is checked against."""
+    queryable: bool
+    """Whether /v1/query/* may read it (mq profiles hold credentials: never)."""
+    indexes: tuple[Index, ...]
+    kinds: Mapping[str, str]
+    """JSON types the schema allows for each indexed field, e.g. "string|null". On SQLite each
+    indexed field is a generated column; the query compiler uses the column only for values of
+    these types, so a comparison means the same on the column as on the JSON document."""
+
+    def columns(self) -> list[str]:
+        """The indexed fields, in first-use order (SQLite's generated columns)."""
+        return list(dict.fromkeys(f.lstrip("-") for ix in self.indexes for f in ix.fields))
+
+
+def _spec(
+    name: str, id_field: str, prefix: str, component: str, queryable: bool, *extra: Index, **kinds: str
+) -> CollectionSpec:
+    base: tuple[Index, ...] = (Index((id_field,), unique=True), Index(("owner",)))
+    if name != "workflows":
+        base += (Index(("workflow_id",)),)
+    spec = CollectionSpec(name, id_field, prefix, component, queryable, base + extra, kinds)
+    missing = set(spec.columns()) - set(kinds)
+    assert not missing, f"{name}: no kind for indexed field(s) {missing}"
+    return spec
+
+
+COLLECTIONS: dict[str, CollectionSpec] = {
+    s.name: s
+    for s in (
+        _spec(
+            "workflows",
+            "workflow_id",
+            "WF",
+            "WorkflowObject",
+            True,
+            # the loops' repair sweeps: ended workflows not yet fully stopped / retired
+            Index(("taskforces_stopped", "deactivated")),
+            Index(("queues_deleted", "deactivated")),
+            workflow_id="string",
+            owner="string",
+            taskforces_stopped="boolean",
+            deactivated="string|null",
+            queues_deleted="boolean",
+        ),
+        _spec(
+            "task_directives",
+            "task_id",
+            "TK",
+            "TaskDirectiveObject",
+            True,
+            task_id="string",
+            owner="string",
+            workflow_id="string",
+        ),
+        _spec(
+            "taskforces",
+            "taskforce_uuid",
+            "TF",
+            "TaskforceObject",
+            True,
+            Index(("phase",)),
+            Index(("task_id", "timestamp")),
+            # pending-starter / pending-stopper: one index walk in offer order per schedd
+            Index(("schedd", "phase", "-priority", "n_failed_submits", "timestamp", "lease_until")),
+            taskforce_uuid="string",
+            owner="string",
+            workflow_id="string",
+            phase="string",
+            task_id="string",
+            timestamp="number",
+            schedd="string",
+            priority="integer",
+            n_failed_submits="integer",
+            lease_until="number",
+        ),
+        _spec(
+            "mqprofiles",
+            "mqid",
+            "Q",
+            "MQProfileObject",
+            False,
+            mqid="string",
+            owner="string",
+            workflow_id="string",
+        ),
+    )
+}

@@ -1,0 +1,160 @@
+"""The MongoDB driver (motor): the production store, and mongomock-motor in tests.
+
+No multi-document transactions (no replica set needed): a bundle is inserted collection by
+collection in the order given, so ops order their writes such that every crash point leaves
+a state the background loops repair. Filters pass through unchanged; each single-document
+change is atomic on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pymongo.errors
+from pymongo import ReturnDocument
+
+from .base import (
+    SCHEMA_VERSION,
+    Change,
+    Doc,
+    DuplicateKey,
+    Filter,
+    FilterTooComplex,
+    Projection,
+    QueryTimeout,
+    Sort,
+    StoreTooNew,
+)
+from .collections import COLLECTIONS
+
+META = "ewms_meta"
+"""Holds {"_id": "schema", "version": N}: the layout version of this database."""
+
+
+def _projection(projection: Projection) -> dict[str, int]:
+    return {"_id": 0, **{p: 1 for p in projection or ()}}
+
+
+def _update(change: Change) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if change.set:
+        out["$set"] = dict(change.set)
+    if change.push:
+        out["$push"] = {k: {"$each": list(v)} for k, v in change.push.items()}
+    return out
+
+
+class MongoStorage:
+    """`Storage` on one MongoDB database of a motor (or mongomock-motor) client."""
+
+    def __init__(self, client: Any, db_name: str) -> None:
+        self._client = client
+        self._db = client[db_name]
+
+    @classmethod
+    def from_url(cls, url: str, db_name: str) -> MongoStorage:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return cls(AsyncIOMotorClient(url, serverSelectionTimeoutMS=5000, tz_aware=False), db_name)
+
+    # -- layout --------------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        doc = await self._db[META].find_one({"_id": "schema"})
+        return int(doc["version"]) if doc else 0
+
+    async def migrate(self) -> int:
+        version = await self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"the database has layout version {version}, newer than this server's "
+                f"{SCHEMA_VERSION}: run a newer ewms-server"
+            )
+        for spec in COLLECTIONS.values():  # idempotent: replicas may do this at the same time
+            for ix in spec.indexes:
+                await self._db[spec.name].create_index(ix.keys(), unique=ix.unique)
+        await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+        return SCHEMA_VERSION
+
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def close(self) -> None:
+        self._client.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, coll: str, filter: Filter, *, projection: Projection = None) -> Doc | None:
+        doc: Doc | None = await self._db[coll].find_one(dict(filter), _projection(projection))
+        return doc
+
+    async def find(
+        self,
+        coll: str,
+        filter: Filter,
+        *,
+        projection: Projection = None,
+        sort: Sort | None = None,
+        limit: int = 0,
+        budget_s: float | None = None,
+    ) -> list[Doc]:
+        cursor = self._db[coll].find(dict(filter), _projection(projection))
+        if sort:
+            cursor = cursor.sort(list(sort))
+        if limit:
+            cursor = cursor.limit(limit)
+        if budget_s is not None:
+            cursor = cursor.max_time_ms(max(1, int(budget_s * 1000)))
+        try:
+            return [doc async for doc in cursor]
+        except pymongo.errors.ExecutionTimeout:
+            raise QueryTimeout(f"stopped after {budget_s:g} s") from None
+        except pymongo.errors.OperationFailure as e:
+            if budget_s is not None and e.code == 2:  # BadValue: a client's filter MongoDB refuses
+                raise FilterTooComplex(f"MongoDB refused the filter: {e.details or e}") from None
+            raise
+
+    async def count(self, coll: str, filter: Filter) -> int:
+        return int(await self._db[coll].count_documents(dict(filter)))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def insert(self, coll: str, docs: Sequence[Mapping[str, Any]]) -> None:
+        if not docs:
+            return
+        try:  # copies: the driver adds `_id`
+            await self._db[coll].insert_many([dict(d) for d in docs], ordered=True)
+        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError) as e:
+            raise DuplicateKey(str(e)) from None
+
+    async def insert_bundle(self, bundle: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> None:
+        for coll, docs in bundle:
+            await self.insert(coll, docs)
+
+    async def claim(self, coll: str, filter: Filter, *, sort: Sort, change: Change) -> Doc | None:
+        # the document as it was, changed here exactly as the server changed it: one round
+        # trip, and the same on mongomock (whose AFTER re-runs the filter, and which updates
+        # the wrong document when the projection leaves out `_id`)
+        before = await self._db[coll].find_one_and_update(
+            dict(filter), _update(change), sort=list(sort), return_document=ReturnDocument.BEFORE
+        )
+        if before is None:
+            return None
+        before.pop("_id", None)
+        return change.apply(before)
+
+    async def transition(self, coll: str, filter: Filter, change: Change) -> bool:
+        res = await self._db[coll].update_one(dict(filter), _update(change))
+        return bool(res.matched_count)
+
+    async def update_where(self, coll: str, filter: Filter, change: Change) -> int:
+        res = await self._db[coll].update_many(dict(filter), _update(change))
+        return int(res.matched_count)
+
+    async def update_each(self, coll: str, updates: Sequence[tuple[Filter, Change]]) -> list[bool]:
+        return [await self.transition(coll, f, c) for f, c in updates]
+
+    async def delete_where(self, coll: str, filter: Filter) -> int:
+        res = await self._db[coll].delete_many(dict(filter))
+        return int(res.deleted_count)

@@ -1,0 +1,68 @@
+"""The SQLite layout: one table per collection, its version in `PRAGMA user_version`, and
+migrations.
+
+Each row holds the document as JSON (`doc`) and, in `ix`, a JSON object of just its indexed
+fields (those of the collection table); the indexed columns are generated from `ix`. A write
+that changes no indexed field (statuses, log entries) rewrites `doc` alone and leaves every
+index untouched: with the columns generated from `doc`, SQLite rewrites all six taskforce
+indexes on each update, which costs five times the update itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+
+from .base import SCHEMA_VERSION, StoreTooNew
+from .collections import COLLECTIONS, CollectionSpec
+
+
+def table_ddl(spec: CollectionSpec) -> list[str]:
+    cols = ",\n  ".join(
+        f'"{c}" GENERATED ALWAYS AS (json_extract(ix, \'$."{c}"\')) VIRTUAL' for c in spec.columns()
+    )
+    out = [
+        f'CREATE TABLE IF NOT EXISTS "{spec.name}" (\n  seq INTEGER PRIMARY KEY,\n  doc TEXT NOT NULL,\n'
+        f"  ix TEXT NOT NULL,\n  {cols}\n)"
+    ]
+    for ix in spec.indexes:
+        name = f"{spec.name}__{'__'.join(f.lstrip('-') for f in ix.fields)}"
+        terms = ", ".join(f'"{f.lstrip("-")}"{" DESC" if f.startswith("-") else ""}' for f in ix.fields)
+        unique = "UNIQUE " if ix.unique else ""
+        out.append(f'CREATE {unique}INDEX IF NOT EXISTS "{name}" ON "{spec.name}" ({terms})')
+    return out
+
+
+def _v1(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The first layout: the collection tables and their indexes."""
+    for spec in specs:
+        for stmt in table_ddl(spec):
+            conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1}
+"""version -> the step that brings version-1 to it (append; never edit a released step)."""
+assert max(MIGRATIONS) == SCHEMA_VERSION
+
+
+def migrate(conn: sqlite3.Connection, specs: Iterable[CollectionSpec] = COLLECTIONS.values()) -> int:
+    """Bring the store to SCHEMA_VERSION in one write transaction (another process migrating
+    at the same time waits, then finds nothing left to do)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"the store has layout version {version}, newer than this server's {SCHEMA_VERSION}: "
+                "run a newer ewms-server (or restore a backup made by this version)"
+            )
+        specs = list(specs)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](conn, specs)
+        if version != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
