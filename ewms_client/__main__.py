@@ -150,8 +150,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dead-letter",
         action="store_true",
-        help="read the messages tasks kept failing on (delivered EWMS_BROKER_TASK_DELIVERY_LIMIT "
-        "times, default 3), from the queues' <queue id>.dead-letter queues",
+        help="read the messages tasks kept failing on (returned more than the server's "
+        "EWMS_BROKER_TASK_DELIVERY_LIMIT times, default 3) from the queues' <queue id>.dead-letter queues",
     )
     _add_wait(s)
     _add_format_options(s)

@@ -135,13 +135,18 @@ async def amain() -> int:
     return await pilot.run()
 
 
+def configure_logging(level: str) -> None:
+    """The level asked for; pika's INFO (several lines per connection and channel) only at DEBUG."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if level != "DEBUG":
+        logging.getLogger("pika").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.log_level != "DEBUG":  # pika's INFO: several lines per connection and channel
-        logging.getLogger("pika").setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     sys.exit(asyncio.run(amain()))
 
 

@@ -18,12 +18,16 @@ CLIENT_COMMANDS = ("submit", "push", "pull", "list", "status", "watch", "finish"
 EMPTY_DEFAULTS = ("(default (required))", "(default: )", "(default )", "default: None", "(default None)")
 
 
-def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def python(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
     )
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return python("-m", module, *args)
 
 
 @pytest.mark.parametrize("prog", sorted(PROGRAMS))
@@ -78,3 +82,15 @@ def test_every_pilot_setting_states_its_default_or_that_it_is_required() -> None
     assert set(entries) == {name for name, _d, _m in SETTINGS_DOCS}
     for name, entry in entries.items():
         assert re.search(r"\((default: .+|required.*)\)$", entry), (name, entry)
+
+
+@pytest.mark.parametrize("module", sorted(PROGRAMS.values()))
+@pytest.mark.parametrize("level, pika", [("INFO", "WARNING"), ("WARNING", "WARNING"), ("DEBUG", "DEBUG")])
+def test_pika_logs_at_warning_unless_the_program_logs_debug(module: str, level: str, pika: str) -> None:
+    code = (
+        f"import logging; from {module}.__main__ import configure_logging; configure_logging({level!r}); "
+        "print(logging.getLevelName(logging.getLogger('pika.adapters').getEffectiveLevel()))"
+    )
+    out = python("-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{pika}\n"
