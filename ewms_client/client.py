@@ -47,6 +47,9 @@ class EWMSClient:
         self.url = url.rstrip("/")
         self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
 
+    def close(self) -> None:
+        self._rc.close()
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EWMSClient:
         return cls(env.get("EWMS_URL", ""), env.get("EWMS_TOKEN", ""))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rest_tools.client import RestClient
 
@@ -55,6 +56,13 @@ async def submit(env: dict[str, str], request: Path, *args: str) -> str:
     assert code == 0, err
     assert out.strip().startswith("WF-"), out
     return out.strip()
+
+
+async def submit_json(env: dict[str, str], request: Path) -> dict[str, Any]:
+    """`ewms submit --json`: the workflow, its task directives and taskforces."""
+    code, out, err = await ewms(env, "submit", "--json", str(request))
+    assert code == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
 
 
 async def run_pilot(

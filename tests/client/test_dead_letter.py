@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ewms_server.testing import RunningServer
 
-from .cli import EXAMPLES, cli_env, ewms, run_pilot, submit
+from .cli import EXAMPLES, cli_env, ewms, run_pilot, submit, submit_json
 
 
 async def test_a_message_tasks_keep_failing_on_is_pulled_from_the_dead_letters(
@@ -41,9 +40,7 @@ async def test_a_message_tasks_keep_failing_on_is_pulled_from_the_dead_letters(
 
 async def test_dead_letters_of_a_private_queue_by_its_id(srv: RunningServer) -> None:
     env = cli_env(srv)
-    code, out, err = await ewms(env, "submit", "--json", str(EXAMPLES / "square-twice-chained.json"))
-    assert code == 0, err
-    created = json.loads(out)
+    created = await submit_json(env, EXAMPLES / "square-twice-chained.json")
     wf = created["workflow"]["workflow_id"]
     first, second = created["task_directives"]
     private = first["output_queues"][0]

@@ -3,22 +3,28 @@ screen: state, tasks, taskforces, workers by status, top errors)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
-from ewms_client.client import QueueProfile
+from ewms_client.client import EWMSClient, QueueProfile
 from ewms_client.views import SECTIONS, Snapshot, status_screen, workers
 from ewms_server.testing import RunningServer
 
-from .cli import EXAMPLES, cli_env, ewms, submit
+from .cli import EXAMPLES, cli_env, ewms, submit_json
 
 
 async def test_list_shows_the_callers_workflows_newest_first(srv: RunningServer) -> None:
     env = cli_env(srv)
-    ids = [await submit(env, EXAMPLES / "square.json") for _ in range(5)]  # pages of 2 here
-    await submit(cli_env(srv, "bob"), EXAMPLES / "square.json")  # not alice's
-    code, _out, err = await ewms(env, "finish", ids[1])
-    assert code == 0, err
+    request = json.loads((EXAMPLES / "square.json").read_text())
+    alice = EWMSClient(srv.url, srv.token(role="user", sub="alice"))
+    bob = EWMSClient(srv.url, srv.token(role="user", sub="bob"))
+    # set up through the library: the CLI under test is `ewms list`
+    ids = [(await asyncio.to_thread(alice.submit, request))["workflow"]["workflow_id"] for _ in range(5)]
+    await asyncio.to_thread(bob.submit, request)  # not alice's
+    await asyncio.to_thread(alice.finish, ids[1])
+    alice.close()
+    bob.close()
 
     code, out, err = await ewms(env, "list")
     assert code == 0 and err == "", err
@@ -40,9 +46,7 @@ async def test_list_shows_the_callers_workflows_newest_first(srv: RunningServer)
 
 async def test_status_shows_state_tasks_and_taskforces(srv: RunningServer) -> None:
     env = cli_env(srv)
-    code, out, err = await ewms(env, "submit", "--json", str(EXAMPLES / "square-twice-chained.json"))
-    assert code == 0, err
-    created = json.loads(out)
+    created = await submit_json(env, EXAMPLES / "square-twice-chained.json")
     wf = created["workflow"]["workflow_id"]
     private = created["task_directives"][0]["output_queues"][0]
     code, _out, err = await ewms(env, "push", wf, "-", stdin=b"1")  # waits until the queues are made
