@@ -43,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -180,7 +181,7 @@ async def attack(
 # -- servers -------------------------------------------------------------------------------
 
 
-def start_ours(secret: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_ours(secret: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
     env.update(
@@ -188,6 +189,7 @@ def start_ours(secret: str) -> tuple[subprocess.Popen[bytes], int]:
             "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "EWMS_AUTH_SECRET": secret,
             "EWMS_REST_PORT": str(port),
+            "EWMS_DATA_DIR": data_dir,  # never the user's own store
             "EWMS_LOG_LEVEL": "ERROR",  # a WARNING access line per refused upload is not the subject
         }
     )
@@ -294,7 +296,8 @@ def main() -> int:
         "target_rss_growth_mb": TARGET_RSS_GROWTH_MB,
         "variants": {},
     }
-    proc, port = start_ours(secret)
+    data_dir = tempfile.TemporaryDirectory(prefix="ewms-bench-")
+    proc, port = start_ours(secret, data_dir.name)
     try:
         warm_up(port, token)
         for variant in args.variants.split(","):
@@ -306,6 +309,7 @@ def main() -> int:
             log(variant, out["variants"][variant])
     finally:
         stop(proc)
+        data_dir.cleanup()
     if not args.no_reference:
         ref, ref_port = start_reference()
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,8 +13,9 @@ from rest_tools.client import RestClient
 from ewms_pilot.envelope import ENVELOPE, FORMATS
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
-    ("EWMS_URL", "(required)", "base URL of the EWMS server, e.g. https://ewms.example.org"),
-    ("EWMS_TOKEN", "(required)", "bearer token (JWT) of the user"),
+    ("EWMS_URL", "required", "base URL of the EWMS server, e.g. https://ewms.example.org"),
+    ("EWMS_TOKEN", "required", "bearer token (JWT) of the user"),
+    ("EWMS_LOG_LEVEL", "default WARNING", "log level (DEBUG also shows the broker library's logs)"),
 )
 
 
@@ -45,6 +46,9 @@ class EWMSClient:
             raise ClientError("EWMS_TOKEN is not set")
         self.url = url.rstrip("/")
         self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
+
+    def close(self) -> None:
+        self._rc.close()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EWMSClient:
@@ -87,6 +91,10 @@ class EWMSClient:
                 return
             body["after"] = page["next_after"]
 
+    def workflows(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The caller's workflows (an admin's: everyone's) matching `query`, every page."""
+        return list(self.query("workflows", query or {}))
+
     def taskforces(self, workflow_id: str) -> list[dict[str, Any]]:
         return list(self.query("taskforces", {"workflow_id": workflow_id}))
 
@@ -120,16 +128,80 @@ class EWMSClient:
         """The public queue named `alias`, or by default the first one tasks read (`role`
         "push") or the final output (`role` "pull"); waits for its activation. Its message
         format is `message_format`, or by default that of the workflow's tasks."""
+        chosen = self._ready_queue(
+            workflow_id, role, wait_s, lambda profiles: self._choose(workflow_id, profiles, alias, role)
+        )
+        fmt = message_format or self.message_format(workflow_id, chosen.mqid)
+        return replace(chosen, message_format=fmt)
+
+    def dead_letter_queues(
+        self, workflow_id: str, name: str | None, wait_s: float = 60, message_format: str | None = None
+    ) -> list[QueueProfile]:
+        """The queues whose dead letters to read: `name` (a public alias, or the id of any
+        queue of the workflow, private ones too), or by default every queue a task reads.
+        The workflow's one broker user may read every queue of its workflow and their
+        dead-letter queues (docs/contracts.md section 3), so a public profile's credentials
+        serve for all of them."""
+        directives = self.task_directives(workflow_id)
+        inputs = list(dict.fromkeys(q for d in directives for q in d.get("input_queues", [])))
+        outputs = [q for d in directives for q in d.get("output_queues", []) if q not in inputs]
+        known = list(dict.fromkeys(inputs + outputs))
+        public = self._ready_queue(
+            workflow_id, "pull", wait_s, lambda profiles: _any_profile(workflow_id, profiles)
+        )
+        aliases = {p.mqid: p.alias for p in self.public_queues(workflow_id)}
+        if name is None:
+            mqids = inputs
+        else:
+            mqids = [m for m in known if name in (m, aliases.get(m))]
+            if not mqids:
+                names = ", ".join(aliases.get(m, m) for m in known)
+                raise ClientError(f"no queue {name!r} in workflow {workflow_id} (its queues: {names})")
+        return [
+            replace(
+                public,
+                mqid=mqid,
+                alias=aliases.get(mqid, mqid),
+                message_format=message_format or self.message_format(workflow_id, mqid),
+            )
+            for mqid in mqids
+        ]
+
+    def _ready_queue(
+        self,
+        workflow_id: str,
+        role: str,
+        wait_s: float,
+        choose: Callable[[list[QueueProfile]], QueueProfile],
+    ) -> QueueProfile:
+        """The chosen queue once it is activated. An ended workflow takes no more pushes, and
+        has nothing left to pull once its queues are closed: both are said at once."""
         deadline = time.monotonic() + wait_s
         while True:
-            profiles = self.public_queues(workflow_id)
-            chosen = self._choose(workflow_id, profiles, alias, role)
-            if chosen.is_activated and chosen.auth_token and chosen.broker_address:
-                fmt = message_format or self.message_format(workflow_id, chosen.mqid)
-                return replace(chosen, message_format=fmt)
+            wf = self.workflow(workflow_id)
+            chosen = choose(self.public_queues(workflow_id))
+            ended = wf.get("deactivated")
+            if ended and role == "push":
+                raise ClientError(
+                    f"workflow {workflow_id} is {ended} ({deactivated_when(wf)}): it takes no more "
+                    "messages; submit a new workflow"
+                )
+            if chosen.is_activated:
+                if not (chosen.broker_type and chosen.broker_address and chosen.auth_token):
+                    raise ClientError(
+                        f"queue {chosen.alias!r} names no message broker: the EWMS server runs "
+                        "without one (its EWMS_BROKER_URL is unset), so nothing can be pushed or pulled"
+                    )
+                return chosen
+            if ended:
+                raise ClientError(
+                    f"workflow {workflow_id} is {ended} ({deactivated_when(wf)}) and its queues "
+                    "are closed: there is nothing left to pull"
+                )
             if time.monotonic() >= deadline:
                 raise ClientError(
-                    f"queue {chosen.alias!r} is not activated yet (waited {wait_s:g} s); try again later"
+                    f"queue {chosen.alias!r} is not activated yet (waited {wait_s:g} s); "
+                    f"see `ewms status {workflow_id}`"
                 )
             time.sleep(1)
 
@@ -175,6 +247,21 @@ class EWMSClient:
             what = "that a task reads" if role == "push" else "that is a final output"
             raise ClientError(f"no public queue {what}; name one with --queue")
         return wanted[0]
+
+
+def _any_profile(workflow_id: str, profiles: list[QueueProfile]) -> QueueProfile:
+    if not profiles:
+        raise ClientError(f"workflow {workflow_id} has no public queue")
+    return profiles[0]
+
+
+def timestamp(ts: float | None) -> str:
+    """A server timestamp as local time, for people."""
+    return "?" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def deactivated_when(workflow: dict[str, Any]) -> str:
+    return f"deactivated {timestamp(workflow.get('deactivated_ts'))}"
 
 
 def _http_error(e: requests.HTTPError) -> str:

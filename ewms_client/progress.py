@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .client import ClientError
+
 if TYPE_CHECKING:
     from .client import EWMSClient
 
@@ -92,13 +94,14 @@ def _n(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def progress_lines(p: dict[str, Any]) -> list[str]:
-    """The progress answer as a few lines: the bar, rate and ETA, queues, workers, errors."""
+def progress_lines(p: dict[str, Any], *, errors: bool = True) -> list[str]:
+    """The progress answer as a few lines: the bar, rate and ETA, workers, and (with `errors`)
+    the top errors."""
     t = p["totals"]
     dead, pending, in_flight = t.get("dead_lettered"), t.get("pending"), t.get("in_flight")
     waiting = (pending or 0) + (in_flight or 0)
     lines = [
-        f"tasks {task_bar(t['succeeded'], dead or 0, waiting)} {t['succeeded']} done, {_n(dead)} dead-lettered, "
+        f"progress {task_bar(t['succeeded'], dead or 0, waiting)} {t['succeeded']} done, {_n(dead)} dead-lettered, "
         f"{_n(pending)} pending, {_n(in_flight)} in flight ({t['failed']} failed attempt(s))"
     ]
     rate, eta = p.get("rate_per_s"), p.get("eta_s")
@@ -107,20 +110,20 @@ def progress_lines(p: dict[str, Any]) -> list[str]:
         pace += ", done" if eta == 0 and not waiting else f", ETA {duration(eta)}"
     elif rate == 0 and waiting:
         pace += ", no ETA: nothing is succeeding"
-    lines.append(f"      {pace}")
+    lines.append(f"  {pace}")
     if p.get("broker_error"):
-        lines.append(f"      queue figures unavailable: {p['broker_error']}")
+        lines.append(f"  queue figures unavailable: {p['broker_error']}")
     workers: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
+    top: Counter[str] = Counter()
     for task in p.get("tasks", {}).values():
         workers.update(task.get("workers") or {})
-        errors.update(task.get("top_errors") or {})
+        top.update(task.get("top_errors") or {})
     if workers:
-        lines.append("pilots " + ", ".join(f"{n} {s}" for s, n in sorted(workers.items())))
+        lines.append("  pilots: " + ", ".join(f"{n} {s}" for s, n in sorted(workers.items())))
     if len(p.get("tasks", {})) > 1:
         for task_id, task in p["tasks"].items():
             lines.append(f"  {task_id}: {task['succeeded']} done, {task['failed']} failed attempt(s)")
-    for text, n in errors.most_common(3):
+    for text, n in top.most_common(3 if errors else 0):
         lines.append(f"  error x{n}: {' '.join(text.split())[:160]}")
     if dead:
         lines.append(
@@ -171,8 +174,16 @@ def taskforce_lines(taskforces: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def fetch(c: EWMSClient, workflow_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = c.request("GET", f"/v1/workflows/{workflow_id}/progress")
+def fetch(c: EWMSClient, workflow_id: str) -> dict[str, Any] | None:
+    """The workflow's progress; None from a server that has no progress route (EWMS's own).
+    Call it once the workflow was read: a 404 then means the route is missing, not the
+    workflow (workflows are never deleted)."""
+    try:
+        result: dict[str, Any] = c.request("GET", f"/v1/workflows/{workflow_id}/progress")
+    except ClientError as e:
+        if str(e).startswith("404 "):
+            return None
+        raise
     return result
 
 
@@ -180,9 +191,11 @@ def screen(c: EWMSClient, workflow_id: str) -> tuple[str, bool]:
     """What `ewms watch` shows once, and whether there is nothing left to watch."""
     wf = c.workflow(workflow_id)
     tfs = c.taskforces(workflow_id)
+    p = fetch(c, workflow_id)
+    if p is None:  # an older server: the pilots' statuses are all there is
+        return summary(wf, tfs), is_over(wf, tfs)
     head = f"workflow {workflow_id}" + (f" ({wf['deactivated']})" if wf.get("deactivated") else "")
-    lines = [head, *progress_lines(fetch(c, workflow_id)), *taskforce_lines(tfs)]
-    return "\n".join(lines), is_over(wf, tfs)
+    return "\n".join([head, *progress_lines(p), *taskforce_lines(tfs)]), is_over(wf, tfs)
 
 
 def watch(c: EWMSClient, a: argparse.Namespace) -> None:
@@ -200,10 +213,6 @@ def watch(c: EWMSClient, a: argparse.Namespace) -> None:
         if not tty:
             print(flush=True)
         time.sleep(a.interval)
-
-
-def status(c: EWMSClient, a: argparse.Namespace) -> None:
-    print(screen(c, a.workflow_id)[0])
 
 
 def retry(c: EWMSClient, a: argparse.Namespace) -> None:

@@ -18,6 +18,8 @@ from ewms_pilot.envelope import MessageFormatError, unwrap, wrap
 
 from .client import ClientError, QueueProfile
 
+DEAD_LETTER_SUFFIX = ".dead-letter"
+
 
 def _channel(profile: QueueProfile) -> pika.adapters.blocking_connection.BlockingChannel:
     if profile.broker_type != "rabbitmq" or not profile.broker_address or not profile.auth_token:
@@ -61,14 +63,28 @@ def push(profile: QueueProfile, messages: Iterable[bytes]) -> int:
     return n
 
 
-def pull(profile: QueueProfile, sink: Callable[[bytes], None], *, n: int | None, timeout: float) -> int:
-    """Hand each message to `sink`, then ack it; stop after `n` messages or `timeout` s idle."""
+def dead_letter_queue(mqid: str) -> str:
+    """Where the broker moves the messages tasks kept failing on (docs/contracts.md section 3)."""
+    return f"{mqid}{DEAD_LETTER_SUFFIX}"
+
+
+def pull(
+    profile: QueueProfile,
+    sink: Callable[[bytes], None],
+    *,
+    n: int | None,
+    timeout: float,
+    dead_letter: bool = False,
+) -> int:
+    """Hand each message to `sink`, then ack it; stop after `n` messages or `timeout` s idle.
+    With `dead_letter`, read the queue's dead-letter queue instead."""
+    queue = dead_letter_queue(profile.mqid) if dead_letter else profile.mqid
     ch = _channel(profile)
     ch.basic_qos(prefetch_count=min(n or 100, 100))
     got = 0
     try:
         last = time.monotonic()
-        for method, _props, body in ch.consume(profile.mqid, inactivity_timeout=0.5):
+        for method, _props, body in ch.consume(queue, inactivity_timeout=0.5):
             if method is None:
                 if time.monotonic() - last >= timeout:
                     break
@@ -88,6 +104,15 @@ def pull(profile: QueueProfile, sink: Callable[[bytes], None], *, n: int | None,
             if n is not None and got >= n:
                 break
         ch.cancel()  # returns prefetched, unacked messages to the queue
+    except pika.exceptions.ChannelClosedByBroker as e:
+        if e.reply_code == 404:
+            raise ClientError(f"queue {queue!r} is gone; {got} message(s) were pulled") from None
+        raise ClientError(f"pulling failed after {got} message(s): {e.reply_text}") from None
+    except pika.exceptions.ConnectionClosedByBroker:
+        raise ClientError(
+            f"the broker closed the connection after {got} message(s) (the workflow's queue "
+            "credentials were revoked?)"
+        ) from None
     except pika.exceptions.AMQPError as e:
         raise ClientError(f"pulling failed after {got} message(s): {type(e).__name__}") from None
     finally:

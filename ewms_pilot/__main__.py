@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
@@ -17,13 +18,33 @@ from .pilot import FatalError, Pilot, make_chirper
 LOGGER = logging.getLogger("ewms_pilot")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("ewms")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _shown(default: str) -> str:
+    if default.startswith("(required"):
+        return default[1:-1]
+    if default == "(none)":
+        return "default: unset"
+    if default == "''":
+        return "default: empty"
+    return f"default: {default}"
+
+
 def settings_help() -> str:
-    lines = ["environment (name, default: meaning):"]
+    lines = ["environment:"]
     for name, default, meaning in SETTINGS_DOCS:
         lines.append(f"  {name}")
         lines.extend(
             textwrap.wrap(
-                f"default {default}: {meaning}", 88, initial_indent="      ", subsequent_indent="      "
+                f"{meaning} ({_shown(default)})", 88, initial_indent="      ", subsequent_indent="      "
             )
         )
     lines.append("")
@@ -42,12 +63,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"ewms-pilot {version()}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("EWMS_PILOT_LOG_LEVEL", "INFO"),
-        help="logging level (default INFO, or $EWMS_PILOT_LOG_LEVEL)",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=os.environ.get("EWMS_PILOT_LOG_LEVEL", "INFO").upper(),
+        help="logging level (default INFO, or $EWMS_PILOT_LOG_LEVEL); DEBUG also shows pika's logs",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # argparse does not check a default
+        parser.error(f"EWMS_PILOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {args.log_level!r}")
+    return args
 
 
 async def _fatal_chirp(error: str) -> None:
@@ -108,14 +135,18 @@ async def amain() -> int:
     return await pilot.run()
 
 
+def configure_logging(level: str) -> None:
+    """The level asked for; pika's INFO (several lines per connection and channel) only at DEBUG."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if level != "DEBUG":
+        logging.getLogger("pika").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     sys.exit(asyncio.run(amain()))
 
 

@@ -11,7 +11,8 @@ server (and the TMS) sees one form only:
   applied max() instead of min()); a negative one is a 400 from the schema.
 
 Integer `worker_memory` / `worker_disk` and `image_source: "auto"` are stored as given: the
-TMS reads a bare number as HTCondor does (MiB / KiB) and "auto" as the CVMFS image.
+TMS reads a bare number as bytes, as EWMS's TMS does (humanfriendly, binary units), and
+"auto" as the CVMFS image.
 """
 
 from __future__ import annotations

@@ -168,9 +168,15 @@ SETTINGS: tuple[Setting, ...] = (
         "would read them as the TMS.",
     ),
     Setting(
-        "EWMS_MAX_WORKER_MEMORY", "1T", "Largest worker_memory a task may ask for (a bare number is MiB)."
+        "EWMS_MAX_WORKER_MEMORY",
+        "1T",
+        "Largest worker_memory a task may ask for (K, M, G, T: powers of 1024; a bare number is bytes).",
     ),
-    Setting("EWMS_MAX_WORKER_DISK", "20T", "Largest worker_disk a task may ask for (a bare number is KiB)."),
+    Setting(
+        "EWMS_MAX_WORKER_DISK",
+        "20T",
+        "Largest worker_disk a task may ask for (K, M, G, T: powers of 1024; a bare number is bytes).",
+    ),
     Setting("EWMS_MAX_WORKER_CORES", "256", "Largest n_cores a task may ask for."),
     Setting(
         "EWMS_PROGRESS_CACHE_S",

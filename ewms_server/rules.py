@@ -76,12 +76,9 @@ class JobLimits:
         if "file" in schemes:
             raise ValueError("EWMS_INPUT_FILE_SCHEMES: 'file' would let jobs read the access point's files")
         sizes = {}
-        for name, unit in (
-            ("EWMS_MAX_WORKER_MEMORY", job_inputs.MEMORY_BARE_UNIT),
-            ("EWMS_MAX_WORKER_DISK", job_inputs.DISK_BARE_UNIT),
-        ):
+        for name in ("EWMS_MAX_WORKER_MEMORY", "EWMS_MAX_WORKER_DISK"):
             try:
-                sizes[name] = job_inputs.parse_size(get(name), bare_unit=unit, field=name)
+                sizes[name] = job_inputs.parse_size(get(name), field=name)
             except job_inputs.BadInput as e:
                 raise ValueError(str(e)) from None
         try:
@@ -113,15 +110,12 @@ def check_job_inputs(body: dict[str, Any], limits: JobLimits) -> None:
             job_inputs.check_task(
                 task, task.get("pilot_config") or {}, wc, where=where, schemes=limits.input_file_schemes
             )
-            for name, unit, low, high in (
-                ("worker_memory", job_inputs.MEMORY_BARE_UNIT, 1 << 20, limits.max_memory_bytes),
-                ("worker_disk", job_inputs.DISK_BARE_UNIT, 1 << 10, limits.max_disk_bytes),
+            for name, low, high in (
+                ("worker_memory", job_inputs.MEMORY_SUBMIT_UNIT, limits.max_memory_bytes),
+                ("worker_disk", job_inputs.DISK_SUBMIT_UNIT, limits.max_disk_bytes),
             ):
                 field = f"{where}worker_config.{name}"
-                if (
-                    name in wc
-                    and not low <= job_inputs.parse_size(wc[name], bare_unit=unit, field=field) <= high
-                ):
+                if name in wc and not low <= job_inputs.parse_size(wc[name], field=field) <= high:
                     raise job_inputs.BadInput(field, f"must be between {_bytes(low)} and {_bytes(high)}")
         except job_inputs.BadInput as e:
             raise Invalid(str(e)) from None

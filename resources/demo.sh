@@ -180,15 +180,15 @@ TMS_PID=$!
 unset TMS_TOKEN
 
 # -- the workflow ---------------------------------------------------------------------------
-# the example names `python3` and repository-relative scripts; jobs run in their own
-# directory, so make both absolute
+# the example names `python3` and scripts relative to itself; this copy lives elsewhere, so
+# make both absolute (ewms submit resolves relative paths against the file's directory)
 py "$REPO" "$WORK/workflow.json" "$TASK_PY" <<'PY'
 import json, sys
 repo, out, python = sys.argv[1:]
 wf = json.load(open(f"{repo}/resources/examples/square-then-add-one.json"))
 for t in wf["tasks"]:
     t["task_image"] = python
-    t["task_args"] = f"{repo}/{t['task_args']}"
+    t["task_args"] = f"{repo}/resources/examples/{t['task_args']}"
 json.dump(wf, open(out, "w"), indent=2)
 PY
 seq 1 "$N" >"$WORK/numbers.txt"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +42,23 @@ def workflow_body(n_tasks: int = 1, locations: tuple[str, ...] = ("local",), **e
         for i in range(n_tasks)
     ]
     return {"tasks": tasks, "public_queue_aliases": ["q0", f"q{n_tasks}"], **extra}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_default_store_of_the_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Programs a test starts without EWMS_DATA_DIR (or a TMS without its job directory)
+    must not reach the defaults under the user's home, which a developer's own server uses
+    and which another checkout may have upgraded: point the XDG directories at a temp dir."""
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "XDG_STATE_HOME")}
+    root = tmp_path_factory.mktemp("xdg")
+    os.environ["XDG_DATA_HOME"] = str(root / "data")
+    os.environ["XDG_STATE_HOME"] = str(root / "state")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])

@@ -53,15 +53,15 @@ TEST_BUDGET_S = 85
 
 
 def workflow_request() -> dict[str, Any]:
-    """The example workflow, made runnable here: absolute task paths (jobs run in their own
-    directory), an interpreter any job uid can run, and pilots that stay up until the
-    workflow is finished."""
+    """The example workflow, made runnable here: absolute task paths (as ``ewms submit``
+    makes them; jobs run in their own directory), an interpreter any job uid can run, and
+    pilots that stay up until the workflow is finished."""
     body = json.loads((EXAMPLES / "square-then-add-one.json").read_text())
     for task in body["tasks"]:
         task["cluster_locations"] = ["local"]
         task["task_image"] = JOB_PYTHON if ISOLATED else sys.executable
         # -S: the stdlib-only task scripts need no site packages, and start 4x faster
-        task["task_args"] = f"-S {readable(task['task_args'])}"
+        task["task_args"] = f"-S {readable('resources/examples/' + task['task_args'])}"
         task["n_workers"] = N_WORKERS
         task["pilot_config"]["environment"].update(
             {
@@ -86,7 +86,7 @@ def start_tms(
 ) -> subprocess.Popen[bytes]:
     """Isolated when the test process can switch users (root here and in CI): each
     taskforce's jobs under a uid of their own, running this tree's pilot from a venv they can
-    run; else every job as this user, said explicitly."""
+    run; else every job as this user, said explicitly. `extra_env` comes last."""
     bin_dir = os.path.dirname(sys.executable)
     first, last = uid_range()
     local = (

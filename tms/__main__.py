@@ -35,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(level: str) -> None:
+    """The level asked for; pika's and RestClient's INFO (RestClient logs every refusal with a
+    traceback; we say it once) only at DEBUG."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.upper() != "DEBUG":
+        for noisy in ("pika", "RestClient"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def _fail(message: str) -> None:
     print(f"ewms-tms: {' '.join(message.split())}", file=sys.stderr)
 
@@ -73,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         _fail(f"configuration error: {e}")
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pika", "RestClient"):  # RestClient logs every refusal with a traceback; we say it once
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(cfg.log_level)
     return asyncio.run(_main(cfg))
 
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import classad2
 
-MEMORY_BARE_UNIT = 1 << 20  # HTCondor: request_memory without a unit is MiB
-DISK_BARE_UNIT = 1 << 10  # HTCondor: request_disk without a unit is KiB
+MEMORY_SUBMIT_UNIT = 1 << 20  # submitted as whole MiB ("<n>M"), read alike by every HTCondor
+DISK_SUBMIT_UNIT = 1 << 10  # submitted as whole KiB ("<n>K")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _BYTES = re.compile(r"^\s*(\d+)\s*B\s*$", re.IGNORECASE)
@@ -36,15 +36,17 @@ class BadInput(ValueError):
         self.field = field
 
 
-def parse_size(value: object, *, bare_unit: int, field: str) -> int:
-    """'512M', '1GiB', '100B' or a bare number (in ``bare_unit``, as HTCondor reads it) -> bytes."""
+def parse_size(value: object, *, field: str) -> int:
+    """'512M', '1GiB', '100B' or a bare number of bytes -> bytes. A bare number (a JSON
+    integer or a numeric string) is bytes, as EWMS reads it (humanfriendly, binary units):
+    the same request means the same size on EWMS and here."""
     text = str(value)
     if m := _BYTES.match(text):
         return int(m.group(1))
     m = _SIZE.match(text)
     if not m:
         raise BadInput(field, f"not a size: {text[:40]!r} (e.g. 512M, 2G)")
-    unit = _UNITS[m.group(2).upper()] if m.group(2) else bare_unit
+    unit = _UNITS[m.group(2).upper()] if m.group(2) else 1
     return math.ceil(float(m.group(1)) * unit)
 
 
@@ -174,6 +176,6 @@ def check_task(
         check_input_file(str(url), f"{where}pilot_config.input_files[{i}]", schemes)
     if (text := worker_config.get("condor_requirements")) and str(text).strip():
         parse_requirements(str(text), f"{where}worker_config.condor_requirements")
-    for name, unit in (("worker_memory", MEMORY_BARE_UNIT), ("worker_disk", DISK_BARE_UNIT)):
+    for name in ("worker_memory", "worker_disk"):
         if name in worker_config:
-            parse_size(worker_config[name], bare_unit=unit, field=f"{where}worker_config.{name}")
+            parse_size(worker_config[name], field=f"{where}worker_config.{name}")

@@ -144,12 +144,8 @@ def build_spec(
     runtime = _int(wc.get("max_worker_runtime", 24 * 3600), "worker_config.max_worker_runtime", 1)
     try:
         inputs.check_task(directive, pc, wc)
-        memory = inputs.parse_size(
-            wc.get("worker_memory", "512M"), bare_unit=inputs.MEMORY_BARE_UNIT, field="worker_memory"
-        )
-        disk = inputs.parse_size(
-            wc.get("worker_disk", "1G"), bare_unit=inputs.DISK_BARE_UNIT, field="worker_disk"
-        )
+        memory = inputs.parse_size(wc.get("worker_memory", "512M"), field="worker_memory")
+        disk = inputs.parse_size(wc.get("worker_disk", "1G"), field="worker_disk")
         reqs = inputs.combine_requirements(cfg.site_requirements, str(wc.get("condor_requirements") or ""))
         transfer = ",".join([auth_file, *pc.get("input_files", [])])
         for field, text in (("transfer_input_files", transfer), ("requirements", reqs)):
@@ -168,8 +164,8 @@ def build_spec(
         "environment": format_environment(env),
         "request_cpus": str(n_cores),
         # whole MiB and KiB with their unit: what HTCondor reads the same way in every version
-        "request_memory": f"{math.ceil(memory / inputs.MEMORY_BARE_UNIT)}M",
-        "request_disk": f"{math.ceil(disk / inputs.DISK_BARE_UNIT)}K",
+        "request_memory": f"{math.ceil(memory / inputs.MEMORY_SUBMIT_UNIT)}M",
+        "request_disk": f"{math.ceil(disk / inputs.DISK_SUBMIT_UNIT)}K",
         "priority": str(_int(wc.get("priority", 0), "worker_config.priority", 0)),
         "allowed_execute_duration": str(runtime),
         "should_transfer_files": "YES",

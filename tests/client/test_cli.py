@@ -2,80 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from rest_tools.client import RestClient
 
-from ewms_server.testing import RunningServer, running_server
+from ewms_server.testing import RunningServer
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "resources" / "examples"
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningServer]:
-    env = {
-        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
-        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
-        "EWMS_LOOP_INTERVAL_S": "0.2",
-    }
-    async with running_server(
-        cluster_locations={"local": "my-schedd"}, broker_env={"EWMS_BROKER_URL": BROKER_URL}, env=env
-    ) as s:
-        yield s
-        await _cleanup_broker(s)
-
-
-async def _cleanup_broker(s: RunningServer) -> None:
-    """End every workflow the test left open, so the server deletes its broker user and
-    queues (the broker is shared by the whole machine)."""
-    from ewms_server.caller import Caller
-    from ewms_server.ops.workflows import deactivate_workflow
-
-    store = s.deps.store
-    for wf in await store.find("workflows", {"deactivated": None}, projection=["workflow_id"]):
-        await deactivate_workflow(store, wf["workflow_id"], "ABORTED", Caller("test-cleanup", "admin"))
-    s.deps.wake("mq_activation")
-    for _ in range(100):
-        if not await store.count("workflows", {"queues_deleted": False}):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the test's broker users and queues were not deleted")
-
-
-def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env | {"EWMS_URL": srv.url, "EWMS_TOKEN": srv.token(role="user", sub=sub)}
-
-
-async def ewms(
-    env: dict[str, str], *args: str, stdin: bytes | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    return await run([sys.executable, "-m", "ewms_client", *args], env, stdin, timeout)
-
-
-async def run(
-    argv: list[str], env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from .cli import EXAMPLES, cli_env, ewms, run_pilot
 
 
 async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: Path) -> None:
@@ -89,30 +23,7 @@ async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: P
     assert code == 0, err
     assert "pushed 5 message(s) to numbers" in err
 
-    # play the TMS: a pilot with the workflow's queue credentials (here: the public profiles)
-    rc = RestClient(srv.url, srv.token(role="user", sub="alice"), retries=0)
-    profiles = (await rc.request("GET", f"/v1/workflows/{wf}/mq-profiles/public"))["mqprofiles"]
-    by_alias = {p["alias"]: p for p in profiles}
-    auth = tmp_path / "auth.json"
-    fd = os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(
-        fd,
-        json.dumps(
-            {p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type", "broker_address")} for p in profiles}
-        ).encode(),
-    )
-    os.close(fd)
-    pilot_env = env | {
-        "EWMS_PILOT_TASK_IMAGE": sys.executable,
-        "EWMS_PILOT_TASK_ARGS": "resources/examples/tasks/square.py",
-        "EWMS_PILOT_QUEUE_INCOMING": by_alias["numbers"]["mqid"],
-        "EWMS_PILOT_QUEUE_OUTGOING": by_alias["squares"]["mqid"],
-        "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth),
-        "EWMS_PILOT_RUNNER": "process",
-        "EWMS_PILOT_CHIRP": "none",
-        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1",
-    }
-    code, _out, err = await run([sys.executable, "-m", "ewms_pilot"], pilot_env)
+    code, _out, err = await run_pilot(srv, wf, tmp_path, "numbers", "squares")
     assert code == 0, err
 
     code, out, err = await ewms(env, "pull", wf, "--out", "-", "--n", "5", "--timeout", "5")
@@ -121,7 +32,7 @@ async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: P
 
     code, out, err = await ewms(env, "watch", wf, "--once")
     assert code == 0, err
-    assert out.startswith(f"workflow {wf}\ntasks [")  # no TMS reported: no task counted yet
+    assert out.startswith(f"workflow {wf}\nprogress [")  # no TMS reported: no task counted yet
 
     code, out, err = await ewms(env, "finish", wf)
     assert code == 0, err
@@ -184,3 +95,16 @@ async def test_another_user_cannot_reach_the_workflow(srv: RunningServer) -> Non
     assert code == 0
     code, _out, err = await ewms(cli_env(srv, "mallory"), "pull", out.strip(), "--out", "-")
     assert code == 1 and ("404" in err or "403" in err) and "Traceback" not in err
+
+
+async def test_pika_logs_only_at_debug(srv: RunningServer) -> None:
+    env = cli_env(srv)
+    wf = (await ewms(env, "submit", str(EXAMPLES / "square.json")))[1].strip()
+    code, _out, err = await ewms(env, "--log-level", "INFO", "push", wf, "-", stdin=b"1")
+    assert code == 0 and err == "pushed 1 message(s) to numbers\n", err
+    code, _out, err = await ewms({**env, "EWMS_LOG_LEVEL": "debug"}, "push", wf, "-", stdin=b"2")
+    assert code == 0 and " DEBUG pika." in err, err
+    code, _out, err = await ewms({**env, "EWMS_LOG_LEVEL": "loud"}, "list")
+    assert code == 2 and err.endswith(
+        "ewms: error: EWMS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, not 'LOUD'\n"
+    )

@@ -12,7 +12,7 @@ from ewms_client.client import EWMSClient
 from ewms_pilot.broker import connection_url
 from ewms_server.testing import RunningServer
 
-from .test_cli import EXAMPLES, cli_env, ewms
+from .cli import EXAMPLES, cli_env, ewms
 
 BLOB = bytes(range(256))
 
@@ -24,7 +24,7 @@ async def test_a_raw_workflow_moves_bytes_as_they_are(srv: RunningServer, tmp_pa
         task["pilot_config"]["environment"]["EWMS_PILOT_MESSAGE_FORMAT"] = "raw"
     (tmp_path / "wf.json").write_text(json.dumps(request))
     (tmp_path / "blob").write_bytes(BLOB)
-    code, out, err = await ewms(env, "submit", str(tmp_path / "wf.json"))
+    code, out, err = await ewms(env, "submit", str(tmp_path / "wf.json"), "--keep-paths")
     assert code == 0, err
     wf = out.strip()
 

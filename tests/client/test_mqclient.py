@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,7 @@ from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer
 
-from .test_cli import EXAMPLES, cli_env, ewms, run
-
-
-async def submit(env: dict[str, str], request: Path) -> str:
-    code, out, err = await ewms(env, "submit", str(request))
-    assert code == 0, err
-    return out.strip()
+from .cli import EXAMPLES, cli_env, ewms, run_pilot, submit
 
 
 async def served_profiles(server: RunningServer, wf: str) -> dict[str, dict[str, Any]]:
@@ -110,34 +102,17 @@ async def test_our_pilots_run_a_chain_on_mqclient_messages(srv: RunningServer, t
     request = json.loads((EXAMPLES / "square-twice-chained.json").read_text())
     request["public_queue_aliases"].append("squares")  # so that this test may play the TMS
     (tmp_path / "wf.json").write_text(json.dumps(request))
-    wf = await submit(env, tmp_path / "wf.json")
+    wf = await submit(env, tmp_path / "wf.json", "--keep-paths")  # this test runs the pilots
     profiles = await served_profiles(srv, wf)
 
     await mq_send(profiles["numbers"], [2, "3", "4\n"])
 
-    auth = tmp_path / "auth.json"
-    fd = os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600)
-    secrets = {
-        p["mqid"]: {k: p[k] for k in ("auth_token", "broker_type", "broker_address")}
-        for p in profiles.values()
-    }
-    os.write(fd, json.dumps(secrets).encode())
-    os.close(fd)
-
-    def pilot(q_in: str, q_out: str) -> Awaitable[tuple[int, str, str]]:
-        pilot_env = env | {
-            "EWMS_PILOT_TASK_IMAGE": sys.executable,
-            "EWMS_PILOT_TASK_ARGS": "resources/examples/tasks/square.py",
-            "EWMS_PILOT_QUEUE_INCOMING": profiles[q_in]["mqid"],
-            "EWMS_PILOT_QUEUE_OUTGOING": profiles[q_out]["mqid"],
-            "EWMS_PILOT_QUEUE_AUTH_FILE": str(auth),
-            "EWMS_PILOT_RUNNER": "process",
-            "EWMS_PILOT_CHIRP": "none",
-            "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "2",
-        }
-        return run([sys.executable, "-m", "ewms_pilot"], pilot_env)
-
-    results = await asyncio.gather(pilot("numbers", "squares"), pilot("squares", "fourth-powers"))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    results = await asyncio.gather(
+        run_pilot(srv, wf, tmp_path / "1", "numbers", "squares", EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="2"),
+        run_pilot(srv, wf, tmp_path / "2", "squares", "fourth-powers", EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="2"),
+    )
     assert [code for code, _out, _err in results] == [0, 0], [err for _c, _o, err in results]
 
     assert sorted(await mq_receive(profiles["fourth-powers"], expect=3)) == ["16\n", "256\n", "81\n"]

@@ -71,7 +71,7 @@ def test_progress_lines_say_done_dead_pending_rate_and_eta() -> None:
     text = "\n".join(progress_lines(PROGRESS))
     assert "25 done, 3 dead-lettered, 10 pending, 2 in flight (6 failed attempt(s))" in text
     assert "2.00 tasks/s, ETA 6s" in text
-    assert "pilots 1 Done, 2 Tasking" in text
+    assert "pilots: 1 Done, 2 Tasking" in text
     assert "TK-1: 20 done, 6 failed attempt(s)" in text and "error x2: exit 3" in text
     assert "`ewms retry WF-1`" in text
 
@@ -118,3 +118,22 @@ def test_diagnosis_lines_explain_idle_and_held_jobs() -> None:
         for line in lines
     )
     assert diagnosis_lines({}) == []
+
+
+def test_a_server_without_progress_gets_the_pilot_summary() -> None:
+    """EWMS's own server has no progress route: watch falls back to the pilots' statuses."""
+    from typing import Any
+
+    from ewms_client.client import ClientError, EWMSClient
+    from ewms_client.progress import screen
+
+    class OlderServer(EWMSClient):  # the HTTP boundary: answers as EWMS's server would
+        def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+            if path.endswith("/progress"):
+                raise ClientError("404 from the EWMS server: Not Found")
+            if path.startswith("/v1/query/taskforces"):
+                return {"taskforces": TFS, "next_after": None}
+            return {"workflow_id": "WF-1", "deactivated": None}
+
+    text, over = screen(OlderServer("http://ewms.test", "token"), "WF-1")
+    assert "pilots finished [" in text and "(5/8)" in text and not over

@@ -11,7 +11,7 @@ from rest_tools.client import RestClient
 from ewms_pilot.broker import connection_url
 from ewms_server.testing import RunningServer
 
-from .test_cli import EXAMPLES, cli_env, ewms
+from .cli import EXAMPLES, cli_env, ewms
 
 HELD = {
     "proc": 1,
@@ -89,7 +89,8 @@ async def test_status_watch_and_retry(srv: RunningServer) -> None:
                 break
             assert time.monotonic() < deadline, out
             await asyncio.sleep(1)
-        assert out.startswith(f"workflow {wf}\ntasks [")
+        assert out.startswith(f"workflow {wf}: active\n")
+        assert "\n\nprogress [" in out  # the progress section, after the workflow's
         assert "0 done, 2 dead-lettered, 3 pending, 0 in flight (2 failed attempt(s))" in out
         assert f"`ewms retry {wf}`" in out
         assert "idle: 1 no matching slot" in out

@@ -230,3 +230,12 @@ def test_help_lists_every_setting() -> None:
     source = "".join(p.read_text() for p in Path(SQUARE).parents[3].glob("ewms_pilot/*.py"))
     read = set(re.findall(r'"((?:EWMS_PILOT|EWMS_TASKFORCE|EWMS_WORKFLOW)_[A-Z_]+)"', source))
     assert read - {"EWMS_PILOT_LOG_LEVEL"} <= documented
+
+
+def test_pika_logs_only_at_debug(workflow: Workflow) -> None:
+    workflow.publish(workflow.q[0], [b"2"])
+    assert workflow.run_pilot(log_level="INFO") == 0
+    assert workflow.run_pilot(log_level="DEBUG") == 0  # the queue is empty: it idles out
+    info, debug = workflow.stderr(0), workflow.stderr(1)
+    assert " INFO ewms_pilot" in info and " pika." not in info
+    assert " pika." in debug

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ewms_client.paths import resolve
 from ewms_server.schema import OpenAPI
 
 from .conftest import REPO, Workflow
@@ -143,7 +144,7 @@ def test_several_warm_workers_give_every_result_exactly_once(workflow: Workflow)
 
 
 def test_the_example_warm_workflow_is_valid_and_runs(workflow: Workflow) -> None:
-    body = json.loads(EXAMPLE.read_text())
+    body, _warnings = resolve(json.loads(EXAMPLE.read_text()), EXAMPLE.parent)  # as `ewms submit` does
     OpenAPI().check_body("/v1/workflows", "POST", body)  # what `ewms submit` sends
     (task,) = body["tasks"]
     q_in, q_out = workflow.q
@@ -153,7 +154,7 @@ def test_the_example_warm_workflow_is_valid_and_runs(workflow: Workflow) -> None
         **{
             **task["pilot_config"]["environment"],
             "EWMS_PILOT_TASK_IMAGE": sys.executable,  # the example's "python3", this one's packages
-            "EWMS_PILOT_TASK_ARGS": str(REPO / task["task_args"]),
+            "EWMS_PILOT_TASK_ARGS": task["task_args"],
             "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "1.5",
         }
     )

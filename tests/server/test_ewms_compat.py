@@ -75,8 +75,8 @@ def ewms_body() -> dict[str, Any]:
                     "max_worker_runtime": 3600,
                     "n_cores": 1,
                     "priority": 250,
-                    "worker_disk": 1048576,
-                    "worker_memory": 512,
+                    "worker_disk": 1073741824,
+                    "worker_memory": 536870912,
                     "condor_requirements": "",
                 },
                 "n_workers": 2,
@@ -139,9 +139,9 @@ async def test_ewms_request_is_taken_with_ewms_meaning(
         "EWMS_PILOT_PREFETCH": "2",
     }
     assert pc["image_source"] == "auto"
-    assert (wc["worker_memory"], wc["worker_disk"], wc["priority"]) == (512, 1048576, 100)
+    assert (wc["worker_memory"], wc["worker_disk"], wc["priority"]) == (536870912, 1073741824, 100)
 
-    # and our TMS builds from it what EWMS meant: the sizes as HTCondor reads a bare number
+    # and our TMS builds from it what EWMS meant: a bare number of bytes, submitted as whole M / K
     local = by_location["local"]["taskforce_uuid"]
     found = await take_starter(tms)
     served.check("GET", "/v1/tms/pending-starter/taskforces", found)
@@ -298,7 +298,8 @@ async def test_environment_value_types(user: RestClient, value: Any, code: int) 
         ("worker", "priority", 101, True),
         ("worker", "priority", -5, False),
         ("worker", "worker_memory", 0, False),  # below 1M
-        ("worker", "worker_memory", 2048, True),
+        ("worker", "worker_memory", 2 << 30, True),  # bytes: 2 GiB
+        ("worker", "worker_memory", 2048, False),  # 2 KiB: below 1M
         ("worker", "worker_disk", 2**70, False),
         ("worker", "worker_disk", 1.5, False),  # a number that is no integer: not EWMS's form
     ],

@@ -66,7 +66,7 @@ def readable(rel: str) -> str:
 def _others_can_read(path: Path) -> bool:
     from tms.backends.local_users import private_ancestor
 
-    probe = path / "__init__.py" if path.is_dir() else path
+    probe = path / "__init__.py" if (path / "__init__.py").exists() else path
     return private_ancestor(str(probe)) is None and bool(os.stat(probe).st_mode & 0o004)
 
 

@@ -10,8 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tms.job_inputs import (
-    DISK_BARE_UNIT,
-    MEMORY_BARE_UNIT,
     BadInput,
     check_env_name,
     check_input_file,
@@ -140,19 +138,17 @@ def test_requirements_are_rendered_on_one_line() -> None:
     assert combine_requirements("", "") == "" and combine_requirements("a", " ") == "a"
 
 
-def test_sizes_read_as_htcondor_reads_them() -> None:
-    def mem(v: object) -> int:
-        return parse_size(v, bare_unit=MEMORY_BARE_UNIT, field="m")
+def test_sizes_read_as_ewms_reads_them() -> None:
+    def size(v: object) -> int:
+        return parse_size(v, field="m")
 
-    assert mem("512M") == mem("512MiB") == mem("512mb") == mem(512) == mem("512") == 512 << 20
-    assert mem("1.5G") == 3 << 29 and mem("2T") == 2 << 40 and mem("100B") == 100
-    assert parse_size("10", bare_unit=DISK_BARE_UNIT, field="d") == 10 << 10
-    # a JSON integer, as EWMS's clients send it, means what the bare number means
-    assert parse_size(10, bare_unit=DISK_BARE_UNIT, field="d") == parse_size(
-        "10", bare_unit=DISK_BARE_UNIT, field="d"
-    )
+    assert size("512M") == size("512MiB") == size("512mb") == size(512 << 20) == 512 << 20
+    assert size("1.5G") == 3 << 29 and size("2T") == 2 << 40 and size("100B") == 100
+    # a bare number is bytes (EWMS's humanfriendly, binary units), as a string or as a JSON
+    # integer, the way EWMS's clients send it
+    assert size("1073741824") == size(1073741824) == 1 << 30 == size("1G")
     with pytest.raises(BadInput, match="m: not a size"):
-        mem("lots")
+        size("lots")
 
 
 def test_environment_names() -> None:
