@@ -46,7 +46,7 @@ def workflow_request() -> dict[str, Any]:
     body = json.loads((EXAMPLES / "square.json").read_text())
     task = body["tasks"][0]
     task["task_image"] = JOB_PYTHON if ISOLATED else sys.executable
-    task["task_args"] = f"-S {readable(task['task_args'])}"
+    task["task_args"] = f"-S {readable('resources/examples/' + task['task_args'])}"
     task["n_workers"] = 2
     task["pilot_config"]["environment"].update(
         {
