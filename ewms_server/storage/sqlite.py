@@ -32,7 +32,7 @@ from .base import Change, Doc, DuplicateKey, Filter, FilterTooComplex, Projectio
 from .collections import COLLECTIONS, CollectionSpec
 from .projection import project, projection_tree
 from .sql_filter import compile_filter, compile_sort, json_equal
-from .sqlite_threads import WAL_SAFETY_PAGES, Checkpointer, Workers
+from .sqlite_threads import WRITER_CHECKPOINT_PAGES, Checkpointer, Workers
 
 SYNCHRONOUS = ("FULL", "NORMAL")
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many SQL variables")
@@ -99,7 +99,7 @@ class SQLiteStorage:
         conn.execute(f"PRAGMA synchronous = {self._sync}")
         if write:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}")  # the checkpointer's job
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")  # see sqlite_threads
         if write or checkpoint:
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         else:
