@@ -227,7 +227,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         os.sched_setaffinity(0, {0})
     secret = secrets.token_urlsafe(48)
-    tms = mint_token(secret, sub="bench-tms", role="system-tms", expires_s=86400)
+    every_schedd = [v if isinstance(v, str) else v["schedd"] for v in bs.LOCATIONS.values()]
+    tms = mint_token(secret, sub="bench-tms", role="system-tms", expires_s=86400, schedds=every_schedd)
     base = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
     base["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = {

@@ -7,7 +7,7 @@ Prints ONE JSON line on stdout (everything else goes to stderr). Run from the re
 
 What runs (all on 127.0.0.1, bounded in time, every subprocess killed in `finally`):
 - "ours": a subprocess of this script that builds `ewms_server.server.Server` exactly as
-  `python -m ewms_server` does (same Config.from_env, same logging.basicConfig at
+  `python -m ewms_server` does (same Config.from_env, same logs.configure at
   EWMS_LOG_LEVEL, so Tornado's access log is on at INFO like in production), on the default
   durable store (SQLite in a fresh temporary EWMS_DATA_DIR, EWMS_SQLITE_SYNCHRONOUS from
   --synchronous), no broker. A seeded instance fills its own store BEFORE it reports ready,
@@ -298,13 +298,12 @@ async def _seed(
 
 
 async def _serve_ours(args: argparse.Namespace) -> None:
-    import logging
-
+    from ewms_server import logs
     from ewms_server.config import Config
     from ewms_server.server import Server, freeze_heap
 
     cfg = Config.from_env(os.environ)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg.log_level)
     server = Server(cfg)
     await server.start()  # listening from here, but nobody knows the port until READY
     info: dict[str, Any] = {"port": server.port}
@@ -771,7 +770,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, {0})
     secret = secrets.token_urlsafe(48)
     user = mint_token(secret, sub="alice", role="user", expires_s=86400)
-    tms = mint_token(secret, sub="bench-tms", role="system-tms", expires_s=86400)
+    every_schedd = [v if isinstance(v, str) else v["schedd"] for v in LOCATIONS.values()]
+    tms = mint_token(secret, sub="bench-tms", role="system-tms", expires_s=86400, schedds=every_schedd)
     base_env = {
         **os.environ,
         "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -787,6 +787,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "EWMS_REST_PORT": "0",
         "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS),
         "EWMS_SQLITE_SYNCHRONOUS": args.synchronous,
+        # throughput, not quotas: one user creates hundreds of workflows a second here
+        "EWMS_USER_MAX_ACTIVE_WORKFLOWS": "0",
+        "EWMS_USER_MAX_WORKFLOWS_PER_MIN": "0",
     }
     procs: list[Proc] = []
     out: dict[str, Any] = {"benchmark": "bench_server"}
@@ -810,7 +813,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 "database": f"SQLite, the default store (fresh EWMS_DATA_DIR), synchronous={args.synchronous}",
                 "broker": "none (null adapter)",
                 "log_level": args.log_level
-                + " (logging.basicConfig like `python -m ewms_server`; tornado access log on at INFO)",
+                + " (logs.configure like `python -m ewms_server`; tornado access log on at INFO)",
                 "loop_interval_s": 15,
                 "tornado": tornado.version,
                 "python": platform.python_version(),

@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import replace
 
+from . import logs
 from .auth import ROLES, mint_token
 from .config import Config, ConfigError, settings_help
 from .server import Server, freeze_heap
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--sub", required=True, help="the token subject (who the caller is)")
     m.add_argument("--role", required=True, choices=ROLES, help="the caller's role")
     m.add_argument("--expires", type=float, default=3600, help="lifetime in seconds (default 3600)")
+    m.add_argument(
+        "--schedd",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --role system-tms (required there, repeatable): a schedd the TMS acts for",
+    )
     b = sub.add_parser(
         "backup",
         help="copy the embedded SQLite store to PATH, while servers run",
@@ -78,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.expires <= 0:
             print("ewms-server: --expires must be positive", file=sys.stderr)
             return 2
+        if (args.role == "system-tms") != bool(args.schedd):
+            print(
+                "ewms-server: a system-tms token names the schedds it acts for (--schedd NAME, "
+                "repeatable), and only a system-tms token takes --schedd",
+                file=sys.stderr,
+            )
+            return 2
+        known = {loc.schedd for loc in cfg.cluster_locations.values()}
+        for name in sorted(set(args.schedd) - known):
+            print(f"ewms-server: warning: schedd {name!r} is not in EWMS_CLUSTER_LOCATIONS", file=sys.stderr)
         print(
             mint_token(
                 cfg.auth_secret,
@@ -85,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                 role=args.role,
                 expires_s=args.expires,
                 claim=cfg.auth_role_claim,
+                schedds=args.schedd or None,
+                schedds_claim=cfg.auth_schedds_claim,
             )
         )
         return 0
     if args.command == "backup":
         return _backup(cfg, args.path, args.force)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg.log_level)
     if not cfg.auth_configured:
         if not cfg.dev_mode:
             print(
@@ -101,9 +121,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cfg = replace(cfg, auth_secret=secrets.token_urlsafe(48))
         print("DEVELOPMENT INSTANCE: random signing secret; tokens valid for 24 h:", file=sys.stderr)
+        every_schedd = [loc.schedd for loc in cfg.cluster_locations.values()]
         for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
             token = mint_token(
-                cfg.auth_secret or "", sub=sub, role=role, expires_s=86400, claim=cfg.auth_role_claim
+                cfg.auth_secret or "",
+                sub=sub,
+                role=role,
+                expires_s=86400,
+                claim=cfg.auth_role_claim,
+                schedds=every_schedd if role == "system-tms" else None,
+                schedds_claim=cfg.auth_schedds_claim,
             )
             print(f"  {role:<10} {token}", file=sys.stderr)
     try:

@@ -6,26 +6,59 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from .caller import Caller
 from .config import Config
-from .errors import Unauthenticated
+from .errors import Forbidden, Unauthenticated
 
 ROLES = ("user", "admin", "system-tms")
 _RANK = {"user": 0, "system-tms": 1, "admin": 2}
 LOGGER = logging.getLogger("ewms_server.auth")
 
 
-def mint_token(secret: str, *, sub: str, role: str, expires_s: float = 3600, claim: str = "ewms_role") -> str:
+@dataclass(frozen=True)
+class TMSCaller(Caller):
+    """A system-tms token: it acts only for the schedds it names. `None` is a legacy token
+    without the claim (every schedd), accepted only with EWMS_AUTH_ALLOW_UNSCOPED_TMS."""
+
+    schedds: frozenset[str] | None = None
+
+    def scope(self) -> dict[str, Any]:
+        # reads see only this TMS's taskforces: another schedd's is a 404, as another user's
+        # object is to a user (the TMS reads nothing but taskforces)
+        return {} if self.schedds is None else {"schedd": {"$in": sorted(self.schedds)}}
+
+
+def acts_for(caller: Caller, schedd: str) -> bool:
+    """May `caller` act as the TMS of `schedd`? An admin may; a TMS for the schedds it names."""
+    if caller.role == "admin":
+        return True
+    return isinstance(caller, TMSCaller) and (caller.schedds is None or schedd in caller.schedds)
+
+
+def mint_token(
+    secret: str,
+    *,
+    sub: str,
+    role: str,
+    expires_s: float = 3600,
+    claim: str = "ewms_role",
+    schedds: Iterable[str] | None = None,
+    schedds_claim: str = "ewms_schedds",
+) -> str:
+    """A signed token; `schedds` (for role system-tms) names the schedds it acts for."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = int(time.time())
-    return jwt.encode(
-        {"sub": sub, claim: role, "iat": now, "exp": now + int(expires_s)}, secret, algorithm="HS256"
-    )
+    claims: dict[str, Any] = {"sub": sub, claim: role, "iat": now, "exp": now + int(expires_s)}
+    if schedds is not None:
+        claims[schedds_claim] = sorted(set(schedds))
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 class Authenticator:
@@ -37,6 +70,8 @@ class Authenticator:
     def __init__(self, cfg: Config) -> None:
         self._secret = cfg.auth_secret
         self._claim = cfg.auth_role_claim
+        self._schedds_claim = cfg.auth_schedds_claim
+        self._allow_unscoped_tms = cfg.auth_allow_unscoped_tms
         self._audience = cfg.auth_audience
         self._oidc: Any = None
         self._last_refresh = 0.0
@@ -49,7 +84,8 @@ class Authenticator:
                 cfg.auth_openid_url, audience=cfg.auth_audience, issuers=[issuer, issuer + "/"]
             )
             self._last_refresh = time.monotonic()
-        self._cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
+        # a token -> its Caller, or why it is refused; and until when
+        self._cache: OrderedDict[str, tuple[Caller | str, float]] = OrderedDict()
 
     def _decode(self, token: str) -> dict[str, Any]:
         if self._secret:
@@ -80,7 +116,7 @@ class Authenticator:
         hit = self._cache.get(token)
         if hit is not None and hit[1] > now:
             self._cache.move_to_end(token)
-            caller = hit[0]
+            outcome = hit[0]
         else:
             try:
                 if self._oidc is None:
@@ -91,20 +127,49 @@ class Authenticator:
                 raise Unauthenticated("token expired") from None
             except Exception as e:  # any other decoding/verification failure
                 raise Unauthenticated(f"invalid token: {type(e).__name__}") from None
-            caller = self._caller(claims)
-            self._cache[token] = (caller, float(claims.get("exp", now + 60)))
+            try:
+                outcome = self._caller(claims)
+            except Unauthenticated as e:
+                outcome = str(e)
+            exp = claims.get("exp")
+            self._cache[token] = (outcome, float(exp) if isinstance(exp, (int, float)) else now + 60)
             if len(self._cache) > self.CACHE_SIZE:
                 self._cache.popitem(last=False)
-        if caller is None:
-            raise Unauthenticated("token has no subject")
-        return caller
+        if isinstance(outcome, str):
+            raise Unauthenticated(outcome)
+        return outcome
 
-    def _caller(self, claims: dict[str, Any]) -> Caller | None:
+    def check_schedds_claim(self, caller: Caller) -> None:
+        """A system-tms token must name its schedds, unless unscoped ones are allowed (legacy)."""
+        if isinstance(caller, TMSCaller) and caller.schedds is None and not self._allow_unscoped_tms:
+            raise Forbidden(
+                f"this system-tms token names no schedds (claim {self._schedds_claim!r}); mint one "
+                "with `ewms-server mint-token --role system-tms --schedd NAME`, or allow unscoped "
+                "TMS tokens with EWMS_AUTH_ALLOW_UNSCOPED_TMS=true"
+            )
+
+    def _caller(self, claims: dict[str, Any]) -> Caller:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
-            return None
-        raw = claims.get(self._claim)
+            raise Unauthenticated("token has no subject")
+        role = self._role(claims.get(self._claim))
+        if role != "system-tms":
+            return Caller(subject=sub, role=role)
+        return TMSCaller(subject=sub, role=role, schedds=self._schedds(claims))
+
+    def _role(self, raw: Any) -> str:
+        """The highest known role in the claim; 'none' (a 403) when it names none."""
         values = raw if isinstance(raw, list) else [raw]
+        if not all(v is None or isinstance(v, str) for v in values):
+            raise Unauthenticated(f"token claim {self._claim!r} must be a role name or a list of role names")
         known = [v for v in values if v in _RANK]
-        role = max(known, key=_RANK.__getitem__) if known else "none"
-        return Caller(subject=sub, role=role)
+        return max(known, key=_RANK.__getitem__) if known else "none"
+
+    def _schedds(self, claims: dict[str, Any]) -> frozenset[str] | None:
+        if self._schedds_claim not in claims:
+            return None
+        raw = claims[self._schedds_claim]
+        names = raw.replace(",", " ").split() if isinstance(raw, str) else raw
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise Unauthenticated(f"token claim {self._schedds_claim!r} must be a list of schedd names")
+        return frozenset(names)

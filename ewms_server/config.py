@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -9,7 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .quotas import Quotas
 from .rules import JobLimits
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -69,12 +73,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EWMS_AUTH_AUDIENCE", None, "Required token audience (with EWMS_AUTH_OPENID_URL)."),
     Setting("EWMS_AUTH_ROLE_CLAIM", "ewms_role", "Token claim holding the role (a string or list)."),
     Setting(
+        "EWMS_AUTH_SCHEDDS_CLAIM",
+        "ewms_schedds",
+        "Token claim naming the schedds a system-tms token acts for (a list of names, or one "
+        "string of names separated by spaces or commas).",
+    ),
+    Setting(
+        "EWMS_AUTH_ALLOW_UNSCOPED_TMS",
+        "false",
+        "Legacy, for OIDC issuers that cannot add the schedds claim: true accepts system-tms "
+        "tokens without it, acting for every schedd. Otherwise such tokens get 403.",
+    ),
+    Setting(
         "EWMS_DEV_MODE",
         "false",
         "true: a development instance; with no auth configured it makes a random secret and "
         "prints ready tokens at start.",
     ),
     Setting("EWMS_MAX_BODY_BYTES", str(1024 * 1024), "Largest request body accepted (413 above)."),
+    Setting(
+        "EWMS_MAX_STATUSES_BODY_BYTES",
+        str(16 * 1024 * 1024),
+        "Largest body of the TMS statuses report (POST /v1/tms/statuses/taskforces; 413 above).",
+    ),
+    Setting(
+        "EWMS_HTTP_HEADER_TIMEOUT_S",
+        "60",
+        "Seconds a connection has to send a request's headers, from when it opened or finished "
+        "its previous request (so also the longest a keep-alive connection stays idle).",
+    ),
+    Setting(
+        "EWMS_HTTP_BODY_TIMEOUT_S", "60", "Seconds a request has to send its whole body; then it is closed."
+    ),
+    Setting(
+        "EWMS_HTTP_MAX_IDLE_CONNECTIONS",
+        "512",
+        "Most connections waiting for a request's headers; above it the longest-waiting one is closed.",
+    ),
+    Setting(
+        "EWMS_TRUSTED_PROXIES",
+        None,
+        "Addresses or CIDRs (comma-separated) of reverse proxies whose X-Forwarded-For / "
+        "X-Real-Ip headers name the client. Unset: those headers are ignored.",
+    ),
     Setting("EWMS_QUERY_PAGE_DOCS", "1000", "Most documents in one query page."),
     Setting("EWMS_QUERY_PAGE_BYTES", str(8 * 1024 * 1024), "Most JSON bytes in one query page."),
     Setting("EWMS_QUERY_MAX_DEPTH", "8", "Deepest nesting accepted in a query filter."),
@@ -131,6 +172,29 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EWMS_MAX_WORKER_DISK", "20T", "Largest worker_disk a task may ask for (a bare number is KiB)."),
     Setting("EWMS_MAX_WORKER_CORES", "256", "Largest n_cores a task may ask for."),
+    Setting(
+        "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
+        "100",
+        "Most workflows one user may have active (not finished or aborted) at once; one more is "
+        "a 429. Per-user quotas: 0 = no limit; admins are exempt; replicas sharing a store may "
+        "together overshoot one by (replicas - 1) in a burst.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_WORKFLOWS_PER_MIN",
+        "30",
+        "Most workflows one user may create in any 60 s (429 above, Retry-After when the oldest leaves the minute).",
+    ),
+    Setting(
+        "EWMS_MAX_TASKFORCES_PER_WORKFLOW",
+        "1000",
+        "Most taskforces of one workflow not yet ended: add-workers past it is a 429; a create "
+        "with more (tasks x cluster locations) is a 400.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
+        "60",
+        "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -157,8 +221,15 @@ class Config:
     auth_openid_url: str | None
     auth_audience: str | None
     auth_role_claim: str
+    auth_schedds_claim: str
+    auth_allow_unscoped_tms: bool
     dev_mode: bool
     max_body_bytes: int
+    max_statuses_body_bytes: int
+    http_header_timeout_s: float
+    http_body_timeout_s: float
+    http_max_idle_connections: int
+    trusted_proxies: tuple[IPNetwork, ...]
     query_page_docs: int
     query_page_bytes: int
     query_max_depth: int
@@ -176,6 +247,7 @@ class Config:
     log_level: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     job_limits: JobLimits = field(default_factory=JobLimits)
+    quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -223,8 +295,15 @@ class Config:
             auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
             auth_audience=get("EWMS_AUTH_AUDIENCE"),
             auth_role_claim=get("EWMS_AUTH_ROLE_CLAIM") or "ewms_role",
+            auth_schedds_claim=get("EWMS_AUTH_SCHEDDS_CLAIM") or "ewms_schedds",
+            auth_allow_unscoped_tms=flag("EWMS_AUTH_ALLOW_UNSCOPED_TMS"),
             dev_mode=flag("EWMS_DEV_MODE"),
             max_body_bytes=num("EWMS_MAX_BODY_BYTES", int, 1024),
+            max_statuses_body_bytes=num("EWMS_MAX_STATUSES_BODY_BYTES", int, 1024),
+            http_header_timeout_s=num("EWMS_HTTP_HEADER_TIMEOUT_S", float, 0.1),
+            http_body_timeout_s=num("EWMS_HTTP_BODY_TIMEOUT_S", float, 0.1),
+            http_max_idle_connections=num("EWMS_HTTP_MAX_IDLE_CONNECTIONS", int, 1),
+            trusted_proxies=parse_networks(get("EWMS_TRUSTED_PROXIES")),
             query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
             query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
             query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
@@ -242,6 +321,7 @@ class Config:
             log_level=level,
             env=dict(env),
             job_limits=_job_limits(get),
+            quotas=_quotas(get),
         )
 
     @property
@@ -249,9 +329,27 @@ class Config:
         return bool(self.auth_secret or self.auth_openid_url)
 
 
+def parse_networks(raw: str | None) -> tuple[IPNetwork, ...]:
+    """`10.0.0.1, 192.168.0.0/16, ::1` -> networks (a bare address is a /32 or /128)."""
+    out = []
+    for item in (raw or "").replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"EWMS_TRUSTED_PROXIES: {item!r} is not an address or CIDR") from None
+    return tuple(out)
+
+
 def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
     try:
         return JobLimits.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _quotas(get: Callable[[str], str | None]) -> Quotas:
+    try:
+        return Quotas.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .auth import Authenticator
 from .config import Config
 from .loops.base import LoopState
 from .query_limits import QueryLimits
+from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
 from .storage.base import Storage
+from .views import Views
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,12 @@ class Deps:
     loops: dict[str, LoopState] = field(default_factory=dict)
     query_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     query_limits: QueryLimits = field(default_factory=lambda: QueryLimits(8, 2000, 5000, 5.0))
+    quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+
+    @cached_property
+    def views(self) -> Views:
+        """Every response's documents are shaped by these (views.py)."""
+        return Views(self.schema)
 
     def wake(self, name: str) -> None:
         if name in self.loops:

@@ -52,7 +52,7 @@ class Taskforce(TypedDict):
     workflow_id: str
     timestamp: float
     priority: int
-    collector: str
+    collector: str | None
     schedd: str
     cluster_location: str
     n_workers: int
@@ -60,7 +60,7 @@ class Taskforce(TypedDict):
     worker_config: dict[str, Any]
     cluster_id: int | None
     submit_dict: dict[str, Any]
-    job_event_log_fpath: str | None
+    job_event_log_fpath: str
     condor_complete_ts: float | None
     phase: str
     phase_change_log: list[PhaseChangeLogEntry]
@@ -70,6 +70,7 @@ class Taskforce(TypedDict):
     n_failed_submits: int
     lease_until: float
     owner: str
+    origin: str
 
 
 class MQProfile(TypedDict):
@@ -156,14 +157,17 @@ def taskforce(
     worker_config: dict[str, Any],
     phase: Phase,
     source_entity: str,
+    origin: str = "workflow",
 ) -> Taskforce:
+    """`collector` "" (the location names none) is stored as null, as EWMS shows it; `origin`
+    is "workflow" (its create) or "add-workers"."""
     return Taskforce(
         taskforce_uuid=new_id("TF"),
         task_id=task_id,
         workflow_id=workflow_id,
         timestamp=time.time(),
         priority=priority,
-        collector=collector,
+        collector=collector or None,
         schedd=schedd,
         cluster_location=cluster_location,
         n_workers=n_workers,
@@ -171,7 +175,7 @@ def taskforce(
         worker_config=worker_config,
         cluster_id=None,
         submit_dict={},
-        job_event_log_fpath=None,
+        job_event_log_fpath="",
         condor_complete_ts=None,
         phase=str(phase),
         phase_change_log=[
@@ -188,6 +192,7 @@ def taskforce(
         n_failed_submits=0,
         lease_until=0.0,
         owner=owner,
+        origin=origin,
     )
 
 

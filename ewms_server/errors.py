@@ -27,3 +27,11 @@ class Unprocessable(EWMSError):
 
 class TooLarge(EWMSError):
     """The request body is larger than allowed (413)."""
+
+
+class TooManyRequests(EWMSError):
+    """A per-user quota is reached (429); `retry_after` seconds is when trying again may help."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

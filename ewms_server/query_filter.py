@@ -47,6 +47,45 @@ def check_filter(query: Any, fields: Iterable[str], max_depth: int) -> None:
     _check_doc(query, frozenset(fields), max_depth, 1, "body.query")
 
 
+def check_projection(projection: Iterable[str], id_field: str, schema: dict[str, Any]) -> None:
+    """Each path leads through fields the collection's `schema` says are objects (or arrays
+    of them); a path and a path inside it (`a` and `a.b`) are not both given (the database
+    refuses the collision), nor a path inside the id, which paging always reads. The
+    request schema has already checked each path's form."""
+    paths = set(projection)
+    for path in sorted(paths):
+        parts = path.split(".")
+        if parts[0] == id_field and len(parts) > 1:
+            raise Invalid(f"body.projection: {path!r} is inside the id {id_field!r}, a string")
+        node: dict[str, Any] | None = schema
+        for n, part in enumerate(parts):
+            node = _field_schema(node, part)
+            if node is None and n == 0:
+                raise Invalid(f"body.projection: unknown field {part!r}")
+            if node is None:
+                raise Invalid(f"body.projection: {path!r}: {'.'.join(parts[:n])} has no field {part!r}")
+        for n in range(1, len(parts)):
+            if (outer := ".".join(parts[:n])) in paths:
+                raise Invalid(f"body.projection: {path!r} is inside {outer!r}; give one of them")
+
+
+def _field_schema(node: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The schema of field `name` of a value described by `node` (through arrays, as the
+    database reads paths); None when no such value can have that field."""
+    if node is None:
+        return None
+    for branch in node.get("anyOf", node.get("oneOf", [])):
+        if (found := _field_schema(branch, name)) is not None:
+            return found
+    if isinstance(node.get("items"), dict):
+        return _field_schema(node["items"], name)
+    props = node.get("properties", {})
+    if name in props:
+        return dict(props[name])
+    extra = node.get("additionalProperties")
+    return dict(extra) if isinstance(extra, dict) else None
+
+
 def _check_doc(query: dict[str, Any], fields: frozenset[str], max_depth: int, depth: int, where: str) -> None:
     if depth > max_depth:
         raise Invalid(f"{where}: filter nested deeper than {max_depth} levels")
@@ -94,8 +133,8 @@ def _check_condition(value: Any, fields: frozenset[str], max_depth: int, depth: 
                         raise Invalid(f"{where}.$elemMatch: must be an object")
                     _check_elem_match(arg, fields, max_depth, depth + 1, f"{where}.$elemMatch")
                 elif op == "$not":
-                    if not isinstance(arg, dict):
-                        raise Invalid(f"{where}.$not: must be an operator object")
+                    if not isinstance(arg, dict) or not arg or not all(str(k).startswith("$") for k in arg):
+                        raise Invalid(f'{where}.$not: must be an operator object, e.g. {{"$eq": 1}}')
                     _check_condition(arg, fields, max_depth, depth + 1, f"{where}.$not")
                 elif op == "$exists":
                     if not isinstance(arg, bool):

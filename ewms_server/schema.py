@@ -23,6 +23,9 @@ from .errors import Invalid
 from .storage.base import Change
 from .storage.collections import COLLECTIONS
 
+MAX_DEPTH = 64
+"""Deepest nesting of objects and arrays accepted in a request body (the API needs far less)."""
+
 
 def load_openapi_text() -> str:
     """From the installed package data, or from the checkout's `schema/` when run in place."""
@@ -32,16 +35,52 @@ def load_openapi_text() -> str:
         return (Path(__file__).resolve().parent.parent / "schema" / "openapi.json").read_text()
 
 
+def _resolve(ref: str, components: dict[str, Any]) -> Any:
+    """`#/components/schemas/X[/properties/y…]` (a JSON pointer into the components)."""
+    node: Any = components
+    for part in ref.removeprefix("#/components/schemas/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
 def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
-    """Replace `#/components/schemas/X` refs by copies (our schemas are not recursive)."""
+    """Replace `#/components/schemas/…` refs by copies (our schemas are not recursive)."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-            return _inline_refs(copy.deepcopy(components[ref.rsplit("/", 1)[1]]), components)
+            return _inline_refs(copy.deepcopy(_resolve(ref, components)), components)
         return {k: _inline_refs(v, components) for k, v in node.items()}
     if isinstance(node, list):
         return [_inline_refs(v, components) for v in node]
     return node
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Is `value` nested deeper than `limit` levels? Iterative: any depth is safe to ask about."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+STORED = "x-ewms-stored"
+"""A component's fields stored with each document but never shown (the server's bookkeeping)."""
+
+
+def stored_schema(component: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a stored document: the component's fields plus its `x-ewms-stored` ones."""
+    extra = component.get(STORED)
+    out = {k: v for k, v in component.items() if k != STORED}
+    if extra:
+        out["properties"] = {**component.get("properties", {}), **extra.get("properties", {})}
+        out["required"] = [*component.get("required", []), *extra.get("required", [])]
+    return out
 
 
 def _path_of(error: jsonschema.ValidationError) -> str:
@@ -80,9 +119,13 @@ class Checker:
         """None when valid; else every problem (up to `most`) with its field path."""
         if self._fast.is_valid(instance):
             return None
-        errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        try:
+            errors = sorted(self._slow.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        except RecursionError:  # python-jsonschema recurses; the Rust validator does not
+            errors = []
         if not errors:  # the two disagree: trust the stricter one, word it as it does
-            return f"{where}: {next(iter(self._fast.iter_errors(instance))).message}"
+            message = next(iter(self._fast.iter_errors(instance))).message
+            return f"{where}: {message[:300] + '…' if len(message) > 300 else message}"
         messages = list(dict.fromkeys(describe(jsonschema.exceptions.best_match([e]), where) for e in errors))
         more = f" (and {len(messages) - most} more)" if len(messages) > most else ""
         return "; ".join(messages[:most]) + more
@@ -110,7 +153,9 @@ class OpenAPI:
                     self._body_required[key] = bool(rb.get("required"))
                 else:
                     self._bodies[key] = None
-        self._components = {name: Checker(s) for name, s in self.schemas.items()}
+        self.stored: dict[str, Any] = {name: stored_schema(s) for name, s in self.schemas.items()}
+        """Components as stored: what database writes are checked against."""
+        self._components = {name: Checker(s) for name, s in self.stored.items()}
 
     # -- requests ------------------------------------------------------------------------
 
@@ -127,6 +172,8 @@ class OpenAPI:
         validator = self._bodies[(path, method)]
         if validator is None:
             return
+        if too_deep(body, MAX_DEPTH):
+            raise Invalid(f"body: nested deeper than {MAX_DEPTH} levels")
         message = validator.problems(body, "body")
         if message is not None:
             raise Invalid(message)
@@ -136,10 +183,8 @@ class OpenAPI:
     ) -> dict[str, str]:
         """Validate path and query parameters; return the query parameters as strings."""
         out: dict[str, str] = {}
-        known = set()
         for p in self._params[(path, method)]:
             name, where, schema = p["name"], p["in"], p["schema"]
-            known.add(name)
             if where == "path":
                 value: str | None = path_args.get(name)
             else:
@@ -161,10 +206,7 @@ class OpenAPI:
                 )
             if where == "query":
                 out[name] = value
-        unknown = sorted(set(query) - known)
-        if unknown:
-            raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}")
-        return out
+        return out  # unknown parameters are ignored, as EWMS does
 
     # -- database writes -----------------------------------------------------------------
 
@@ -190,7 +232,7 @@ class OpenAPI:
 
     @lru_cache(maxsize=512)  # noqa: B019 - one OpenAPI per process, kept for its lifetime
     def _field_validator(self, component: str, path: str, item: bool) -> Checker:
-        schema: Any = self.schemas[component]
+        schema: Any = self.stored[component]
         for part in path.split("."):
             props = schema.get("properties", {})
             if part in props:

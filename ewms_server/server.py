@@ -9,7 +9,6 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
@@ -19,11 +18,13 @@ from .broker.null import NullBrokerAdapter
 from .config import Config
 from .deps import Deps
 from .handlers.base import NotFoundHandler
+from .handlers.connections import HTTPServer
 from .handlers.routes import HANDLERS
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
 from .query_limits import QueryLimits
+from .quotas import QuotaGate
 from .schema import OpenAPI
 from .storage import open_storage
 from .storage.base import Storage
@@ -43,6 +44,7 @@ def make_broker(cfg: Config) -> BrokerAdapter:
 
 ACCESS = logging.getLogger("tornado.access")
 SLOW_REQUEST_S = 1.0
+UNLIMITED_BODY = 1 << 62
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -123,6 +125,7 @@ class Server:
                 for name, spec in COLLECTIONS.items()
                 if spec.queryable
             },
+            quotas=QuotaGate(cfg.quotas),
             query_limits=QueryLimits(
                 max_depth=cfg.query_max_depth,
                 max_clauses=cfg.query_max_clauses,
@@ -143,10 +146,15 @@ class Server:
             asyncio.create_task(run_loop(loops["mq_activation"], activation.one_pass, self._stop)),
             asyncio.create_task(run_loop(loops["launch_control"], launch.one_pass, self._stop)),
         ]
-        self._http = tornado.httpserver.HTTPServer(
+        self._http = HTTPServer(
             make_app(self.deps),
-            max_body_size=cfg.max_body_bytes * 4,  # above this tornado drops the connection
-            xheaders=True,
+            # every handler streams its body and enforces its own route's limit with a JSON
+            # 413 (handlers/base.py); tornado's own limit only answers a bare 400
+            max_body_size=UNLIMITED_BODY,
+            idle_connection_timeout=cfg.http_header_timeout_s,
+            body_timeout=cfg.http_body_timeout_s,
+            trusted_proxies=cfg.trusted_proxies,
+            max_idle_connections=cfg.http_max_idle_connections,
         )
         sockets = tornado.netutil.bind_sockets(cfg.rest_port, cfg.rest_host, family=socket.AF_INET)
         self._http.add_sockets(sockets)

@@ -6,7 +6,7 @@ import contextlib
 import json
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,28 @@ class RunningServer:
     def deps(self) -> Any:
         return self.server.deps
 
-    def token(self, *, role: str = "user", sub: str = "alice", expires_s: float = 3600) -> str:
-        return mint_token(self.secret, sub=sub, role=role, expires_s=expires_s)
+    def token(
+        self,
+        *,
+        role: str = "user",
+        sub: str = "alice",
+        expires_s: float = 3600,
+        schedds: Iterable[str] | None = None,
+    ) -> str:
+        """A token of this server; a system-tms one names `schedds`, by default every schedd
+        of the server's cluster locations."""
+        if role == "system-tms" and schedds is None:
+            schedds = [loc.schedd for loc in self.server.cfg.cluster_locations.values()]
+        cfg = self.server.cfg
+        return mint_token(
+            self.secret,
+            sub=sub,
+            role=role,
+            expires_s=expires_s,
+            claim=cfg.auth_role_claim,
+            schedds=schedds if role == "system-tms" else None,
+            schedds_claim=cfg.auth_schedds_claim,
+        )
 
 
 @contextlib.asynccontextmanager

@@ -152,7 +152,7 @@ PY
 wait_for 30 "the server to be healthy" healthy
 
 EWMS_TOKEN="$(ewms-server mint-token --sub demo-user --role user --expires 900)"
-TMS_TOKEN="$(ewms-server mint-token --sub demo-tms --role system-tms --expires 900)"
+TMS_TOKEN="$(ewms-server mint-token --sub demo-tms --role system-tms --schedd "$SCHEDD" --expires 900)"
 export EWMS_TOKEN
 unset EWMS_AUTH_SECRET  # nothing below signs tokens
 

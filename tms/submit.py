@@ -106,7 +106,7 @@ def format_environment(env: dict[str, str]) -> str:
 def pilot_image(cfg: TmsConfig, pilot_config: dict[str, Any]) -> str:
     tag = pilot_config.get("tag") or "latest"
     source = pilot_config.get("image_source") or "cvmfs"
-    if source == "cvmfs":
+    if source in ("cvmfs", "auto"):  # auto: the TMS chooses; CVMFS, as EWMS's TMS does
         return f"{cfg.pilot_image_cvmfs}:{tag}"
     if source in ("docker", "ghcr", "registry"):
         return f"{cfg.pilot_image_docker}:{tag}"

@@ -1,17 +1,31 @@
-"""The base handler: authentication, request validation from the schema, JSON in and out,
-and the one table that turns domain errors into HTTP statuses."""
+"""The base handler: admission from the headers, request validation from the schema, JSON in
+and out, and the one table that turns domain errors into HTTP statuses. Bodies are streamed in
+only once the headers admit the request (streaming.py)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import orjson
 import tornado.web
 
+from ..auth import acts_for
 from ..caller import Caller
 from ..deps import Deps
-from ..errors import EWMSError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated, Unprocessable
+from ..errors import (
+    EWMSError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthenticated,
+    Unprocessable,
+)
+from .reason import reason_phrase
+from .streaming import StreamedBodyHandler
 
 LOGGER = logging.getLogger("ewms_server.requests")
 
@@ -22,6 +36,7 @@ STATUS_OF: dict[type[EWMSError], int] = {
     NotFound: 404,
     TooLarge: 413,
     Unprocessable: 422,
+    TooManyRequests: 429,
 }
 USERS = frozenset({"user", "admin"})
 TMS = frozenset({"system-tms", "admin"})
@@ -29,13 +44,18 @@ ANYONE = frozenset({"user", "admin", "system-tms"})
 PUBLIC: frozenset[str] = frozenset()
 
 
-class BaseHandler(tornado.web.RequestHandler):
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class BaseHandler(StreamedBodyHandler):
     ROUTE: ClassVar[str]
     """The tornado regex this handler serves."""
     OPENAPI_PATH: ClassVar[str]
     """The same path in schema/openapi.json: its parameters and body validate requests."""
     ROLES: ClassVar[dict[str, frozenset[str]]] = {}
     """Method -> roles allowed; PUBLIC (empty) needs no token; an absent method is a 405."""
+    MAX_BODY_SETTING: ClassVar[str] = "max_body_bytes"
+    """The Config field holding the largest body this route takes (413 above)."""
 
     deps: Deps
     caller: Caller
@@ -43,6 +63,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def initialize(self, deps: Deps) -> None:
         self.deps = deps
+        self._body_limit: int = getattr(deps.cfg, self.MAX_BODY_SETTING)
+        self.start_body(self._body_limit)
+        self._subject_logged = False
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -50,7 +73,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         return None  # bearer tokens only; no cookies
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
+        """Method, token, role, declared length, query parameters, then the route's own checks."""
         method = self.request.method or "GET"
         if method not in self.ROLES:
             raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.request.path}")
@@ -59,19 +83,40 @@ class BaseHandler(tornado.web.RequestHandler):
             self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
             if self.caller.role not in roles:
                 raise Forbidden(f"role {self.caller.role!r} may not {method} {self.OPENAPI_PATH}")
+            self.deps.auth.check_schedds_claim(self.caller)
         else:
             self.caller = Caller(subject="anonymous", role="none")
-        if len(self.request.body) > self.deps.cfg.max_body_bytes:
-            raise TooLarge(f"request body is larger than {self.deps.cfg.max_body_bytes} bytes")
+        declared = self._declared_length()
+        if declared is not None and declared > self._body_limit:
+            raise TooLarge(f"request body is larger than {self._body_limit} bytes")
         self.query = self.deps.schema.check_params(
             self.OPENAPI_PATH, method, self.path_kwargs, self.request.query_arguments
         )
+        await self.authorize()
+
+    async def authorize(self) -> None:
+        """Route-specific checks that may need the database; still before the body is read."""
+
+    def require_schedd(self, schedd: str, refusal: str) -> None:
+        """403 (saying `refusal`) unless the caller is an admin or a TMS naming `schedd`."""
+        if not acts_for(self.caller, schedd):
+            raise Forbidden(refusal)
+
+    def _declared_length(self) -> int | None:
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        values = {v.strip() for v in raw.split(",")}
+        value = values.pop() if len(values) == 1 else ""
+        if not _DIGITS.fullmatch(value):
+            raise Invalid("header Content-Length: not a number")
+        return int(value) if len(value) <= 18 else self._body_limit + 1
 
     def body(self) -> dict[str, Any]:
         """The JSON body, validated against this route's request schema."""
         method = self.request.method or "GET"
-        raw = self.request.body
-        if not raw.strip():
+        raw = self.raw_body
+        if not raw or raw.isspace():
             if self.deps.schema.body_required(self.OPENAPI_PATH, method):
                 raise Invalid("body: a JSON object is required")
             return {}
@@ -95,19 +140,26 @@ class BaseHandler(tornado.web.RequestHandler):
     # -- the one place errors become responses -------------------------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.finish(self.error_response(status_code, kwargs.get("exc_info", (None, None, None))[1]))
+
+    def error_response(self, status_code: int, exc: BaseException | None) -> bytes:
+        """Set the status and headers of an error response; return its body."""
         if isinstance(exc, EWMSError):
             status_code = STATUS_OF.get(type(exc), 400)
             message = str(exc)
             if isinstance(exc, Unauthenticated):
                 self.set_header("WWW-Authenticate", 'Bearer realm="ewms"')
+            if isinstance(exc, TooManyRequests):
+                self.set_header("Retry-After", str(exc.retry_after))
         elif isinstance(exc, tornado.web.HTTPError):
             message = exc.log_message or self._reason
         else:
             message = "internal server error" if status_code >= 500 else self._reason
-        self.set_status(status_code)
+        self.set_status(status_code, reason_phrase(message))  # EWMS's clients print the reason
         self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps({"code": status_code, "error": message}))
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.ROLES))
+        return orjson.dumps({"code": status_code, "error": message})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, EWMSError):
@@ -117,8 +169,9 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
-    def on_finish(self) -> None:
-        if self.request.method != "GET":  # every state-changing request names its subject
+    def on_answered(self) -> None:
+        if self.request.method != "GET" and not self._subject_logged:  # state changes name who asked
+            self._subject_logged = True
             LOGGER.info(
                 "%s %s %d by %s",
                 self.request.method,
@@ -134,5 +187,5 @@ class NotFoundHandler(BaseHandler):
     OPENAPI_PATH = ""
     ROUTE = r".*"
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
         raise NotFound(f"no route {self.request.path}")

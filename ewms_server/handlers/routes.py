@@ -21,6 +21,7 @@ from .tms import (
     TMSStatusesTaskforcesHandler,
 )
 from .workflows import (
+    MQSWorkflowIDMQProfilesPublicHandler,
     QueryWorkflowsHandler,
     WorkflowIDActionsAbortHandler,
     WorkflowIDActionsFinishedHandler,
@@ -38,6 +39,7 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDActionsAbortHandler,
     WorkflowIDActionsFinishedHandler,
     WorkflowIDMQProfilesPublicHandler,
+    MQSWorkflowIDMQProfilesPublicHandler,
     QueryWorkflowsHandler,
     TaskDirectiveIDHandler,
     TaskDirectiveIDActionsAddWorkersHandler,

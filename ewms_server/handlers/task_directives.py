@@ -18,7 +18,7 @@ class TaskDirectiveIDHandler(BaseHandler):
         td = await get_scoped(self.deps.store, "task_directives", task_id, self.caller)
         if td is None:
             raise NotFound(f"no task directive {task_id}")
-        self.send(td)
+        self.send(self.deps.views.task_directive(td))
 
 
 class TaskDirectiveIDActionsAddWorkersHandler(BaseHandler):
@@ -35,10 +35,11 @@ class TaskDirectiveIDActionsAddWorkersHandler(BaseHandler):
             task_id,
             body["cluster_location"],
             body["n_workers"],
+            quotas=self.deps.quotas,
         )
         self.deps.wake("mq_activation")
         self.deps.wake("launch_control")
-        self.send(tf)
+        self.send(self.deps.views.taskforce(tf))
 
 
 class QueryTaskDirectivesHandler(QueryWorkflowsHandler):

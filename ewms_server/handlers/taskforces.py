@@ -17,7 +17,7 @@ class TaskforceUUIDHandler(BaseHandler):
         tf = await get_scoped(self.deps.store, "taskforces", taskforce_uuid, self.caller)
         if tf is None:
             raise NotFound(f"no taskforce {taskforce_uuid}")
-        self.send(tf)
+        self.send(self.deps.views.taskforce(tf))
 
 
 class QueryTaskforcesHandler(QueryWorkflowsHandler):

@@ -1,12 +1,36 @@
-"""Routes under /v1/tms: for the Taskforce Management Service (role system-tms, or admin)."""
+"""Routes under /v1/tms: for the Taskforce Management Service (role system-tms, or admin).
+
+A TMS acts only for the schedds its token names: asking for another schedd's work, or
+reporting on another schedd's taskforce, is a 403 decided before the body is read (a taskforce
+that does not exist is left to the route: 404). The bulk statuses report answers per taskforce.
+"""
 
 from __future__ import annotations
 
+from ..auth import TMSCaller
 from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
 
-class TMSPendingStarterHandler(BaseHandler):
+class _ScheddHandler(BaseHandler):
+    """A route naming its schedd in the query: only that schedd's TMS (or an admin) may ask."""
+
+    async def authorize(self) -> None:
+        schedd = self.query["schedd"]
+        self.require_schedd(schedd, f"this token does not act for schedd {schedd!r}")
+
+
+class _TaskforceReportHandler(BaseHandler):
+    """A report about one taskforce: only from the TMS of the taskforce's schedd (or an admin)."""
+
+    async def authorize(self) -> None:
+        uuid = self.path_kwargs["taskforce_uuid"]
+        tf = await self.deps.store.get("taskforces", {"taskforce_uuid": uuid}, projection=["schedd"])
+        if tf is not None:
+            self.require_schedd(tf["schedd"], f"taskforce {uuid} is not at a schedd this token acts for")
+
+
+class TMSPendingStarterHandler(_ScheddHandler):
     ROUTE = r"/v1/tms/pending-starter/taskforces"
     OPENAPI_PATH = "/v1/tms/pending-starter/taskforces"
     ROLES = {"GET": TMS}
@@ -15,10 +39,10 @@ class TMSPendingStarterHandler(BaseHandler):
         found = await ops.next_pending_starter(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.pending_starter(found))
 
 
-class TMSPendingStopperHandler(BaseHandler):
+class TMSPendingStopperHandler(_ScheddHandler):
     ROUTE = r"/v1/tms/pending-stopper/taskforces"
     OPENAPI_PATH = "/v1/tms/pending-stopper/taskforces"
     ROLES = {"GET": TMS}
@@ -27,10 +51,10 @@ class TMSPendingStopperHandler(BaseHandler):
         found = await ops.next_pending_stopper(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(found or {})
+        self.send(self.deps.views.taskforce(found) if found else {})
 
 
-class TMSCondorSubmitUUIDHandler(BaseHandler):
+class TMSCondorSubmitUUIDHandler(_TaskforceReportHandler):
     ROUTE = r"/v1/tms/condor-submit/taskforces/(?P<taskforce_uuid>[^/]+)"
     OPENAPI_PATH = "/v1/tms/condor-submit/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
@@ -40,7 +64,7 @@ class TMSCondorSubmitUUIDHandler(BaseHandler):
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
-class TMSCondorSubmitUUIDFailedHandler(BaseHandler):
+class TMSCondorSubmitUUIDFailedHandler(_TaskforceReportHandler):
     ROUTE = r"/v1/tms/condor-submit/taskforces/(?P<taskforce_uuid>[^/]+)/failed"
     OPENAPI_PATH = "/v1/tms/condor-submit/taskforces/{taskforce_uuid}/failed"
     ROLES = {"POST": TMS}
@@ -58,7 +82,7 @@ class TMSCondorSubmitUUIDFailedHandler(BaseHandler):
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
-class TMSCondorRmUUIDHandler(BaseHandler):
+class TMSCondorRmUUIDHandler(_TaskforceReportHandler):
     ROUTE = r"/v1/tms/condor-rm/taskforces/(?P<taskforce_uuid>[^/]+)"
     OPENAPI_PATH = "/v1/tms/condor-rm/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
@@ -69,7 +93,7 @@ class TMSCondorRmUUIDHandler(BaseHandler):
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
-class TMSCondorRmUUIDFailedHandler(BaseHandler):
+class TMSCondorRmUUIDFailedHandler(_TaskforceReportHandler):
     ROUTE = r"/v1/tms/condor-rm/taskforces/(?P<taskforce_uuid>[^/]+)/failed"
     OPENAPI_PATH = "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"
     ROLES = {"POST": TMS}
@@ -85,7 +109,7 @@ class TMSCondorRmUUIDFailedHandler(BaseHandler):
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
-class TMSCondorCompleteUUIDHandler(BaseHandler):
+class TMSCondorCompleteUUIDHandler(_TaskforceReportHandler):
     ROUTE = r"/v1/tms/condor-complete/taskforces/(?P<taskforce_uuid>[^/]+)"
     OPENAPI_PATH = "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
@@ -101,8 +125,33 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
     ROUTE = r"/v1/tms/statuses/taskforces"
     OPENAPI_PATH = "/v1/tms/statuses/taskforces"
     ROLES = {"POST": TMS}
+    MAX_BODY_SETTING = "max_statuses_body_bytes"  # a watcher's bulk report runs to megabytes
 
     async def post(self) -> None:
-        results = await ops.update_statuses(self.deps.store, self.body())
+        body = self.body()
+        statuses = body.get("compound_statuses_by_taskforce", {})
+        uuids = list(dict.fromkeys([*statuses, *body.get("top_task_errors_by_taskforce", {})]))
+        refused = await self._elsewhere(uuids)
+        if refused:
+            body = {k: {u: v for u, v in part.items() if u not in refused} for k, part in body.items()}
+        by_uuid = {r["uuid"]: r for r in await ops.update_statuses(self.deps.store, body)}
+        for uuid in refused:
+            by_uuid[uuid] = {"uuid": uuid, "status": "failed", "error": "not at a schedd this token acts for"}
+        results = [by_uuid[u] for u in uuids]
         failed = any(r["status"] != "updated" for r in results)
         self.send({"results": results}, 207 if failed else 200)
+
+    async def _elsewhere(self, uuids: list[str]) -> set[str]:
+        """The taskforces among `uuids` at schedds this TMS does not act for."""
+        caller = self.caller
+        if not isinstance(caller, TMSCaller) or caller.schedds is None or not uuids:
+            return set()  # an admin, or a legacy unscoped token
+        refused: set[str] = set()
+        for i in range(0, len(uuids), 1000):  # bounded filters, however long the report
+            docs = await self.deps.store.find(
+                "taskforces",
+                {"taskforce_uuid": {"$in": uuids[i : i + 1000]}, "schedd": {"$nin": sorted(caller.schedds)}},
+                projection=["taskforce_uuid"],
+            )
+            refused.update(d["taskforce_uuid"] for d in docs)
+        return refused

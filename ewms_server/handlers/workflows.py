@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from .. import coercion
 from ..errors import NotFound
 from ..ops import workflows as ops
 from ..ops.queries import run_query
 from ..ops.reads import get_scoped, public_mqprofiles
+from ..query_filter import check_projection
 from ..rules import check_job_inputs
+from ..storage.collections import COLLECTIONS
 from .base import USERS, BaseHandler
 
 
@@ -16,13 +19,13 @@ class WorkflowsHandler(BaseHandler):
     ROLES = {"POST": USERS}
 
     async def post(self) -> None:
-        body = self.body()
+        body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
         created = await ops.create_workflow(
-            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body
+            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
         )
         self.deps.wake("mq_activation")
-        self.send(created)
+        self.send(self.deps.views.created(created))
 
 
 class WorkflowIDHandler(BaseHandler):
@@ -34,7 +37,7 @@ class WorkflowIDHandler(BaseHandler):
         wf = await get_scoped(self.deps.store, "workflows", workflow_id, self.caller)
         if wf is None:
             raise NotFound(f"no workflow {workflow_id}")
-        self.send(wf)
+        self.send(self.deps.views.workflow(wf))
 
 
 class _DeactivateHandler(BaseHandler):
@@ -69,7 +72,14 @@ class WorkflowIDMQProfilesPublicHandler(BaseHandler):
         if await get_scoped(self.deps.store, "workflows", workflow_id, self.caller, ["workflow_id"]) is None:
             raise NotFound(f"no workflow {workflow_id}")
         profiles = await public_mqprofiles(self.deps.store, workflow_id, self.caller)
-        self.send({"mqprofiles": profiles})
+        self.send({"mqprofiles": [self.deps.views.mq_profile(p) for p in profiles]})
+
+
+class MQSWorkflowIDMQProfilesPublicHandler(WorkflowIDMQProfilesPublicHandler):
+    """EWMS's clients reach its queue service (MQS) at this path: the same answer."""
+
+    ROUTE = r"/v1/mqs/workflows/(?P<workflow_id>[^/]+)/mq-profiles/public"
+    OPENAPI_PATH = "/v1/mqs/workflows/{workflow_id}/mq-profiles/public"
 
 
 class QueryWorkflowsHandler(BaseHandler):
@@ -80,14 +90,20 @@ class QueryWorkflowsHandler(BaseHandler):
 
     async def post(self) -> None:
         cfg = self.deps.cfg
+        body = self.body()
+        spec = COLLECTIONS[self.COLLECTION]
+        check_projection(
+            body.get("projection") or [], spec.id_field, self.deps.schema.schemas[spec.component]
+        )
         docs, next_after = await run_query(
             self.deps.store,
             self.COLLECTION,
-            self.body(),
+            body,
             self.caller,
             fields=self.deps.query_fields[self.COLLECTION],
             limits=self.deps.query_limits,
             page_docs=cfg.query_page_docs,
             page_bytes=cfg.query_page_bytes,
         )
-        self.send({self.KEY: docs, "next_after": next_after})
+        views = self.deps.views
+        self.send({self.KEY: [views.of(self.COLLECTION, d) for d in docs], "next_after": next_after})

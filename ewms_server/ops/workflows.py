@@ -18,21 +18,31 @@ from ..caller import Caller
 from ..config import Location
 from ..errors import Invalid, NotFound, Unprocessable
 from ..phases import IN_HTCONDOR, NOT_YET_IN_HTCONDOR, Phase
+from ..quotas import ADD_WORKERS, QuotaGate, Quotas
 from ..rules import check_location, check_workflow_request, with_defaults
 from ..storage.base import Change, DuplicateKey, Storage
 from .reads import get_scoped
 
+_NO_QUOTAS = QuotaGate(Quotas(0, 0, 0, 0))
+
 
 async def create_workflow(
-    store: Storage, locations: Mapping[str, Location], caller: Caller, body: dict[str, Any]
+    store: Storage,
+    locations: Mapping[str, Location],
+    caller: Caller,
+    body: dict[str, Any],
+    *,
+    quotas: QuotaGate = _NO_QUOTAS,
 ) -> dict[str, Any]:
     aliases = check_workflow_request(body, locations)
-    for attempt in range(3):
-        try:
-            return await _insert_bundle(store, locations, caller, body, aliases)
-        except DuplicateKey:  # an id collision: vanishingly rare; new ids, try again
-            if attempt == 2:
-                raise
+    n_taskforces = sum(len(task["cluster_locations"]) for task in body["tasks"])
+    async with quotas.creating_workflow(store, caller, n_taskforces):
+        for attempt in range(3):
+            try:
+                return await _insert_bundle(store, locations, caller, body, aliases)
+            except DuplicateKey:  # an id collision: vanishingly rare; new ids, try again
+                if attempt == 2:
+                    raise
     raise AssertionError("unreachable")
 
 
@@ -132,6 +142,8 @@ async def add_workers(
     task_id: str,
     location: str,
     n_workers: int,
+    *,
+    quotas: QuotaGate = _NO_QUOTAS,
 ) -> dict[str, Any]:
     td = await get_scoped(store, "task_directives", task_id, caller)
     if td is None:
@@ -168,8 +180,10 @@ async def add_workers(
         worker_config=first[0]["worker_config"],
         phase=Phase.PRE_LAUNCH if n_inactive == 0 else Phase.PRE_MQ_ACTIVATION,
         source_entity=caller.entity,
+        origin=ADD_WORKERS,
     )
-    await store.insert("taskforces", [tf])
+    async with quotas.adding_workers(store, caller, wf["workflow_id"]):
+        await store.insert("taskforces", [tf])
     # a deactivation that raced with this insert must still reach the new taskforce
     again = await store.get("workflows", {"workflow_id": wf["workflow_id"]}, projection=["deactivated"])
     if again is None or again["deactivated"] is not None:

@@ -19,7 +19,7 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The store layout this code writes; `migrate` brings older stores up to it."""
 
 

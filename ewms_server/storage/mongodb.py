@@ -74,6 +74,10 @@ class MongoStorage:
         for spec in COLLECTIONS.values():  # idempotent: replicas may do this at the same time
             for ix in spec.indexes:
                 await self._db[spec.name].create_index(ix.keys(), unique=ix.unique)
+        if 0 < version < 2:  # taskforces in EWMS's form (sqlite_schema._v2 says what)
+            tfs = self._db["taskforces"]
+            await tfs.update_many({"collector": ""}, {"$set": {"collector": None}})
+            await tfs.update_many({"job_event_log_fpath": None}, {"$set": {"job_event_log_fpath": ""}})
         await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
         return SCHEMA_VERSION
 

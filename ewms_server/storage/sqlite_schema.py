@@ -40,7 +40,21 @@ def _v1(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
             conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1}
+def _v2(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """Taskforces in EWMS's form: `collector` null when the location names none (was ""),
+    `job_event_log_fpath` "" until submitted (was null)."""
+    if "taskforces" not in {s.name for s in specs}:
+        return
+    for field, was, now in (("collector", "'text'", "json('null')"), ("job_event_log_fpath", "'null'", "''")):
+        path = f"'$.\"{field}\"'"
+        empty = f" AND json_extract(doc, {path}) = ''" if field == "collector" else ""
+        conn.execute(
+            f"UPDATE taskforces SET doc = json_set(doc, {path}, {now}) "
+            f"WHERE json_type(doc, {path}) = {was}{empty}"
+        )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1, 2: _v2}
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION
 

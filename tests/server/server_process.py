@@ -27,8 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def token(role: str = "user", sub: str = "alice") -> str:
-    return mint_token(SECRET, sub=sub, role=role, expires_s=3600)
+def token(role: str = "user", sub: str = "alice", schedds: list[str] | None = None) -> str:
+    """A token of these servers; a system-tms one acts for `schedds`."""
+    return mint_token(SECRET, sub=sub, role=role, expires_s=3600, schedds=schedds)
 
 
 class NoAnswer(Exception):
@@ -82,6 +83,9 @@ class ServerProcess:
             "EWMS_AUTH_SECRET": SECRET,
             "EWMS_REST_PORT": str(port),
             "EWMS_DATA_DIR": str(data_dir),
+            # these tests create workflows by the hundred, as one user
+            "EWMS_USER_MAX_ACTIVE_WORKFLOWS": "0",
+            "EWMS_USER_MAX_WORKFLOWS_PER_MIN": "0",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,9 +93,6 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def token(self, *, role: str = "user", sub: str = "alice") -> str:
-        return token(role, sub)
 
     def spawn(self) -> None:
         with open(self.log, "ab") as out:

@@ -76,6 +76,29 @@ def test_mint_token() -> None:
     assert run("mint-token", "--sub", "x", "--role", "root", env={"EWMS_AUTH_SECRET": SECRET}).returncode == 2
 
 
+def test_mint_token_for_a_tms_names_its_schedds() -> None:
+    env = {"EWMS_AUTH_SECRET": SECRET, "EWMS_CLUSTER_LOCATIONS": '{"a": "ap1", "b": "ap2"}'}
+    res = run(
+        "mint-token", "--sub", "tms-1", "--role", "system-tms", "--schedd", "ap1", "--schedd", "ap2", env=env
+    )
+    assert res.returncode == 0 and res.stderr == ""
+    claims = jwt.decode(res.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["ewms_role"] == "system-tms" and claims["ewms_schedds"] == ["ap1", "ap2"]
+    # the claim's name follows the server's setting
+    res = run(
+        "mint-token", "--sub", "t", "--role", "system-tms", "--schedd", "ap1",
+        env={**env, "EWMS_AUTH_SCHEDDS_CLAIM": "condor_aps"},
+    )  # fmt: skip
+    assert jwt.decode(res.stdout.strip(), SECRET, algorithms=["HS256"])["condor_aps"] == ["ap1"]
+    # a schedd the server does not know is minted, with a warning
+    res = run("mint-token", "--sub", "t", "--role", "system-tms", "--schedd", "ap9", env=env)
+    assert res.returncode == 0 and "'ap9' is not in EWMS_CLUSTER_LOCATIONS" in res.stderr
+    # a TMS token must name its schedds, and only a TMS token takes them
+    for args in (["--role", "system-tms"], ["--role", "user", "--schedd", "ap1"]):
+        res = run("mint-token", "--sub", "t", *args, env=env)
+        assert res.returncode == 2 and "--schedd" in res.stderr and res.stdout == ""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,6 +142,8 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert stat.S_IMODE((data / "ewms.sqlite3").stat().st_mode) == 0o600
     token = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("user "))
     assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"
+    tms = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("system-tms "))
+    assert jwt.decode(tms, options={"verify_signature": False})["ewms_schedds"] == [socket.gethostname()]
 
 
 def _request(port: int, method: str, path: str, token: str, body: Any = None) -> Any:

@@ -66,7 +66,7 @@ def start_tms(url: str, jobs: str, log: Path) -> subprocess.Popen[bytes]:
         **{k: v for k, v in os.environ.items() if not k.startswith("EWMS_")},
         "PYTHONPATH": str(REPO),
         "EWMS_TMS_SERVER_URL": url,
-        "EWMS_TMS_TOKEN": token("system-tms", "crash-tms"),
+        "EWMS_TMS_TOKEN": token("system-tms", "crash-tms", [TMS_SCHEDD]),
         **local_settings(jobs, uid_range()),
         "EWMS_TMS_STARTER_INTERVAL": "0.1",
         "EWMS_TMS_STOPPER_INTERVAL": "0.1",

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from tornado.httpclient import AsyncHTTPClient
 
-from ewms_server.testing import running_server
+from ewms_server.testing import RunningServer, running_server
 
 KID = "key-1"
 
@@ -68,6 +68,7 @@ def token(
     iss: str | None = None,
     role: str = "user",
     exp: float = 300,
+    **extra: Any,
 ) -> str:
     now = int(time.time())
     claims = {
@@ -77,13 +78,13 @@ def token(
         "iss": iss or issuer["url"],
         "iat": now,
         "exp": now + int(exp),
+        **extra,
     }
     return jwt.encode(claims, issuer["key"], algorithm="RS256", headers={"kid": kid})
 
 
 async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
-    env = {"EWMS_AUTH_SECRET": "", "EWMS_AUTH_OPENID_URL": issuer["url"], "EWMS_AUTH_AUDIENCE": "ewms"}
-    async with running_server(env=env) as srv:
+    async with running_server(env=oidc_env(issuer)) as srv:
 
         async def status(tok: str) -> int:
             resp = await AsyncHTTPClient().fetch(
@@ -92,7 +93,8 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
             return resp.code
 
         assert await status(token(issuer)) == 200
-        assert await status(token(issuer, role="system-tms")) == 200
+        assert await status(token(issuer, role="system-tms", ewms_schedds=["test-schedd"])) == 200
+        assert await status(token(issuer, role="system-tms")) == 403  # names no schedds
         assert await status(token(issuer, aud="other")) == 401
         assert await status(token(issuer, iss="http://evil.example")) == 401
         assert await status(token(issuer, exp=-120)) == 401
@@ -110,3 +112,38 @@ async def test_oidc_tokens(issuer: dict[str, Any]) -> None:
         for i in range(5):
             assert await status(token(issuer, kid=f"nope-{i}")) == 401
         assert issuer["hits"]["jwks"] - before <= 1
+
+
+def oidc_env(issuer: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {
+        "EWMS_AUTH_SECRET": "",
+        "EWMS_AUTH_OPENID_URL": issuer["url"],
+        "EWMS_AUTH_AUDIENCE": "ewms",
+        **extra,
+    }
+
+
+async def pending_starter(srv: RunningServer, tok: str, schedd: str) -> int:
+    resp = await AsyncHTTPClient().fetch(
+        f"{srv.url}/v1/tms/pending-starter/taskforces?schedd={schedd}",
+        headers={"Authorization": f"Bearer {tok}"},
+        raise_error=False,
+    )
+    return resp.code
+
+
+async def test_oidc_schedds_claim_is_configurable(issuer: dict[str, Any]) -> None:
+    """An issuer that writes the schedds into its own claim, as one space-separated string."""
+    async with running_server(env=oidc_env(issuer, EWMS_AUTH_SCHEDDS_CLAIM="condor_aps")) as srv:
+        tms = token(issuer, role="system-tms", condor_aps="ap1.example ap2.example")
+        assert await pending_starter(srv, tms, "ap1.example") == 200
+        assert await pending_starter(srv, tms, "ap2.example") == 200
+        assert await pending_starter(srv, tms, "ap3.example") == 403
+        # the default claim name means nothing to this server
+        other = token(issuer, role="system-tms", ewms_schedds=["ap3.example"])
+        assert await pending_starter(srv, other, "ap3.example") == 403
+
+
+async def test_oidc_unscoped_tms_tokens_with_the_legacy_setting(issuer: dict[str, Any]) -> None:
+    async with running_server(env=oidc_env(issuer, EWMS_AUTH_ALLOW_UNSCOPED_TMS="true")) as srv:
+        assert await pending_starter(srv, token(issuer, role="system-tms"), "anywhere") == 200

@@ -58,7 +58,11 @@ def wait_phase(api: Api, uuid: str, phase: str, timeout: float = 30) -> dict[str
 def test_one_taskforce_life_with_requests_alternating(replicas: tuple[ServerProcess, ServerProcess]) -> None:
     a, b = replicas
     ua, ub = Api(a.port, token("user")), Api(b.port, token("user"))
-    ta, tb = Api(a.port, token("system-tms", "tms-a")), Api(b.port, token("system-tms", "tms-b"))
+    schedds = [LOCATIONS["life"]]
+    ta, tb = (
+        Api(a.port, token("system-tms", "tms-a", schedds)),
+        Api(b.port, token("system-tms", "tms-b", schedds)),
+    )
     starter = f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['life']}"
     stopper = f"/v1/tms/pending-stopper/taskforces?schedd={LOCATIONS['life']}"
     try:
@@ -125,7 +129,7 @@ def test_claims_sent_to_both_never_share_a_taskforce(replicas: tuple[ServerProce
     lock = threading.Lock()
 
     def claimer(port: int, name: str) -> None:
-        api = Api(port, token("system-tms", name))
+        api = Api(port, token("system-tms", name, [LOCATIONS["race"]]))
         try:
             while offer := api.ok("GET", f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['race']}"):
                 with lock:
@@ -178,7 +182,7 @@ def test_a_deactivation_made_on_one_is_never_undone_by_the_others_loops(
     finally:
         for api in apis:
             api.close()
-    starter = Api(a.port, token("system-tms", "t"))
+    starter = Api(a.port, token("system-tms", "t", [LOCATIONS["ended"]]))
     try:
         assert starter.ok("GET", f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['ended']}") == {}
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ewms_server.config import Config
 from ewms_server.handlers.routes import HANDLERS
 from ewms_server.phases import Phase
 from ewms_server.schema import OpenAPI
@@ -27,6 +28,15 @@ def test_every_schema_operation_has_a_handler_and_back() -> None:
     for h in HANDLERS:
         for method in h.ROLES:
             assert hasattr(h, method.lower()), f"{h.__name__} lacks {method.lower()}()"
+
+
+def test_every_route_has_a_body_limit_setting() -> None:
+    cfg = Config.from_env({})
+    for h in HANDLERS:
+        limit = getattr(cfg, h.MAX_BODY_SETTING)
+        assert isinstance(limit, int) and limit >= 1024, h.__name__
+    statuses = next(h for h in HANDLERS if h.OPENAPI_PATH == "/v1/tms/statuses/taskforces")
+    assert getattr(cfg, statuses.MAX_BODY_SETTING) == cfg.max_statuses_body_bytes > cfg.max_body_bytes
 
 
 def test_handler_names_follow_routes() -> None:

@@ -2,12 +2,15 @@
 
 The table MATRIX says, for each operation of schema/openapi.json, the status each caller gets:
 no token, an expired token, a token with a wrong signature (claiming admin), user A (alice,
-who owns the objects in the paths), user B (bob), the TMS and an admin. Each cell runs on
+who owns the objects in the paths), user B (bob), the TMS of the objects' schedd, the TMS of
+another schedd (tmsB: 403 on every TMS route, a 404 or nothing on taskforce reads, each
+taskforce of its statuses report refused in a 207), a TMS token naming no schedds (tms0:
+refused without EWMS_AUTH_ALLOW_UNSCOPED_TMS), and an admin. Each cell runs on
 fresh objects when the route changes state, so every cell is independent of the others and
 the allowed cells really succeed (a TMS transition is offered a taskforce in the phase it
 accepts). Besides the status, every cell checks:
 
-- a refused cell (401/403/404) changes nothing in the database;
+- a refused cell (401/403/404, and tmsB's 207) changes nothing in the database;
 - no user ever receives a queue credential (`auth_token`) of another user's workflow, nor of a
   pilot-only (non-public) queue of its own;
 - a state-changing request is logged naming the actual subject ("... by user:alice"), and the
@@ -20,13 +23,11 @@ import copy
 import json
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
@@ -38,45 +39,58 @@ from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, SCHEDD, wait_until, workflow_body
 
-IDENTITIES = ("none", "expired", "badsig", "alice", "bob", "tms", "admin")
-ENTITY = {"alice": "user:alice", "bob": "user:bob", "tms": "system-tms:tms-1", "admin": "admin:root"}
+IDENTITIES = ("none", "expired", "badsig", "alice", "bob", "tms", "tmsB", "tms0", "admin")
+ENTITY = {
+    "alice": "user:alice",
+    "bob": "user:bob",
+    "tms": "system-tms:tms-1",
+    "tmsB": "system-tms:tms-b",
+    "tms0": "system-tms:tms-0",
+    "admin": "admin:root",
+}
 SUBJECT_ROLE = {
     "alice": ("alice", "user"),
     "bob": ("bob", "user"),
     "tms": ("tms-1", "system-tms"),
+    "tmsB": ("tms-b", "system-tms"),
+    "tms0": ("tms-0", "system-tms"),
     "admin": ("root", "admin"),
 }
+OTHER_SCHEDD = "remote-schedd"
+"""tmsB's only schedd; every object in the table is at SCHEDD."""
 WRONG_SECRET = "not-the-server-secret-but-long-enough-0123456789"
 
 WF = "/v1/workflows/{workflow_id}"
+MQS = "/v1/mqs/workflows/{workflow_id}"  # where EWMS's clients reach its queue service
 TD = "/v1/task-directives/{task_id}"
 TF = "/v1/taskforces/{taskforce_uuid}"
 
 # fmt: off
-MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int]] = {
-    # operation                                                          none  exp  sig alice bob  tms admin
-    ("GET",  "/v1/"):                                                    (401, 401, 401, 200, 200, 200, 200),
-    ("GET",  "/v1/health"):                                              (200, 200, 200, 200, 200, 200, 200),
-    ("GET",  "/v1/schema/openapi"):                                      (200, 200, 200, 200, 200, 200, 200),
-    ("POST", "/v1/workflows"):                                           (401, 401, 401, 200, 200, 403, 200),
-    ("GET",  WF):                                                        (401, 401, 401, 200, 404, 403, 200),
-    ("POST", WF + "/actions/abort"):                                     (401, 401, 401, 200, 404, 403, 200),
-    ("POST", WF + "/actions/finished"):                                  (401, 401, 401, 200, 404, 403, 200),
-    ("GET",  WF + "/mq-profiles/public"):                                (401, 401, 401, 200, 404, 403, 200),
-    ("POST", "/v1/query/workflows"):                                     (401, 401, 401, 200, 200, 403, 200),
-    ("GET",  TD):                                                        (401, 401, 401, 200, 404, 403, 200),
-    ("POST", TD + "/actions/add-workers"):                               (401, 401, 401, 200, 404, 403, 200),
-    ("POST", "/v1/query/task-directives"):                               (401, 401, 401, 200, 200, 403, 200),
-    ("GET",  TF):                                                        (401, 401, 401, 200, 404, 200, 200),
-    ("POST", "/v1/query/taskforces"):                                    (401, 401, 401, 200, 200, 200, 200),
-    ("GET",  "/v1/tms/pending-starter/taskforces"):                      (401, 401, 401, 403, 403, 200, 200),
-    ("GET",  "/v1/tms/pending-stopper/taskforces"):                      (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}"):        (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}"):            (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"):     (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"):      (401, 401, 401, 403, 403, 200, 200),
-    ("POST", "/v1/tms/statuses/taskforces"):                             (401, 401, 401, 403, 403, 200, 200),
+MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]] = {
+    # operation                                                          none  exp  sig alice bob  tms tmsB tms0 admin
+    ("GET",  "/v1/"):                                                    (401, 401, 401, 200, 200, 200, 200, 403, 200),
+    ("GET",  "/v1/health"):                                              (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/schema/openapi"):                                      (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("POST", "/v1/workflows"):                                           (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("GET",  WF):                                                        (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", WF + "/actions/abort"):                                     (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", WF + "/actions/finished"):                                  (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  WF + "/mq-profiles/public"):                                (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  MQS + "/mq-profiles/public"):                               (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", "/v1/query/workflows"):                                     (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("GET",  TD):                                                        (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", TD + "/actions/add-workers"):                               (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", "/v1/query/task-directives"):                               (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("GET",  TF):                                                        (401, 401, 401, 200, 404, 200, 404, 403, 200),
+    ("POST", "/v1/query/taskforces"):                                    (401, 401, 401, 200, 200, 200, 200, 403, 200),
+    ("GET",  "/v1/tms/pending-starter/taskforces"):                      (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("GET",  "/v1/tms/pending-stopper/taskforces"):                      (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}"):        (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}"):            (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"):     (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"):      (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("POST", "/v1/tms/statuses/taskforces"):                             (401, 401, 401, 403, 403, 200, 207, 403, 200),
 }
 # fmt: on
 
@@ -152,6 +166,8 @@ class Ctx:
         }
         for ident, (sub, role) in SUBJECT_ROLE.items():
             self.tokens[ident] = srv.token(role=role, sub=sub)
+        self.tokens["tmsB"] = srv.token(role="system-tms", sub="tms-b", schedds=[OTHER_SCHEDD])
+        self.tokens["tms0"] = mint_token(srv.secret, sub="tms-0", role="system-tms")  # no schedds claim
         self._shared: dict[str, Any] | None = None
 
     async def call(
@@ -323,6 +339,12 @@ async def _mq_public(ctx: Ctx) -> Req:
     return req
 
 
+async def _mqs_public(ctx: Ctx) -> Req:
+    req = await _mq_public(ctx)
+    req.path = req.path.replace("/v1/workflows/", "/v1/mqs/workflows/", 1)
+    return req
+
+
 async def _check_mq_public(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
     profiles = body["mqprofiles"]
     assert sorted(p["alias"] for p in profiles) == ["q0", "q2"]  # q1 connects the tasks only
@@ -345,7 +367,7 @@ def _query(collection_key: str) -> tuple[Prepare, Check]:
 
     async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
         docs = body[collection_key]
-        if ident == "bob":
+        if ident in ("bob", "tmsB"):  # tmsB: none of these taskforces is at its schedd
             assert docs == [] and body["next_after"] is None
         else:
             expected = {"workflows": 1, "task_directives": 2, "taskforces": 2}[collection_key]
@@ -451,7 +473,11 @@ async def _statuses(ctx: Ctx) -> Req:
 
 
 async def _check_statuses(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
-    assert body == {"results": [{"uuid": req.ids["uuid"], "status": "updated"}]}
+    if ident == "tmsB":
+        error = "not at a schedd this token acts for"
+        assert body == {"results": [{"uuid": req.ids["uuid"], "status": "failed", "error": error}]}
+    else:
+        assert body == {"results": [{"uuid": req.ids["uuid"], "status": "updated"}]}
 
 
 def _static(path: str) -> Prepare:
@@ -485,6 +511,7 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("POST", WF + "/actions/abort"): (_deactivate("abort"), _check_deactivated("ABORTED")),
     ("POST", WF + "/actions/finished"): (_deactivate("finished"), _check_deactivated("FINISHED")),
     ("GET", WF + "/mq-profiles/public"): (_mq_public, _check_mq_public),
+    ("GET", MQS + "/mq-profiles/public"): (_mqs_public, _check_mq_public),
     ("POST", "/v1/query/workflows"): _query("workflows"),
     ("GET", TD): (_td_shared, _check_get_td),
     ("POST", TD + "/actions/add-workers"): (_add_workers, _check_add_workers),
@@ -569,14 +596,15 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
             assert body == {"code": expected, "error": body["error"]}, where
             if expected == 401:
                 assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), where
-            await ctx.settle()
-            assert await ctx.snapshot() == before, f"{where}: a refused request changed the database"
         else:
             await check(ctx, ident, req, body)
+        if expected >= 400 or expected == 207:  # 207: every taskforce of the report refused
+            await ctx.settle()
+            assert await ctx.snapshot() == before, f"{where}: a refused request changed the database"
         # queue credentials: a user sees only the public queues of its own workflows
         secrets = await ctx.secrets()
         seen = set(SECRET_RE.findall(r.text))
-        if ident in ("none", "expired", "badsig", "bob"):
+        if ident in ("none", "expired", "badsig", "bob", "tmsB", "tms0"):
             assert not seen, f"{where}: leaked queue credentials"
         elif ident == "alice":
             for s in seen:
@@ -588,6 +616,27 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
             lines = [rec.getMessage() for rec in caplog.records if rec.name == "ewms_server.requests"]
             assert line in lines, f"{where}: no log line {line!r} in {lines}"
     assert not failures, "\n".join(failures)
+
+
+async def test_unscoped_tms_token_with_the_legacy_setting(backend: str) -> None:
+    """EWMS_AUTH_ALLOW_UNSCOPED_TMS=true: a TMS token naming no schedds does everything the
+    schedd-bound TMS does (the tms0 column turns into the tms one)."""
+    async with running_server(
+        cluster_locations=LOCATIONS,
+        mongodb_url=backend,
+        broker=TokenBroker(),
+        env={"EWMS_LOOP_INTERVAL_S": "1", "EWMS_AUTH_ALLOW_UNSCOPED_TMS": "true"},
+    ) as srv:
+        ctx = Ctx(srv)
+        ops = [op for op, row in MATRIX.items() if row[IDENTITIES.index("tms")] == 200]
+        assert len(ops) == 13  # every TMS route and taskforce read, /v1/, health, schema
+        for method, path in ops:
+            prepare, check = ROWS[(method, path)]
+            req = await prepare(ctx)
+            await ctx.settle()
+            r = await ctx.call("tms0", method, req.path, req.body, req.query)
+            assert r.status == 200, (method, path, r.status, r.text)
+            await check(ctx, "tms0", req, r.json)
 
 
 # -- ids leak nothing --------------------------------------------------------------------
@@ -611,6 +660,7 @@ async def test_other_users_object_is_indistinguishable_from_a_missing_one(server
         ("POST", WF + "/actions/abort", None),
         ("POST", WF + "/actions/finished", None),
         ("GET", WF + "/mq-profiles/public", None),
+        ("GET", MQS + "/mq-profiles/public", None),
         ("GET", TD, None),
         ("POST", TD + "/actions/add-workers", {"cluster_location": "local", "n_workers": 1}),
         ("GET", TF, None),
@@ -631,93 +681,3 @@ async def test_other_users_object_is_indistinguishable_from_a_missing_one(server
     wf = await ctx.store.get("workflows", {"workflow_id": real["workflow_id"]})
     assert wf["deactivated"] is None
     assert await ctx.store.count("taskforces", {"workflow_id": real["workflow_id"]}) == 2
-
-
-# -- odd tokens ------------------------------------------------------------------------
-
-
-def _claims(**extra: Any) -> dict[str, Any]:
-    now = int(time.time())
-    return {"sub": "alice", "ewms_role": "user", "iat": now, "exp": now + 600, **extra}
-
-
-async def test_token_variants(server: RunningServer) -> None:
-    ctx = Ctx(server)
-    secret = server.secret
-    no_exp = _claims()
-    del no_exp["exp"]
-    no_sub = _claims()
-    del no_sub["sub"]
-    cases: list[tuple[str, str | None, int, int]] = [
-        # (what, Authorization header, GET /v1/ status, GET pending-starter status)
-        ("alg none", "Bearer " + jwt.encode(_claims(ewms_role="admin"), "", algorithm="none"), 401, 401),
-        (
-            "HS512 with the right secret",
-            "Bearer " + jwt.encode(_claims(), secret, algorithm="HS512"),
-            401,
-            401,
-        ),
-        ("no exp", "Bearer " + jwt.encode(no_exp, secret, algorithm="HS256"), 401, 401),
-        ("no sub", "Bearer " + jwt.encode(no_sub, secret, algorithm="HS256"), 401, 401),
-        ("empty sub", "Bearer " + jwt.encode(_claims(sub=""), secret, algorithm="HS256"), 401, 401),
-        (
-            "not yet valid",
-            "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), secret, algorithm="HS256"),
-            401,
-            401,
-        ),
-        ("garbage", "Bearer abc.def.ghi", 401, 401),
-        ("basic scheme", "Basic YWxpY2U6cHc=", 401, 401),
-        ("bearer, no token", "Bearer ", 401, 401),
-        ("token without scheme", str(ctx.tokens["admin"]), 401, 401),
-        (
-            "unknown role",
-            "Bearer " + jwt.encode(_claims(ewms_role="superuser"), secret, algorithm="HS256"),
-            403,
-            403,
-        ),
-        ("no role", "Bearer " + jwt.encode(_claims(ewms_role=None), secret, algorithm="HS256"), 403, 403),
-        (
-            "role list: highest known wins",
-            "Bearer " + jwt.encode(_claims(ewms_role=["bogus", "user", "admin"]), secret, algorithm="HS256"),
-            200,
-            200,
-        ),
-        (
-            "role list of user and tms",
-            "Bearer " + jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256"),
-            200,
-            200,
-        ),
-        ("lowercase bearer", f"bearer {ctx.tokens['tms']}", 200, 200),
-    ]
-    failures = []
-    for what, header, main_status, tms_status in cases:
-        for path, query, expected in (
-            ("/v1/", None, main_status),
-            ("/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD}, tms_status),
-        ):
-            r = await ctx.call("none", "GET", path, query=query, authorization=header)
-            if r.status != expected:
-                failures.append(f"{what}: GET {path}: expected {expected}, got {r.status} {r.text}")
-    assert not failures, "\n".join(failures)
-    # the health and schema routes ignore tokens entirely, even broken ones
-    for path in ("/v1/health", "/v1/schema/openapi"):
-        r = await ctx.call("none", "GET", path, authorization="Bearer abc.def.ghi")
-        assert r.status == 200, path
-    # a [user, system-tms] token is the TMS: it may not create workflows
-    both = jwt.encode(_claims(ewms_role=["user", "system-tms"]), secret, algorithm="HS256")
-    r = await ctx.call("none", "POST", "/v1/workflows", workflow_body(), authorization=f"Bearer {both}")
-    assert r.status == 403
-
-
-async def test_role_claim_is_configurable(backend: str | None) -> None:
-    async with running_server(
-        cluster_locations=LOCATIONS, mongodb_url=backend, env={"EWMS_AUTH_ROLE_CLAIM": "groups"}
-    ) as srv:
-        ctx = Ctx(srv)
-        in_claim = mint_token(srv.secret, sub="alice", role="system-tms", claim="groups")
-        default_claim = mint_token(srv.secret, sub="alice", role="system-tms")
-        path, q = "/v1/tms/pending-stopper/taskforces", {"schedd": SCHEDD}
-        assert (await ctx.call("none", "GET", path, query=q, token=in_claim)).status == 200
-        assert (await ctx.call("none", "GET", path, query=q, token=default_claim)).status == 403

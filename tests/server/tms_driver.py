@@ -144,7 +144,7 @@ class HandTms(Actor):
         self.n_handled = 0
 
     def act(self) -> None:
-        api = Api(self.ports(), token("system-tms", self.name))
+        api = Api(self.ports(), token("system-tms", self.name, [self.schedd]))
         try:
             while not self.stopping.is_set():
                 api.port = self.ports()

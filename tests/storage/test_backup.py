@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ewms_server import documents
+from ewms_server.storage.base import SCHEMA_VERSION
 from ewms_server.storage.sqlite import SQLiteStorage
 from ewms_server.storage.sqlite_backup import BackupError, backup
 
@@ -57,7 +58,7 @@ async def test_a_write_during_the_backup_commits_at_once_and_stays_out_of_the_co
     assert late["workflow_id"] in _ids(str(tmp_path / "ewms.sqlite3"))
     # it never started over although the store changed under it
     assert len(steps) == math.ceil(done.pages / 8) and steps[-1] == 0
-    assert done.layout_version == 1
+    assert done.layout_version == SCHEMA_VERSION
 
 
 async def test_a_copy_taken_while_a_writer_is_busy_is_a_consistent_prefix(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ async def test_a_copy_taken_while_a_writer_is_busy_is_a_consistent_prefix(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "ewms.sqlite3"]  # no temporary left
     with sqlite3.connect(done.path) as conn:  # one self-contained file, a store of this layout
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     reopened = SQLiteStorage(done.path)  # a server can open it as its store
     try:
         assert await reopened.count("workflows", {"owner": "busy"}) == len(copied) - len(ids)

@@ -147,6 +147,10 @@ def test_sizes_read_as_htcondor_reads_them() -> None:
     assert mem("512M") == mem("512MiB") == mem("512mb") == mem(512) == mem("512") == 512 << 20
     assert mem("1.5G") == 3 << 29 and mem("2T") == 2 << 40 and mem("100B") == 100
     assert parse_size("10", bare_unit=DISK_BARE_UNIT, field="d") == 10 << 10
+    # a JSON integer, as EWMS's clients send it, means what the bare number means
+    assert parse_size(10, bare_unit=DISK_BARE_UNIT, field="d") == parse_size(
+        "10", bare_unit=DISK_BARE_UNIT, field="d"
+    )
     with pytest.raises(BadInput, match="m: not a size"):
         mem("lots")
 
