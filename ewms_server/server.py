@@ -84,7 +84,7 @@ def make_app(deps: Deps) -> tornado.web.Application:
 
 @dataclass
 class Server:
-    """One server process: `await start()`, then `await stop()` (or `run(stop_event)`)."""
+    """One server process: `await start()`, then `await stop()`."""
 
     cfg: Config
     broker: BrokerAdapter | None = None
@@ -176,10 +176,3 @@ class Server:
         if self.broker is not None:
             await self.broker.close()
         await self.deps.store.close()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()

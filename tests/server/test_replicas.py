@@ -6,6 +6,7 @@ side by side (fast) and neither undoes a deactivation made through the other."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -13,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from ewms_pilot.broker import connection_url
 from tests.conftest import workflow_body
+from tests.test_e2e_workflow import broker_objects_gone, delete_broker_leftovers
 
 from .server_process import Api, ServerProcess, free_port, token
 
@@ -187,3 +191,48 @@ def test_a_deactivation_made_on_one_is_never_undone_by_the_others_loops(
         assert starter.ok("GET", f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['ended']}") == {}
     finally:
         starter.close()
+
+
+BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def test_both_activate_queues_and_what_users_are_given_works(tmp_path: Path) -> None:
+    """With RabbitMQ, both servers' queue activation loops race for each new workflow: the
+    credentials a user and the pilots are given must be the broker's, whichever won; once the
+    workflows end, their broker users and vhosts are gone."""
+    env = {
+        "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS),
+        "EWMS_LOOP_INTERVAL_S": "0.05",
+        "EWMS_BROKER_URL": BROKER_URL,
+        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
+        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
+    }
+    pair = [ServerProcess(tmp_path / "data", free_port(), tmp_path / f"server-{n}.log", env) for n in "ab"]
+    for s in pair:
+        s.start()
+    apis = [Api(s.port, token("user")) for s in pair]
+    wids: list[str] = []
+    try:
+        for i in range(6):
+            made = apis[i % 2].ok("POST", "/v1/workflows", body("life"))
+            wids.append(made["workflow"]["workflow_id"])
+            wait_phase(apis[(i + 1) % 2], made["taskforces"][0]["taskforce_uuid"], "pending-starter")
+        for i, wid in enumerate(wids):
+            profiles = apis[i % 2].ok("GET", f"/v1/workflows/{wid}/mq-profiles/public")["mqprofiles"]
+            for p in profiles:
+                url = connection_url(p["broker_address"], p["auth_token"])
+                pika.BlockingConnection(pika.URLParameters(url)).close()  # refused if out of date
+        for i, wid in enumerate(wids):
+            apis[i % 2].ok("POST", f"/v1/workflows/{wid}/actions/finished")
+        deadline = time.monotonic() + 60
+        while not all(broker_objects_gone(w) for w in wids):
+            assert time.monotonic() < deadline, "broker users or vhosts left behind"
+            time.sleep(0.2)
+    finally:
+        for api in apis:
+            api.close()
+        codes = [s.stop() for s in pair]
+        for w in wids:
+            delete_broker_leftovers(w)
+    logs = "".join(s.log.read_text() for s in pair)
+    assert codes == [0, 0] and "Traceback" not in logs, logs[-3000:]
