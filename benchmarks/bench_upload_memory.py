@@ -43,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -189,6 +190,7 @@ def start_ours(secret: str) -> tuple[subprocess.Popen[bytes], int]:
             "EWMS_AUTH_SECRET": secret,
             "EWMS_REST_PORT": str(port),
             "EWMS_LOG_LEVEL": "ERROR",  # a WARNING access line per refused upload is not the subject
+            "EWMS_DATA_DIR": tempfile.mkdtemp(prefix="bench_upload_memory_"),  # never the user's store
         }
     )
     proc = subprocess.Popen(

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -76,12 +77,19 @@ def _call(url: str, token: str, method: str = "GET") -> int:
         return int(e.code)
 
 
-def test_a_forged_line_in_a_request_is_one_escaped_line() -> None:
+def test_a_forged_line_in_a_request_is_one_escaped_line(tmp_path: Path) -> None:
     """The real server's stderr: a path and a token subject carrying a newline and a whole
     fake record each give one line with the newline escaped."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
-    env.update({"EWMS_AUTH_SECRET": SECRET, "EWMS_REST_PORT": str(port), "EWMS_LOG_LEVEL": "DEBUG"})
+    env.update(
+        {
+            "EWMS_AUTH_SECRET": SECRET,
+            "EWMS_REST_PORT": str(port),
+            "EWMS_LOG_LEVEL": "DEBUG",
+            "EWMS_DATA_DIR": str(tmp_path),  # never the user's own store
+        }
+    )
     proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
