@@ -15,6 +15,7 @@ What runs (all on 127.0.0.1, bounded in time, every subprocess killed in `finall
   `ops.workflows.create_workflow` for every workflow, then checked storage `update_where` /
   `transition` calls that move each workflow's taskforces along a realistic phase history (log
   entries, cluster ids, statuses, workflow deactivation flags). No HTTP seeding endpoint.
+  Then `freeze_heap()`, as `python -m ewms_server` does once started.
 - "bare": a subprocess with one Tornado RequestHandler doing `self.write({})` for GET and POST,
   same Tornado, same logging setup.
 - the load generator: `wrk` (1 thread, N connections, Lua script adds the Authorization header
@@ -156,20 +157,11 @@ def _emit_ready(info: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _seed(
-    store: Any, cfg: Any, n_taskforces: int, pending_at_target: int, rng: random.Random
-) -> dict[str, Any]:
-    """Fill the store through create_workflow + checked updates; return what the READY line reports."""
-    from ewms_server import documents
-    from ewms_server.caller import Caller
-    from ewms_server.ops.workflows import create_workflow
-    from ewms_server.phases import Phase as P
-    from ewms_server.storage.base import Change
-
-    user = Caller("alice", "user")
-    tms, lc, mq = "system-tms:bench-tms", "server:launch-control", "server:mq-activation"
-    n_wf = n_taskforces // 2  # 2 locations per workflow
-    # classes of workflows; "complete" takes whatever is left
+def seed_classes(
+    n_taskforces: int, pending_at_target: int, rng: random.Random
+) -> tuple[dict[str, int], list[str]]:
+    """The mix of workflows (2 taskforces each) by where their taskforces ended up, shuffled."""
+    n_wf = n_taskforces // 2
     counts = {
         "pending-starter": pending_at_target,
         "condor-submit": int(n_wf * 0.24),
@@ -178,12 +170,30 @@ async def _seed(
         "cancelled": int(n_wf * 0.02),
         "submit-failed": int(n_wf * 0.01),
     }
-    counts["condor-complete"] = n_wf - sum(counts.values())
+    counts["condor-complete"] = n_wf - sum(counts.values())  # whatever is left
     if counts["condor-complete"] < 0:
         raise SystemExit("--pending-at-target too large for --taskforces")
     classes = [c for c, n in counts.items() for _ in range(n)]
     rng.shuffle(classes)
-    chains = {  # phase history after creation (pre-mq-activation)
+    return counts, classes
+
+
+def seed_locations(i: int, cls: str) -> list[str]:
+    if cls == "pending-starter":
+        return [TARGET_LOC, ["b", "c", "d"][i % 3]]
+    return list(PAIRS[i % len(PAIRS)])
+
+
+def seed_history(
+    cls: str, cluster: int, now: float, recent: bool
+) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+    """For a workflow of class `cls`: what its taskforces get set, the log entries appended
+    after creation, and what its workflow gets set (empty while it runs)."""
+    from ewms_server import documents
+    from ewms_server.phases import Phase as P
+
+    tms, lc, mq, user = "system-tms:bench-tms", "server:launch-control", "server:mq-activation", "user:alice"
+    chain = {
         "pending-starter": [P.PRE_LAUNCH, P.PENDING_STARTER],
         "condor-submit": [P.PRE_LAUNCH, P.PENDING_STARTER, P.CONDOR_SUBMIT],
         "pending-stopper": [P.PRE_LAUNCH, P.PENDING_STARTER, P.CONDOR_SUBMIT, P.PENDING_STOPPER],
@@ -191,79 +201,49 @@ async def _seed(
         "condor-complete": [P.PRE_LAUNCH, P.PENDING_STARTER, P.CONDOR_SUBMIT, P.CONDOR_COMPLETE],
         "cancelled": [P.PRE_LAUNCH, P.PENDING_STARTER, P.CANCELLED],
         "submit-failed": [P.PRE_LAUNCH, P.PENDING_STARTER, P.SUBMIT_FAILED],
-    }
-    who = {
-        P.PRE_LAUNCH: mq,
-        P.PENDING_STARTER: lc,
-        P.CONDOR_SUBMIT: tms,
-        P.PENDING_STOPPER: "user:alice",
-        P.CONDOR_RM: tms,
-        P.CONDOR_COMPLETE: tms,
-        P.CANCELLED: "user:alice",
-        P.SUBMIT_FAILED: tms,
-    }
-    now = time.time()
-    n_recent_finished = 0
-    cluster = 100_000
-    other = ["b", "c", "d"]
-    t0 = time.perf_counter()
-    for i, cls in enumerate(classes):
-        if cls == "pending-starter":
-            locs = [TARGET_LOC, other[i % 3]]
-        else:
-            locs = list(PAIRS[i % len(PAIRS)])
-        prio = rng.choice([50] * 8 + [20, 80])
-        created = await create_workflow(store, cfg.cluster_locations, user, workflow_body(locs, prio, str(i)))
-        wid = created["workflow"]["workflow_id"]
-        chain = chains[cls]
-        entries = [
-            documents.log_entry(target_phase=p, was_successful=True, source_entity=who[p]) for p in chain
-        ]
-        tf_set: dict[str, Any] = {"phase": str(chain[-1])}
-        if P.CONDOR_SUBMIT in chain:
-            cluster += 1
-            tf_set.update(
-                cluster_id=cluster,
-                n_workers=100,
-                submit_dict={
-                    "executable": "/bin/bash",
-                    "request_cpus": "1",
-                    "request_memory": "2G",
-                    "+FileSystemDomain": "blah",
-                    "transfer_input_files": "",
-                    "queue": 100,
-                },
-                job_event_log_fpath=f"/scratch/ewms/tms/{time.strftime('%Y-%m-%d')}/ewms-jel.log",
-                compound_statuses={"RUNNING": {"Tasking": 60}, "IDLE": {"null": 40}},
-                top_task_errors={"ValueError: reco did not converge": 3},
-                statuses_ts=now,
-            )
-        if cls == "condor-complete":
-            tf_set["condor_complete_ts"] = now
-        if cls == "submit-failed":
-            tf_set["n_failed_submits"] = 3
-        await store.update_where(
-            "taskforces", {"workflow_id": wid}, Change(set=tf_set, push={"phase_change_log": entries})
+    }[cls]
+    who = {P.PRE_LAUNCH: mq, P.PENDING_STARTER: lc, P.PENDING_STOPPER: user, P.CANCELLED: user}
+    entries = [
+        documents.log_entry(target_phase=p, was_successful=True, source_entity=who.get(p, tms)) for p in chain
+    ]
+    tf_set: dict[str, Any] = {"phase": str(chain[-1])}
+    if P.CONDOR_SUBMIT in chain:
+        tf_set.update(
+            cluster_id=cluster,
+            n_workers=100,
+            submit_dict={
+                "executable": "/bin/bash",
+                "request_cpus": "1",
+                "request_memory": "2G",
+                "+FileSystemDomain": "blah",
+                "transfer_input_files": "",
+                "queue": 100,
+            },
+            job_event_log_fpath=f"/scratch/ewms/tms/{time.strftime('%Y-%m-%d')}/ewms-jel.log",
+            compound_statuses={"RUNNING": {"Tasking": 60}, "IDLE": {"null": 40}},
+            top_task_errors={"ValueError: reco did not converge": 3},
+            statuses_ts=now,
         )
-        ended = cls in ("pending-stopper", "condor-rm", "condor-complete", "cancelled")
-        await store.update_where("mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": not ended}))
-        if ended:
-            recent = cls != "condor-complete" or n_recent_finished < 200  # queues kept for the grace period
-            n_recent_finished += cls == "condor-complete" and recent
-            await store.transition(
-                "workflows",
-                {"workflow_id": wid},
-                Change(
-                    set={
-                        "deactivated": "FINISHED" if cls == "condor-complete" else "ABORTED",
-                        "deactivated_ts": now,
-                        "taskforces_stopped": True,
-                        "queues_revoked": True,
-                        "queues_deleted": not recent,
-                    }
-                ),
-            )
-    seed_s = time.perf_counter() - t0
+    if cls == "condor-complete":
+        tf_set["condor_complete_ts"] = now
+    if cls == "submit-failed":
+        tf_set["n_failed_submits"] = 3
+    wf_set: dict[str, Any] = {}
+    if cls in ("pending-stopper", "condor-rm", "condor-complete", "cancelled"):
+        wf_set = {
+            "deactivated": "FINISHED" if cls == "condor-complete" else "ABORTED",
+            "deactivated_ts": now,
+            "taskforces_stopped": True,
+            "queues_revoked": True,
+            "queues_deleted": not recent,  # queues are kept for the grace period
+        }
+    return tf_set, entries, wf_set
+
+
+async def seed_mix(store: Any) -> dict[str, Any]:
+    """What the READY line and bench_scale report about a seeded store."""
+    from ewms_server.phases import Phase as P
+
     mix: dict[str, dict[str, int]] = {}
     for tf in await store.find("taskforces", {}, projection=["schedd", "phase"]):
         by = mix.setdefault(tf["schedd"], {})
@@ -275,19 +255,52 @@ async def _seed(
         limit=100,
     )
     return {
-        "seed_s": round(seed_s, 2),
-        "workflows": len(classes),
         "taskforces": sum(sum(v.values()) for v in mix.values()),
-        "workflow_classes": counts,
         "mix_by_schedd_phase": {k: dict(sorted(v.items())) for k, v in sorted(mix.items())},
         "target_condor_submit_uuids": [t["taskforce_uuid"] for t in target_running],
+    }
+
+
+async def _seed(
+    store: Any, cfg: Any, n_taskforces: int, pending_at_target: int, rng: random.Random
+) -> dict[str, Any]:
+    """Fill the store through create_workflow + checked updates; return what the READY line reports."""
+    from ewms_server.caller import Caller
+    from ewms_server.ops.workflows import create_workflow
+    from ewms_server.storage.base import Change
+
+    user = Caller("alice", "user")
+    counts, classes = seed_classes(n_taskforces, pending_at_target, rng)
+    now = time.time()
+    n_recent_finished = 0
+    t0 = time.perf_counter()
+    for i, cls in enumerate(classes):
+        prio = rng.choice([50] * 8 + [20, 80])
+        body = workflow_body(seed_locations(i, cls), prio, str(i))
+        created = await create_workflow(store, cfg.cluster_locations, user, body)
+        wid = created["workflow"]["workflow_id"]
+        recent = cls != "condor-complete" or n_recent_finished < 200
+        n_recent_finished += cls == "condor-complete" and recent
+        tf_set, entries, wf_set = seed_history(cls, 100_000 + i, now, recent)
+        await store.update_where(
+            "taskforces", {"workflow_id": wid}, Change(set=tf_set, push={"phase_change_log": entries})
+        )
+        await store.update_where("mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": not wf_set}))
+        if wf_set:
+            await store.transition("workflows", {"workflow_id": wid}, Change(set=wf_set))
+    seed_s = time.perf_counter() - t0
+    return {
+        "seed_s": round(seed_s, 2),
+        "workflows": len(classes),
+        "workflow_classes": counts,
+        **await seed_mix(store),
     }
 
 
 async def _serve_ours(args: argparse.Namespace) -> None:
     from ewms_server import logs
     from ewms_server.config import Config
-    from ewms_server.server import Server
+    from ewms_server.server import Server, freeze_heap
 
     cfg = Config.from_env(os.environ)
     logs.configure(cfg.log_level)
@@ -298,6 +311,7 @@ async def _serve_ours(args: argparse.Namespace) -> None:
         # the background loops may run between these writes; they only move pre-mq-activation and
         # pre-launch taskforces along (compare-and-set), which the seed overwrites anyway
         info.update(await _seed(server.deps.store, cfg, args.seed, args.pending_at_target, random.Random(7)))
+    freeze_heap()  # as `python -m ewms_server` does once started
     _emit_ready(info)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -773,6 +787,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "EWMS_REST_PORT": "0",
         "EWMS_CLUSTER_LOCATIONS": json.dumps(LOCATIONS),
         "EWMS_SQLITE_SYNCHRONOUS": args.synchronous,
+        # throughput, not quotas: one user creates hundreds of workflows a second here
+        "EWMS_USER_MAX_ACTIVE_WORKFLOWS": "0",
+        "EWMS_USER_MAX_WORKFLOWS_PER_MIN": "0",
     }
     procs: list[Proc] = []
     out: dict[str, Any] = {"benchmark": "bench_server"}

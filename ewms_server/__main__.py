@@ -1,4 +1,5 @@
-"""`ewms-server`: run the EWMS REST server, or mint a development token. Wiring only."""
+"""`ewms-server`: run the EWMS REST server, mint a development token, or back up the store.
+Wiring only."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from dataclasses import replace
 from . import logs
 from .auth import ROLES, mint_token
 from .config import Config, ConfigError, settings_help
-from .server import Server
+from .server import Server, freeze_heap
+from .storage import DB_FILE
 from .storage.base import StoreTooNew
+from .storage.sqlite_backup import BackupError, backup
 
 LOGGER = logging.getLogger("ewms_server")
 
@@ -49,7 +52,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="with --role system-tms (required there, repeatable): a schedd the TMS acts for",
     )
+    b = sub.add_parser(
+        "backup",
+        help="copy the embedded SQLite store to PATH, while servers run",
+        description="Copy the embedded SQLite store ($EWMS_DATA_DIR/ewms.sqlite3) to PATH: a\n"
+        "consistent snapshot, taken while servers keep serving, written 0600 and atomically.",
+        epilog=RESTORE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("path", help="the file to write, or a directory (then ewms-<UTC time>.sqlite3 in it)")
+    b.add_argument("--force", action="store_true", help="replace PATH if it exists")
     return p
+
+
+RESTORE_HELP = """\
+To restore: stop every ewms-server using the data directory; copy the backup to
+$EWMS_DATA_DIR/ewms.sqlite3 (mode 0600); delete ewms.sqlite3-wal and ewms.sqlite3-shm there
+if present (they belong to the replaced file); start the servers. With EWMS_MONGODB_URL set,
+use mongodump and mongorestore instead."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+    if args.command == "backup":
+        return _backup(cfg, args.path, args.force)
     logs.configure(cfg.log_level)
     if not cfg.auth_configured:
         if not cfg.dev_mode:
@@ -118,12 +140,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _backup(cfg: Config, dest: str, force: bool) -> int:
+    if cfg.mongodb_url:
+        print(
+            "ewms-server: backup copies the embedded SQLite store, but EWMS_MONGODB_URL is set: back up "
+            f'MongoDB with mongodump (e.g. mongodump --uri="$EWMS_MONGODB_URL" --db={cfg.mongodb_db})',
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = backup(os.path.join(cfg.data_dir, DB_FILE), dest, force=force)
+    except BackupError as e:
+        print(f"ewms-server: backup failed: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"backed up {cfg.data_dir}/{DB_FILE} (layout version {done.layout_version}, {done.bytes} bytes) "
+        f"to {done.path} in {done.seconds:.1f} s"
+    )
+    return 0
+
+
 async def _serve(cfg: Config) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Server(cfg).run(stop)
+    server = Server(cfg)
+    await server.start()
+    freeze_heap()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
     LOGGER.info("stopped")
     return 0
 

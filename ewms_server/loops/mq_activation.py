@@ -1,6 +1,12 @@
 """Queue activation: make a new workflow's queues and credentials, then release its
 taskforces to launch control; revoke and (after a grace period) delete an ended
-workflow's queues. Every step is idempotent, so replicas may run it side by side."""
+workflow's queues. Every step is idempotent, so replicas may run it side by side.
+
+Activating makes a new broker password, so two servers activating one workflow at once
+would leave the store holding one password and the broker the other. A server therefore
+first leases the workflow's first waiting taskforce (compare-and-set on `lease_until`) and
+activates only if it got the lease; and queues already activated are never activated again
+(a later pass only releases the taskforces)."""
 
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ from ..storage.base import Change, Storage
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
 BATCH = 100
+ACTIVATION_LEASE_S = 300.0
+"""How long one server may work on activating a workflow before another may try (the
+broker adapter's calls time out long before; a failed attempt gives the lease back)."""
 
 
 @dataclass
@@ -51,9 +60,13 @@ class MQActivation:
             if wf["deactivated"] is not None:
                 await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
                 continue
+            lease = await self._lease(wid)
+            if lease is None:
+                continue  # another server is activating it (or just did)
             try:
                 await self._activate_workflow(wid)
             except BrokerUnavailable as e:
+                await self._give_back(lease)
                 # the taskforces stay visibly in pre-mq-activation; retry with backoff
                 self.retry_s = min(self.retry_s * 2, 60.0)
                 self._retry_after = time.time() + self.retry_s
@@ -62,6 +75,7 @@ class MQActivation:
                 return False
             except Exception:  # one bad workflow must not stall every other one
                 LOGGER.exception("workflow %s: activation failed; skipping it this pass", wid)
+                await self._give_back(lease)
                 continue
             self.retry_s = 1.0
             done_any = True
@@ -69,9 +83,36 @@ class MQActivation:
             self.wake_launch()
         return len(pending) == BATCH
 
+    async def _lease(self, wid: str) -> str | None:
+        """The workflow's first waiting taskforce, leased to this server; None if another has it."""
+        waiting = {"workflow_id": wid, "phase": str(Phase.PRE_MQ_ACTIVATION)}
+        first = await self.store.find(
+            "taskforces", waiting, projection=["taskforce_uuid"], sort=[("taskforce_uuid", 1)], limit=1
+        )
+        if not first:
+            return None
+        uuid, now = first[0]["taskforce_uuid"], time.time()
+        leased = await self.store.transition(
+            "taskforces",
+            {**waiting, "taskforce_uuid": uuid, "lease_until": {"$lte": now}},
+            Change(set={"lease_until": now + ACTIVATION_LEASE_S}),
+        )
+        return uuid if leased else None
+
+    async def _give_back(self, uuid: str) -> None:
+        await self.store.transition(
+            "taskforces",
+            {"taskforce_uuid": uuid, "phase": str(Phase.PRE_MQ_ACTIVATION)},
+            Change(set={"lease_until": 0.0}),
+        )
+
     async def _activate_workflow(self, wid: str) -> None:
-        mqids = await self._mqids(wid)
-        access = await self.broker.activate_workflow(wid, mqids) if mqids else {}
+        profiles = await self.store.find(
+            "mqprofiles", {"workflow_id": wid}, projection=["mqid", "is_activated"]
+        )
+        mqids = [p["mqid"] for p in profiles]
+        fresh = any(not p["is_activated"] for p in profiles)  # activated ones keep their password
+        access = await self.broker.activate_workflow(wid, mqids) if fresh else {}
         if access:
             await self.store.update_each(
                 "mqprofiles",
@@ -100,7 +141,9 @@ class MQActivation:
         n = await self.store.update_where(
             "taskforces",
             {"workflow_id": wid, "phase": str(Phase.PRE_MQ_ACTIVATION)},
-            Change(set={"phase": str(Phase.PRE_LAUNCH)}, push={"phase_change_log": [entry]}),
+            Change(
+                set={"phase": str(Phase.PRE_LAUNCH), "lease_until": 0.0}, push={"phase_change_log": [entry]}
+            ),
         )
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
 

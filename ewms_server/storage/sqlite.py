@@ -4,7 +4,8 @@ Threads, so that no call holds the event loop: one writer thread owns the only w
 connection (every write is one `BEGIN IMMEDIATE` transaction, committed before the call
 returns), a few reader threads serve the server's own reads, and separate query threads serve
 budgeted /v1/query/* reads, so a slow query never delays a TMS poll or a health check.
-Filters are compiled (`sql_filter`) inside the worker thread, too.
+Filters are compiled (`sql_filter`) inside the worker thread, too. WAL checkpoints run on a
+thread of their own (`sqlite_threads.Checkpointer`), never inside a request's transaction.
 
 WAL mode: readers never wait for the writer. Several server processes may share one file:
 SQLite's locks serialize their write transactions (each waits up to the busy timeout), and a
@@ -19,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -33,68 +32,14 @@ from .base import Change, Doc, DuplicateKey, Filter, FilterTooComplex, Projectio
 from .collections import COLLECTIONS, CollectionSpec
 from .projection import project, projection_tree
 from .sql_filter import compile_filter, compile_sort, json_equal
+from .sqlite_threads import WRITER_CHECKPOINT_PAGES, Checkpointer, Workers
 
-T = TypeVar("T")
 SYNCHRONOUS = ("FULL", "NORMAL")
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many SQL variables")
 _PROGRESS_STEPS = 1000
 """SQLite VM steps between checks of a query's deadline (a few microseconds of work)."""
-
-
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.cancelled():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
-class _Workers:
-    """`n` threads, each with its own connection, taking jobs from one queue."""
-
-    def __init__(self, name: str, n: int, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, args=(connect,), name=f"{name}-{i}", daemon=True)
-            for i in range(n)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        conn: sqlite3.Connection | None = None
-        error: BaseException | None = None
-        try:
-            conn = connect()
-        except Exception as e:  # every job then fails with it (the store is unusable)
-            error = e
-        try:
-            while (job := self._jobs.get()) is not None:
-                loop, fut, fn = job
-                try:
-                    if conn is None:
-                        raise error or RuntimeError("no connection")
-                    value, ok = fn(conn), True
-                except BaseException as e:
-                    value, ok = e, False
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    loop.call_soon_threadsafe(_settle, fut, ok, value)
-        finally:
-            if conn is not None:
-                conn.close()
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, fut, fn))
-        return await fut
-
-    def stop(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        for t in self._threads:
-            t.join()
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is cut back to once a checkpoint has emptied it (after a burst)."""
 
 
 @contextlib.contextmanager
@@ -142,15 +87,21 @@ class SQLiteStorage:
         self._columns = {name: frozenset(spec.columns()) for name, spec in self._specs.items()}
         if not os.path.exists(path):  # the WAL and shared-memory files inherit this mode
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._writer = _Workers("ewms-sqlite-writer", 1, lambda: self._connect(write=True))
-        self._readers = _Workers("ewms-sqlite-reader", readers, self._connect)
-        self._queries = _Workers("ewms-sqlite-query", query_workers, self._connect)
+        self._checkpointer = Checkpointer(lambda: self._connect(checkpoint=True))
+        self._writer = Workers(
+            "ewms-sqlite-writer", 1, lambda: self._connect(write=True), after=self._checkpointer.wake
+        )
+        self._readers = Workers("ewms-sqlite-reader", readers, self._connect)
+        self._queries = Workers("ewms-sqlite-query", query_workers, self._connect)
 
-    def _connect(self, write: bool = False) -> sqlite3.Connection:
+    def _connect(self, write: bool = False, checkpoint: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._busy_s, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA synchronous = {self._sync}")
         if write:
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")  # see sqlite_threads
+        if write or checkpoint:
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         else:
             conn.execute("PRAGMA query_only = 1")
         conn.create_function("ewms_json_eq", 2, json_equal, deterministic=True)
@@ -197,7 +148,7 @@ class SQLiteStorage:
         await self._readers.run(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
 
     async def close(self) -> None:
-        for workers in (self._queries, self._readers, self._writer):
+        for workers in (self._queries, self._readers, self._writer, self._checkpointer):
             await asyncio.to_thread(workers.stop)
 
     # -- reads ---------------------------------------------------------------------------------

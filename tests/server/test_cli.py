@@ -40,7 +40,7 @@ def test_help_documents_every_setting() -> None:
         assert s.name in res.stdout
     for name, _, _ in SETTINGS_DOCS:
         assert name in res.stdout
-    assert "mint-token" in res.stdout
+    assert "mint-token" in res.stdout and "backup" in res.stdout
 
 
 def test_refuses_to_start_without_auth() -> None:

@@ -11,6 +11,7 @@ from rest_tools.client import RestClient
 from ewms_server.broker.base import BrokerUnavailable, QueueAccess
 from ewms_server.caller import Caller
 from ewms_server.loops.base import LoopState, run_loop
+from ewms_server.loops.mq_activation import MQActivation
 from ewms_server.ops.workflows import create_workflow
 from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
@@ -109,6 +110,47 @@ async def test_broker_down_keeps_workflow_visible_then_activates(backend: str | 
         assert {p["auth_token"] for p in profiles["mqprofiles"]} == {
             f"tok-{p['mqid']}" for p in profiles["mqprofiles"]
         }
+
+
+class SlowBroker(FlakyBroker):
+    """Activations wait for `release`; each makes a new password, as RabbitMQ's does."""
+
+    def __init__(self) -> None:
+        super().__init__(down=0)
+        self.release = asyncio.Event()
+
+    async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
+        self.calls += 1
+        n = self.calls
+        await self.release.wait()
+        return {m: QueueAccess(m, f"tok-{n}", "rabbitmq", "amqp://127.0.0.1") for m in mqids}
+
+
+async def test_a_second_server_never_activates_a_workflow_being_activated(backend: str | None) -> None:
+    """Two activations would leave the store holding one password and the broker another."""
+    broker = SlowBroker()
+    env = {"EWMS_LOOP_INTERVAL_S": "30"}
+    async with running_server(
+        cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env
+    ) as srv:
+        user = RestClient(srv.url, token=srv.token(), retries=0)
+        made = await user.request("POST", "/v1/workflows", workflow_body())
+        wid, uuid = made["workflow"]["workflow_id"], made["taskforces"][0]["taskforce_uuid"]
+        await wait_until(lambda: asyncio.sleep(0, broker.calls == 1))  # this server's loop is at it
+        other = MQActivation(srv.deps.store, broker, lambda: None, lambda: None, delete_grace_s=86400)
+        await asyncio.wait_for(other.one_pass(), 10)  # another replica's pass on the same store
+        assert broker.calls == 1
+        broker.release.set()
+        await wait_phase(user, uuid, "pending-starter")
+        # a taskforce waiting again later (an add-workers racing the activation): released,
+        # and the queues keep the password users and pilots already hold
+        await srv.deps.store.update_where(
+            "taskforces", {"workflow_id": wid}, Change(set={"phase": "pre-mq-activation"})
+        )
+        await asyncio.wait_for(other.one_pass(), 10)
+        assert broker.calls == 1 and await phase_of(user, uuid) == "pre-launch"
+        profiles = await user.request("GET", f"/v1/workflows/{wid}/mq-profiles/public")
+        assert {p["auth_token"] for p in profiles["mqprofiles"]} == {"tok-1"}
 
 
 async def test_abort_while_broker_down_is_not_undone(backend: str | None) -> None:
