@@ -360,7 +360,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "load_generator": "wrk",
             "pinned": args.pin,
-            "shared": "see other_busy",
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # a shared machine
         },
         "targets": TARGETS,
     }
@@ -448,6 +448,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "health_p50_ms": out["metrics_scrape"]["baseline_health"]["p50_ms"],
         "metrics_on_vs_off_ratio": round(ratio, 3),
     }
+    out["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     s = out["summary"]
     refused = sum(
         v["non2xx"] + v["errors"]
