@@ -10,7 +10,7 @@ import sys
 
 from ewms_pilot.envelope import ENVELOPE, RAW
 
-from . import commands, paths
+from . import commands, paths, progress
 from .client import SETTINGS_DOCS, ClientError, EWMSClient
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -171,13 +171,25 @@ def parser() -> argparse.ArgumentParser:
     _workflow_arg(s)
     s.set_defaults(run=commands.status)
 
-    s = sub.add_parser("watch", help="show taskforce and pilot progress until the end")
+    s = sub.add_parser(
+        "watch",
+        help="a progress bar of tasks done, dead-lettered and pending, with rate and ETA, and why "
+        "each taskforce's jobs wait, until the end",
+    )
     _workflow_arg(s)
     s.add_argument(
         "--interval", type=float, default=10, metavar="S", help="seconds between updates (default 10)"
     )
     s.add_argument("--once", action="store_true", help="print one summary and exit")
-    s.set_defaults(run=commands.watch)
+    s.set_defaults(run=progress.watch)
+
+    s = sub.add_parser(
+        "retry",
+        help="move the messages tasks kept failing on (the dead letters) back to their queues, "
+        "for another EWMS_BROKER_TASK_DELIVERY_LIMIT tries",
+    )
+    _workflow_arg(s)
+    s.set_defaults(run=progress.retry)
 
     for name, run, text in (
         ("finish", commands.finish, "end a workflow whose work is done (state FINISHED)"),

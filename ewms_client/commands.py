@@ -7,12 +7,11 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import paths, progress, queues, views
+from . import paths, queues, views
 from .client import ClientError, EWMSClient, deactivated_when
 
 
@@ -105,17 +104,6 @@ def pull(c: EWMSClient, a: argparse.Namespace) -> None:
         )
     for profile, got in zip(profiles, counts, strict=False):
         print(f"pulled {got} {what} from {profile.alias}", file=sys.stderr)
-
-
-def watch(c: EWMSClient, a: argparse.Namespace) -> None:
-    while True:
-        wf = c.workflow(a.workflow_id)
-        tfs = c.taskforces(a.workflow_id)
-        print(progress.summary(wf, tfs), flush=True)
-        if a.once or progress.is_over(wf, tfs):
-            return
-        print(flush=True)
-        time.sleep(a.interval)
 
 
 def list_workflows(c: EWMSClient, a: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import progress
 from .client import EWMSClient, QueueProfile, deactivated_when, timestamp
 
 PHASES = {  # what a taskforce's phase means to its user
@@ -52,6 +53,8 @@ class Snapshot:
     directives: list[dict[str, Any]]
     taskforces: list[dict[str, Any]]
     queues: list[QueueProfile]
+    progress: dict[str, Any] | None = None
+    """GET /v1/workflows/{id}/progress; None from a server without it."""
 
     @classmethod
     def load(cls, client: EWMSClient, workflow_id: str) -> Snapshot:
@@ -60,6 +63,7 @@ class Snapshot:
             client.task_directives(workflow_id),
             client.taskforces(workflow_id),
             client.public_queues(workflow_id),
+            progress.fetch(client, workflow_id),
         )
 
     def queue_name(self, mqid: str) -> str:
@@ -117,6 +121,7 @@ def taskforce_lines(tf: dict[str, Any]) -> list[str]:
     if phase in FAILED_PHASES and (why := _last_failure(tf)):
         lines.append(f"  last error: {_cut(why, 160)}")
     lines.append(f"  workers: {workers(tf.get('compound_statuses') or {})}")
+    lines.extend("  " + line for line in progress.diagnosis_lines(tf))
     return lines
 
 
@@ -144,7 +149,14 @@ def errors_section(s: Snapshot) -> list[str]:
 
 
 Section = Callable[[Snapshot], list[str]]
-SECTIONS: tuple[Section, ...] = (workflow_section, tasks_section, errors_section)
+
+
+def progress_section(s: Snapshot) -> list[str]:
+    """Tasks done, dead-lettered and pending, rate and ETA (errors have their own section)."""
+    return progress.progress_lines(s.progress, errors=False) if s.progress else []
+
+
+SECTIONS: tuple[Section, ...] = (workflow_section, progress_section, tasks_section, errors_section)
 
 
 def status_screen(s: Snapshot, sections: tuple[Section, ...] = SECTIONS) -> str:

@@ -179,6 +179,45 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EWMS_MAX_WORKER_CORES", "256", "Largest n_cores a task may ask for."),
     Setting(
+        "EWMS_PROGRESS_CACHE_S",
+        "5",
+        "Seconds a workflow's progress answer (with its broker queue depths) is reused: at most "
+        "one broker call per workflow this often, however many clients ask.",
+    ),
+    Setting(
+        "EWMS_PROGRESS_SAMPLE_S",
+        "10",
+        "Least seconds between two samples of a workflow's tasks-done history (taken when the "
+        "TMS reports task counts).",
+    ),
+    Setting("EWMS_PROGRESS_HISTORY_LEN", "200", "Samples kept per workflow (and per task) in its history."),
+    Setting(
+        "EWMS_PROGRESS_RATE_WINDOW_S",
+        "300",
+        "Seconds of history the completion rate (and so the ETA) is measured over.",
+    ),
+    Setting(
+        "EWMS_RETRY_DEAD_LETTERS_MAX",
+        "1000",
+        "Most dead-lettered messages one retry-dead-letters call moves back (call again for more).",
+    ),
+    Setting(
+        "EWMS_METRICS_ENABLED",
+        "true",
+        "false: no Prometheus metrics are kept, and GET /metrics answers 404.",
+    ),
+    Setting(
+        "EWMS_METRICS_TOKEN",
+        None,
+        "A bearer token (any string, >= 16 characters) that may read GET /metrics besides admin "
+        "tokens: for a Prometheus scraper. Unset: admin tokens only.",
+    ),
+    Setting(
+        "EWMS_METRICS_CACHE_S",
+        "10",
+        "Seconds the workflow and taskforce counts of GET /metrics are reused (0: counted on every scrape).",
+    ),
+    Setting(
         "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
         "100",
         "Most workflows one user may have active (not finished or aborted) at once; one more is "
@@ -253,6 +292,14 @@ class Config:
     log_level: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     job_limits: JobLimits = field(default_factory=JobLimits)
+    progress_cache_s: float = 5.0
+    progress_sample_s: float = 10.0
+    progress_history_len: int = 200
+    progress_rate_window_s: float = 300.0
+    retry_dead_letters_max: int = 1000
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
@@ -283,6 +330,9 @@ class Config:
         sync = (get("EWMS_SQLITE_SYNCHRONOUS") or "").upper()
         if sync not in ("FULL", "NORMAL"):
             raise ConfigError(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
+        metrics_token = get("EWMS_METRICS_TOKEN")
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise ConfigError("EWMS_METRICS_TOKEN: must be at least 16 characters")
         level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
@@ -327,6 +377,14 @@ class Config:
             log_level=level,
             env=dict(env),
             job_limits=_job_limits(get),
+            progress_cache_s=num("EWMS_PROGRESS_CACHE_S", float, 0),
+            progress_sample_s=num("EWMS_PROGRESS_SAMPLE_S", float, 0),
+            progress_history_len=num("EWMS_PROGRESS_HISTORY_LEN", int, 2),
+            progress_rate_window_s=num("EWMS_PROGRESS_RATE_WINDOW_S", float, 1),
+            retry_dead_letters_max=num("EWMS_RETRY_DEAD_LETTERS_MAX", int, 1),
+            metrics_enabled=flag("EWMS_METRICS_ENABLED"),
+            metrics_token=metrics_token,
+            metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
         )
 

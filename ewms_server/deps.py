@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .auth import Authenticator
 from .config import Config
@@ -13,6 +14,10 @@ from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
 from .storage.base import Storage
 from .views import Views
+
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
+    from .progress_cache import ProgressCache
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,9 @@ class Deps:
     loops: dict[str, LoopState] = field(default_factory=dict)
     query_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     query_limits: QueryLimits = field(default_factory=lambda: QueryLimits(8, 2000, 5000, 5.0))
+    progress: ProgressCache | None = None
+    metrics: ServerMetrics | None = None
+    """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
 
     @cached_property

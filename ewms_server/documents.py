@@ -46,6 +46,11 @@ class TaskDirective(TypedDict):
     owner: str
 
 
+class TaskCounts(TypedDict):
+    succeeded: int
+    failed: int
+
+
 class Taskforce(TypedDict):
     taskforce_uuid: str
     task_id: str
@@ -66,6 +71,8 @@ class Taskforce(TypedDict):
     phase_change_log: list[PhaseChangeLogEntry]
     compound_statuses: dict[str, dict[str, int]]
     top_task_errors: dict[str, int]
+    task_counts: TaskCounts
+    diagnosis: dict[str, Any] | None
     statuses_ts: float | None
     n_failed_submits: int
     lease_until: float
@@ -188,6 +195,8 @@ def taskforce(
         ],
         compound_statuses={},
         top_task_errors={},
+        task_counts=TaskCounts(succeeded=0, failed=0),
+        diagnosis=None,
         statuses_ts=None,
         n_failed_submits=0,
         lease_until=0.0,

@@ -29,6 +29,10 @@ class TooLarge(EWMSError):
     """The request body is larger than allowed (413)."""
 
 
+class Unavailable(EWMSError):
+    """A service the request needs (the broker) cannot be reached right now (503)."""
+
+
 class TooManyRequests(EWMSError):
     """A per-user quota is reached (429); `retry_after` seconds is when trying again may help."""
 

@@ -23,6 +23,8 @@ from .handlers.routes import HANDLERS
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
+from .metrics import MeteredBroker, ServerMetrics
+from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
 from .quotas import QuotaGate
 from .schema import OpenAPI
@@ -73,12 +75,25 @@ def freeze_heap() -> None:
 
 
 def make_app(deps: Deps) -> tornado.web.Application:
+    metrics = deps.metrics
+    log_function = log_request
+    if metrics is not None:
+
+        def log_function(handler: tornado.web.RequestHandler) -> None:
+            log_request(handler)
+            metrics.observe_request(
+                getattr(handler, "OPENAPI_PATH", ""),
+                handler.request.method or "",
+                handler.get_status(),
+                handler.request.request_time(),
+            )
+
     return tornado.web.Application(
         [(h.ROUTE, h, {"deps": deps}) for h in HANDLERS],
         default_handler_class=NotFoundHandler,
         default_handler_args={"deps": deps},
         compress_response=False,
-        log_function=log_request,
+        log_function=log_function,
     )
 
 
@@ -110,6 +125,8 @@ class Server:
             raise
         LOGGER.info("store layout version %d", version)
         self.broker = self.broker or make_broker(cfg)
+        metrics = ServerMetrics(store, cache_s=cfg.metrics_cache_s) if cfg.metrics_enabled else None
+        broker: BrokerAdapter = MeteredBroker(self.broker, metrics) if metrics else self.broker
         loops = {
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
@@ -132,19 +149,26 @@ class Server:
                 max_in_items=cfg.query_max_in_items,
                 time_budget_s=cfg.query_time_budget_s,
             ),
+            progress=ProgressCache(
+                store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
+            ),
+            metrics=metrics,
         )
         activation = MQActivation(
             store,
-            self.broker,
+            broker,
             wake_launch=lambda: self.deps.wake("launch_control"),
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
         )
         launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
+        passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
         self._tasks = [
-            asyncio.create_task(run_loop(loops["mq_activation"], activation.one_pass, self._stop)),
-            asyncio.create_task(run_loop(loops["launch_control"], launch.one_pass, self._stop)),
+            asyncio.create_task(
+                run_loop(loops[name], metrics.timed_pass(name, one) if metrics else one, self._stop)
+            )
+            for name, one in passes.items()
         ]
         self._http = HTTPServer(
             make_app(self.deps),

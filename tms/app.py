@@ -41,6 +41,18 @@ async def run(
         cfg.server_url, cfg.token, stop, timeout=cfg.request_timeout, backoff_max=cfg.backoff_max
     )
     registry = tracking.Registry()
+    metrics, metrics_server = None, None
+    if cfg.metrics_port is not None:
+        from .metrics import TmsMetrics
+
+        metrics = TmsMetrics()
+        try:
+            metrics_server = metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        except OSError as e:
+            await backend.close()
+            client.close()
+            return f"EWMS_TMS_METRICS_PORT: cannot listen on {cfg.metrics_host}:{cfg.metrics_port}: {e.strerror or e}"
+        client.metrics = metrics
     watch = watcher.Watcher(
         watcher.WatcherDeps(
             client,
@@ -48,6 +60,8 @@ async def run(
             registry,
             cfg.watcher_interval,
             watcher.HoldPolicy(cfg.hold_max_releases, cfg.hold_release_delay),
+            diagnosis_interval=cfg.diagnosis_interval,
+            metrics=metrics,
         )
     )
     tracker = tracking.TrackerDeps(client, registry, cfg.schedd, cfg.tracker_interval)
@@ -76,3 +90,6 @@ async def run(
         watch.close()
         await backend.close()
         client.close()
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.shutdown)
+            metrics_server.server_close()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from rest_tools.client import RestClient
+
+if TYPE_CHECKING:
+    from .metrics import TmsMetrics
 
 LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class TmsClient:
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
         self.outage_since: float | None = None
+        self.metrics: TmsMetrics | None = None
+        """Set by the app when metrics are served: submits and removals are counted here."""
 
     @classmethod
     def connect(
@@ -106,9 +111,13 @@ class TmsClient:
         return resp or None
 
     async def confirm_submit(self, uuid: str, body: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.submits.inc()
         await self.request("POST", f"/v1/tms/condor-submit/taskforces/{uuid}", body)
 
     async def fail_submit(self, uuid: str, error: str) -> None:
+        if self.metrics is not None:
+            self.metrics.submit_failures.inc()
         await self.request("POST", f"/v1/tms/condor-submit/taskforces/{uuid}/failed", {"error": error})
 
     async def get_pending_stopper(self, schedd: str) -> dict[str, Any] | None:
@@ -116,20 +125,31 @@ class TmsClient:
         return resp or None
 
     async def confirm_rm(self, uuid: str) -> None:
+        if self.metrics is not None:
+            self.metrics.removes.inc()
         await self.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}", {})
 
     async def fail_rm(self, uuid: str, error: str) -> None:
+        if self.metrics is not None:
+            self.metrics.remove_failures.inc()
         await self.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}/failed", {"error": error})
 
     async def send_statuses(
         self,
         compound_statuses: dict[str, dict[str, dict[str, int]]],
         top_task_errors: dict[str, dict[str, int]],
+        *,
+        task_counts: dict[str, dict[str, int]] | None = None,
+        diagnosis: dict[str, dict[str, Any]] | None = None,
     ) -> Any:
-        body = {
+        body: dict[str, Any] = {
             "top_task_errors_by_taskforce": top_task_errors,
             "compound_statuses_by_taskforce": compound_statuses,
         }
+        if task_counts:  # optional fields: EWMS's own server takes the first two only
+            body["task_counts_by_taskforce"] = task_counts
+        if diagnosis:
+            body["diagnosis_by_taskforce"] = diagnosis
         return await self.request("POST", "/v1/tms/statuses/taskforces", body)
 
     async def confirm_complete(self, uuid: str, ts: int) -> None:

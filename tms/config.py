@@ -75,6 +75,16 @@ def _requirements(value: str) -> str:
         raise ValueError(str(e)) from None
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"must be 0-65535, got {value!r}")
+    return port
+
+
 def _uid_range(value: str) -> tuple[int, int]:
     lo, sep, hi = value.partition("-")
     try:
@@ -180,6 +190,29 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
         60.0,
         "seconds a job stays held before the hold policy acts on it",
+    ),
+    Setting(
+        "EWMS_TMS_DIAGNOSIS_INTERVAL",
+        "diagnosis_interval",
+        _positive,
+        60.0,
+        "seconds between asking the backend why idle jobs are idle (htcondor: one schedd query "
+        "for all idle EWMS jobs); the diagnosis goes to the server with the statuses",
+    ),
+    Setting(
+        "EWMS_TMS_METRICS_PORT",
+        "metrics_port",
+        _port,
+        "",
+        "port of a Prometheus metrics endpoint (clusters, jobs by state, watcher lag, submit and "
+        "remove failures); unset: no endpoint; 0: any free port (logged)",
+    ),
+    Setting(
+        "EWMS_TMS_METRICS_HOST",
+        "metrics_host",
+        str,
+        "127.0.0.1",
+        "address the metrics endpoint listens on (0.0.0.0 for a scraper on another machine)",
     ),
     Setting(
         "EWMS_TMS_BACKOFF_MAX",
@@ -292,6 +325,9 @@ class TmsConfig:
     delete_after: float = 14 * 86400.0
     hold_max_releases: int = 2
     hold_release_delay: float = 60.0
+    diagnosis_interval: float = 60.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     backoff_max: float = 60.0
     request_timeout: float = 30.0
     site_requirements: str = ""
@@ -353,6 +389,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> TmsConfig:
     if problems:
         raise ConfigError("; ".join(problems))
     values["job_event_log_dir"] = os.path.abspath(values["job_event_log_dir"])
+    if values["metrics_port"] == "":
+        values["metrics_port"] = None
     if not values["local_state_dir"]:
         values["local_state_dir"] = os.path.join(values["job_event_log_dir"], ".local-schedd")
     return TmsConfig(**values)

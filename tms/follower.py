@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import htcondor2
 
@@ -49,6 +50,8 @@ class LogFollower:
         self.n_corrupt = 0
         self._jel: htcondor2.JobEventLog | None = None
         self._ino = 0
+        self.caught_up_at = time.monotonic()
+        """When a pump last found nothing more to read."""
 
     def close(self) -> None:
         if self._jel is not None:
@@ -76,8 +79,19 @@ class LogFollower:
         n = self._read(clusters, max_events)
         if n == 0:
             n = self._unstick(clusters, max_events)
+        if n == 0:
+            self.caught_up_at = time.monotonic()
         self.n_events += n
         return n
+
+    def lag(self) -> tuple[int, float]:
+        """(bytes of the log not read yet, seconds since this follower was last at its end)."""
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return 0, 0.0
+        behind = max(0, size - (_offset(self._jel) if self._jel is not None else 0))
+        return behind, (time.monotonic() - self.caught_up_at) if behind else 0.0
 
     def _read(self, clusters: dict[int, ClusterState], max_events: int) -> int:
         assert self._jel is not None
@@ -93,7 +107,14 @@ class LogFollower:
                         if etype == GENERIC:
                             cs.apply(GENERIC, ev.proc, ev.get("Info"))
                         elif etype == HELD:
-                            cs.apply(HELD, ev.proc, hold_reason=ev.get("HoldReason"), ts=ev.timestamp)
+                            cs.apply(
+                                HELD,
+                                ev.proc,
+                                hold_reason=ev.get("HoldReason"),
+                                ts=ev.timestamp,
+                                hold_code=ev.get("HoldReasonCode"),
+                                hold_subcode=ev.get("HoldReasonSubCode"),
+                            )
                         else:
                             cs.apply(etype, ev.proc)
                     if n >= max_events:

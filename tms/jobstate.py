@@ -51,6 +51,9 @@ _STATUS_AFTER: Final = {
     RECONNECT_FAILED: IDLE,
 }
 
+_PILOT_STOPS: Final = frozenset({EVICTED, SHADOW_EXCEPTION, RECONNECT_FAILED, HELD})
+"""Events after which the job's pilot, if it runs again, is a new process."""
+
 CHIRP_PREFIX: Final = "HTChirpEWMSPilot"
 _CHIRP_PREFIX_LEN: Final = len(CHIRP_PREFIX)
 
@@ -82,15 +85,31 @@ def parse_chirp(text: str) -> tuple[str, str] | None:
 class JobState:
     """What is known about one live job."""
 
-    __slots__ = ("acted", "held_ts", "hold_reason", "n_released", "pilot_error", "pilot_status", "status")
+    __slots__ = (
+        "acted",
+        "held_ts",
+        "hold_code",
+        "hold_reason",
+        "hold_subcode",
+        "n_released",
+        "pilot_error",
+        "pilot_status",
+        "status",
+        "tasks_failed",
+        "tasks_success",
+    )
 
     def __init__(self) -> None:
         self.status = IDLE
         self.hold_reason = ""
+        self.hold_code: int | None = None
+        self.hold_subcode: int | None = None
         self.held_ts = 0
         self.n_released = 0
         self.pilot_status = NO_PILOT_STATUS
         self.pilot_error = ""
+        self.tasks_success = 0  # the running pilot's totals (TasksSuccess / TasksFailed chirps)
+        self.tasks_failed = 0
         self.acted = False  # the hold policy acted on the current hold
 
     def job_key(self) -> str:
@@ -109,6 +128,8 @@ class ClusterState:
         self.ended: set[int] = set()
         self.ended_counts: Counter[tuple[str, str]] = Counter()
         self.ended_errors: Counter[str] = Counter()
+        self.banked_tasks = [0, 0]  # succeeded, failed: by pilots no longer running
+        self.n_evictions = 0
         self.removed = False  # saw HTCondor's cluster-removed event
         self.dirty = True  # changed since statuses were last computed
 
@@ -124,9 +145,16 @@ class ClusterState:
         return job
 
     def apply(
-        self, etype: int, proc: int, info: str | None = None, hold_reason: str | None = None, ts: int = 0
+        self,
+        etype: int,
+        proc: int,
+        info: str | None = None,
+        hold_reason: str | None = None,
+        ts: int = 0,
+        hold_code: int | None = None,
+        hold_subcode: int | None = None,
     ) -> None:
-        """Apply one event. ``info`` is a generic event's text, ``hold_reason`` a hold's reason."""
+        """Apply one event. ``info`` is a generic event's text; ``hold_*`` a hold's reason and codes."""
         self.dirty = True
         if etype == CLUSTER_REMOVE:
             self.removed = True
@@ -138,26 +166,41 @@ class ClusterState:
             if info is not None:
                 chirp = parse_chirp(info)
                 if chirp is not None:
-                    if chirp[0] == "Status":
-                        job.pilot_status = chirp[1]
-                    elif chirp[0] == "Error":
-                        job.pilot_error = chirp[1]
+                    attr, value = chirp
+                    if attr == "Status":
+                        job.pilot_status = value
+                    elif attr == "Error":
+                        job.pilot_error = value
+                    elif attr == "TasksSuccess" and value.isdigit():
+                        job.tasks_success = int(value)
+                    elif attr == "TasksFailed" and value.isdigit():
+                        job.tasks_failed = int(value)
             return
         if etype in (TERMINATED, ABORTED):
             job.status = COMPLETED if etype == TERMINATED else REMOVED
             self._end(proc, job)
             return
+        if etype in _PILOT_STOPS:
+            self._bank(job)  # a restarted pilot counts its tasks from zero again
         if etype == HELD:
             job.status = HELD_STATUS
             job.hold_reason = hold_reason or ""
+            job.hold_code, job.hold_subcode = hold_code, hold_subcode
             job.held_ts = ts
             job.acted = False
             return
         if etype == RELEASED:
             job.n_released += 1
+        elif etype == EVICTED:
+            self.n_evictions += 1
         status = _STATUS_AFTER.get(etype)
         if status is not None:
             job.status = status
+
+    def _bank(self, job: JobState) -> None:
+        self.banked_tasks[0] += job.tasks_success
+        self.banked_tasks[1] += job.tasks_failed
+        job.tasks_success = job.tasks_failed = 0
 
     def _end(self, proc: int, job: JobState) -> None:
         del self.live[proc]
@@ -165,6 +208,7 @@ class ClusterState:
         self.ended_counts[(job.job_key(), job.pilot_status)] += 1
         if job.pilot_error:
             self.ended_errors[job.pilot_error] += 1
+        self._bank(job)
 
     # --- reading state -----------------------------------------------------------------------------
 
@@ -191,3 +235,23 @@ class ClusterState:
 
     def held_jobs(self) -> list[tuple[int, JobState]]:
         return [(p, j) for p, j in self.live.items() if j.status == HELD_STATUS]
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks the cluster's pilots ran, ended jobs included (each pilot chirps its totals)."""
+        succeeded, failed = self.banked_tasks
+        for job in self.live.values():
+            succeeded += job.tasks_success
+            failed += job.tasks_failed
+        return {"succeeded": succeeded, "failed": failed}
+
+    def jobs_by_state(self) -> dict[str, int]:
+        """idle / running / held / ended, as the diagnosis counts them."""
+        out = {"idle": 0, "running": 0, "held": 0, "ended": len(self.ended)}
+        for job in self.live.values():
+            if job.status == HELD_STATUS:
+                out["held"] += 1
+            elif job.status == IDLE:
+                out["idle"] += 1
+            else:
+                out["running"] += 1
+        return out

@@ -22,6 +22,8 @@ class Tracked:
     state: ClusterState
     sent_statuses: dict[str, dict[str, int]] | None = None
     sent_errors: dict[str, int] | None = None
+    sent_counts: dict[str, int] | None = None
+    sent_diagnosis: dict[str, Any] | None = None
 
 
 class Registry:

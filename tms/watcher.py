@@ -6,12 +6,17 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
-from .backends.base import Backend, BackendError
+from .backends.base import Backend, BackendError, IdleReport
 from .client import ServerRejected, TmsClient
+from .diagnosis import diagnosis, without_ts
 from .follower import LogFollower
-from .jobstate import ClusterState
+from .jobstate import IDLE, RUNNING, ClusterState
 from .tracking import Registry, Tracked
+
+if TYPE_CHECKING:
+    from .metrics import TmsMetrics
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +37,11 @@ class WatcherDeps:
     interval: float
     hold_policy: HoldPolicy
     batch: int = 50_000
+    diagnosis_interval: float = 60.0
+    """Seconds between asking the backend why idle jobs are idle (one schedd query each time)."""
+    metrics: TmsMetrics | None = None
+    report_chunk: int = 500
+    """Taskforces per statuses POST (a report must stay under the server's body limit)."""
 
 
 class Watcher:
@@ -40,6 +50,10 @@ class Watcher:
     def __init__(self, deps: WatcherDeps) -> None:
         self.deps = deps
         self.followers: dict[str, LogFollower] = {}
+        self.idle_reports: dict[int, IdleReport] = {}
+        self._explained_at = -float("inf")
+        self.lag: tuple[int, float] = (0, 0.0)
+        """(bytes behind, seconds behind) over the watched logs, after the last read."""
 
     # --- reading (blocking: off the loop) ------------------------------------------------------
 
@@ -65,7 +79,12 @@ class Watcher:
             total += n
             if n == 0:  # every log read to its end
                 break
+        self.lag = await asyncio.to_thread(self._lag)
         return total
+
+    def _lag(self) -> tuple[int, float]:
+        lags = [f.lag() for f in self.followers.values()]
+        return sum(b for b, _ in lags), max((s for _, s in lags), default=0.0)
 
     # --- acting ---------------------------------------------------------------------------------
 
@@ -91,35 +110,78 @@ class Watcher:
                             t.cluster_id, f"EWMS: held {job.n_released + 1} times: {job.hold_reason}", proc
                         )
                     job.acted = True
+                    t.state.dirty = True  # the diagnosis says what the policy did
                 except BackendError as e:
                     LOGGER.warning("hold policy on %s.%s failed: %s", t.cluster_id, proc, e)
 
+    async def explain_idle(self) -> None:
+        """Every diagnosis interval: ask the backend why the idle jobs are idle (one call)."""
+        if time.monotonic() - self._explained_at < self.deps.diagnosis_interval:
+            return
+        self._explained_at = time.monotonic()
+        tracked = list(self.deps.registry.by_uuid.values())
+        idle = {
+            t.cluster_id: procs
+            for t in tracked
+            if (procs := sorted(p for p, j in t.state.live.items() if j.status == IDLE))
+        }
+        running = sum(1 for t in tracked for j in t.state.live.values() if j.status == RUNNING)
+        reports = await self.deps.backend.explain_idle(idle, running) if idle else {}
+        for t in tracked:
+            if reports.get(t.cluster_id) != self.idle_reports.get(t.cluster_id):
+                t.state.dirty = True
+        self.idle_reports = reports
+
     async def send_statuses(self) -> int:
-        """One bulk POST with every taskforce whose statuses or errors changed."""
-        statuses: dict[str, dict[str, dict[str, int]]] = {}
-        errors: dict[str, dict[str, int]] = {}
-        changed: list[tuple[Tracked, dict[str, dict[str, int]], dict[str, int]]] = []
+        """Bulk POSTs with every taskforce whose statuses, errors, task counts or diagnosis changed."""
+        changed: list[tuple[Tracked, dict[str, Any]]] = []
+        now = time.time()
         for t in self.deps.registry.by_uuid.values():
             if not t.state.dirty:
                 continue
             t.state.dirty = False
-            cs, te = t.state.compound_statuses(), t.state.top_task_errors()
-            if cs != t.sent_statuses or te != t.sent_errors:
-                statuses[t.taskforce_uuid], errors[t.taskforce_uuid] = cs, te
-                changed.append((t, cs, te))
-        if not changed:
-            return 0
+            report: dict[str, Any] = {
+                "statuses": t.state.compound_statuses(),
+                "errors": t.state.top_task_errors(),
+                "counts": t.state.task_counts(),
+                "diagnosis": diagnosis(
+                    t.state,
+                    self.deps.hold_policy,
+                    self.deps.backend.name,
+                    self.idle_reports.get(t.cluster_id),
+                    now,
+                ),
+            }
+            if (
+                report["statuses"] != t.sent_statuses
+                or report["errors"] != t.sent_errors
+                or report["counts"] != t.sent_counts
+                or without_ts(report["diagnosis"]) != t.sent_diagnosis
+            ):
+                changed.append((t, report))
+        step = self.deps.report_chunk
+        for i in range(0, len(changed), step):
+            try:
+                await self._send(changed[i : i + step])
+            except BaseException:
+                for t, _ in changed[i:]:
+                    t.state.dirty = True  # resend next time
+                raise
+        return len(changed)
+
+    async def _send(self, changed: list[tuple[Tracked, dict[str, Any]]]) -> None:
         try:
-            await self.deps.client.send_statuses(statuses, errors)
+            await self.deps.client.send_statuses(
+                {t.taskforce_uuid: r["statuses"] for t, r in changed},
+                {t.taskforce_uuid: r["errors"] for t, r in changed},
+                task_counts={t.taskforce_uuid: r["counts"] for t, r in changed},
+                diagnosis={t.taskforce_uuid: r["diagnosis"] for t, r in changed},
+            )
         except ServerRejected as e:
             LOGGER.error("statuses rejected: %s", e)
-        except BaseException:
-            for t, _, _ in changed:
-                t.state.dirty = True  # resend next time
-            raise
-        for t, cs, te in changed:
-            t.sent_statuses, t.sent_errors = cs, te
-        return len(changed)
+        for t, r in changed:
+            t.sent_statuses, t.sent_errors, t.sent_counts = r["statuses"], r["errors"], r["counts"]
+            t.sent_diagnosis = without_ts(r["diagnosis"])
 
     async def complete_gone(self) -> list[str]:
         done = []
@@ -142,8 +204,11 @@ class Watcher:
         await self.deps.backend.poll()
         await self.read_logs()
         await self.apply_hold_policy()
+        await self.explain_idle()
         await self.send_statuses()
         await self.complete_gone()
+        if self.deps.metrics is not None:
+            self.deps.metrics.observe_watch(self.deps.registry, self.lag)
         return False
 
     def close(self) -> None:

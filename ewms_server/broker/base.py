@@ -20,6 +20,22 @@ class QueueAccess:
     broker_address: str | None
 
 
+class QueuesMissing(Exception):
+    """The workflow's queues do not exist on the broker (not made yet, or deleted)."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's messages as the broker counts them; None where it has no figure yet."""
+
+    pending: int | None
+    """Ready to be delivered."""
+    in_flight: int | None
+    """Delivered, not yet acknowledged (a task is running on it)."""
+    dead_lettered: int | None
+    """In its dead-letter queue (`<mqid>.dead-letter`)."""
+
+
 class BrokerAdapter(Protocol):
     """One implementation per broker kind; all methods are idempotent."""
 
@@ -32,5 +48,14 @@ class BrokerAdapter(Protocol):
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
         """Delete the workflow's queues (after the grace period the caller waited)."""
+
+    async def queue_depths(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueDepth]:
+        """Every mqid's depth, in one broker call. Raise QueuesMissing when the workflow's
+        queues are not there, BrokerUnavailable when the broker cannot be asked."""
+
+    async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
+        """Move up to `limit` dead-lettered messages back to their queues, each republished
+        (and confirmed) before it leaves the dead-letter queue; return how many moved. Raise
+        QueuesMissing when the workflow's queues are not there."""
 
     async def close(self) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import QueueAccess
+from .base import BrokerUnavailable, QueueAccess, QueueDepth
 
 
 class NullBrokerAdapter:
@@ -16,6 +16,12 @@ class NullBrokerAdapter:
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
         return None
+
+    async def queue_depths(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueDepth]:
+        raise BrokerUnavailable("no broker is configured (EWMS_BROKER_URL is unset)")
+
+    async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
+        return 0  # no broker, so nothing was ever dead-lettered
 
     async def close(self) -> None:
         return None

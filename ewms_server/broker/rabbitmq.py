@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+import pika
 import requests
 
-from .base import BrokerUnavailable, QueueAccess
+from . import dead_letters
+from .base import BrokerUnavailable, QueueAccess, QueueDepth, QueuesMissing
 
 LOGGER = logging.getLogger(__name__)
 
@@ -236,6 +238,40 @@ class RabbitMQBrokerAdapter:
         """Deleting the vhost deletes its queues, policies and permissions at once."""
         await self._http("DELETE", f"/api/vhosts/{quote(vhost_for(workflow_id), safe='')}", missing_ok=True)
         LOGGER.info("deleted the vhost and %d queue(s) of %s", len(mqids), workflow_id)
+
+    async def queue_depths(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueDepth]:
+        """One management call lists every queue of the workflow's vhost (its statistics are
+        the broker's, refreshed every `collect_statistics_interval`, 5 s by default)."""
+        v = quote(vhost_for(workflow_id), safe="")
+        path = f"/api/queues/{v}?columns=name,messages_ready,messages_unacknowledged"
+        resp = await self._request("GET", path, None)
+        if resp.status_code == 404:
+            raise QueuesMissing(f"no vhost {vhost_for(workflow_id)} on the broker")
+        self._check("GET", path, resp, missing_ok=False)
+        by_name = {q.get("name"): q for q in resp.json()}
+
+        def count(name: str, key: str) -> int | None:
+            value = by_name.get(name, {}).get(key)
+            return int(value) if isinstance(value, int) else None
+
+        return {
+            m: QueueDepth(
+                pending=count(m, "messages_ready"),
+                in_flight=count(m, "messages_unacknowledged"),
+                dead_lettered=count(dead_letter_queue(m), "messages_ready"),
+            )
+            for m in mqids
+        }
+
+    async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
+        params = pika.URLParameters(self.settings.broker_url)
+        params.virtual_host = vhost_for(workflow_id)
+        params.connection_attempts = 1
+        params.socket_timeout = params.blocked_connection_timeout = self.settings.timeout_s
+        pairs = [(dead_letter_queue(m), m) for m in sorted(mqids)]
+        moved = await asyncio.to_thread(dead_letters.requeue, params, pairs, limit)
+        LOGGER.info("moved %d dead-lettered message(s) of %s back to their queues", moved, workflow_id)
+        return moved
 
     async def close(self) -> None:
         self._session.close()

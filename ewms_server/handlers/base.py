@@ -22,6 +22,7 @@ from ..errors import (
     TooLarge,
     TooManyRequests,
     Unauthenticated,
+    Unavailable,
     Unprocessable,
 )
 from .reason import reason_phrase
@@ -37,6 +38,7 @@ STATUS_OF: dict[type[EWMSError], int] = {
     TooLarge: 413,
     Unprocessable: 422,
     TooManyRequests: 429,
+    Unavailable: 503,
 }
 USERS = frozenset({"user", "admin"})
 TMS = frozenset({"system-tms", "admin"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
+from .metrics import MetricsHandler
+from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
     TaskDirectiveIDActionsAddWorkersHandler,
@@ -54,4 +56,7 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     TMSCondorRmUUIDFailedHandler,
     TMSCondorCompleteUUIDHandler,
     TMSStatusesTaskforcesHandler,
+    WorkflowIDProgressHandler,
+    WorkflowIDActionsRetryDeadLettersHandler,
+    MetricsHandler,
 )

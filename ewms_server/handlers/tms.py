@@ -8,8 +8,16 @@ that does not exist is left to the route: 404). The bulk statuses report answers
 from __future__ import annotations
 
 from ..auth import TMSCaller
+from ..ops import task_counts
 from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
+
+REPORT_FIELDS = (
+    "compound_statuses_by_taskforce",
+    "top_task_errors_by_taskforce",
+    "task_counts_by_taskforce",
+    "diagnosis_by_taskforce",
+)
 
 
 class _ScheddHandler(BaseHandler):
@@ -128,13 +136,21 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
     MAX_BODY_SETTING = "max_statuses_body_bytes"  # a watcher's bulk report runs to megabytes
 
     async def post(self) -> None:
-        body = self.body()
-        statuses = body.get("compound_statuses_by_taskforce", {})
-        uuids = list(dict.fromkeys([*statuses, *body.get("top_task_errors_by_taskforce", {})]))
+        body, cfg = self.body(), self.deps.cfg
+        uuids = list(dict.fromkeys(u for field in REPORT_FIELDS for u in body.get(field, {})))
         refused = await self._elsewhere(uuids)
         if refused:
             body = {k: {u: v for u, v in part.items() if u not in refused} for k, part in body.items()}
+        prior = await task_counts.before(self.deps.store, body)
         by_uuid = {r["uuid"]: r for r in await ops.update_statuses(self.deps.store, body)}
+        await task_counts.after(
+            self.deps.store,
+            body,
+            prior,
+            on_delta=self.deps.metrics.add_tasks if self.deps.metrics else None,
+            min_interval_s=cfg.progress_sample_s,
+            max_len=cfg.progress_history_len,
+        )
         for uuid in refused:
             by_uuid[uuid] = {"uuid": uuid, "status": "failed", "error": "not at a schedd this token acts for"}
         results = [by_uuid[u] for u in uuids]

@@ -216,17 +216,21 @@ async def condor_complete(store: Storage, uuid: str, ts: float, caller: Caller) 
 
 
 async def update_statuses(store: Storage, body: dict[str, Any]) -> list[dict[str, str]]:
-    errors = body.get("top_task_errors_by_taskforce", {})
-    statuses = body.get("compound_statuses_by_taskforce", {})
+    # report field -> taskforce field; the last two are optional (EWMS's own TMS sends neither)
+    sources = {
+        "compound_statuses": body.get("compound_statuses_by_taskforce", {}),
+        "top_task_errors": body.get("top_task_errors_by_taskforce", {}),
+        "task_counts": body.get("task_counts_by_taskforce", {}),
+        "diagnosis": body.get("diagnosis_by_taskforce", {}),
+    }
     now = time.time()
-    uuids = list(dict.fromkeys([*statuses, *errors]))
+    uuids = list(dict.fromkeys(u for by_uuid in sources.values() for u in by_uuid))
     updates = []
     for uuid in uuids:
         fields: dict[str, Any] = {"statuses_ts": now}
-        if uuid in statuses:
-            fields["compound_statuses"] = statuses[uuid]
-        if uuid in errors:
-            fields["top_task_errors"] = errors[uuid]
+        for field, by_uuid in sources.items():
+            if uuid in by_uuid:
+                fields[field] = by_uuid[uuid]
         updates.append(({"taskforce_uuid": uuid}, Change(set=fields)))
     matched = await store.update_each("taskforces", updates) if updates else []
     return [

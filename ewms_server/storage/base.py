@@ -19,8 +19,9 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 2
-"""The store layout this code writes; `migrate` brings older stores up to it."""
+SCHEMA_VERSION = 3
+"""The store layout this code writes; `migrate` brings older stores up to it (2: taskforces
+in EWMS's form; 3: the `workflow_progress` collection)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class Storage(Protocol):
         With `budget_s`, raise QueryTimeout once the store has worked that long."""
 
     async def count(self, coll: str, filter: Filter) -> int: ...
+
+    async def count_by(self, coll: str, fields: Sequence[str], filter: Filter) -> dict[tuple[Any, ...], int]:
+        """How many documents match, grouped by the values of `fields` -> {(value, ...): n}.
+        Indexed fields only (ValueError otherwise): the count reads an index, never the
+        documents, so it stays cheap on a large store. A missing field groups as None."""
 
     async def insert(self, coll: str, docs: Sequence[Mapping[str, Any]]) -> None:
         """Insert in order. On a duplicate id raise DuplicateKey: SQLite writes none of them,

@@ -52,6 +52,9 @@ class CheckedStorage:
     async def count(self, coll: str, filter: Filter) -> int:
         return await self.inner.count(coll, filter)
 
+    async def count_by(self, coll: str, fields: Sequence[str], filter: Filter) -> dict[tuple[Any, ...], int]:
+        return await self.inner.count_by(coll, fields, filter)
+
     async def insert(self, coll: str, docs: Sequence[Mapping[str, Any]]) -> None:
         await self.insert_bundle([(coll, docs)])
 

@@ -42,7 +42,7 @@ def _spec(
     name: str, id_field: str, prefix: str, component: str, queryable: bool, *extra: Index, **kinds: str
 ) -> CollectionSpec:
     base: tuple[Index, ...] = (Index((id_field,), unique=True), Index(("owner",)))
-    if name != "workflows":
+    if id_field != "workflow_id":
         base += (Index(("workflow_id",)),)
     spec = CollectionSpec(name, id_field, prefix, component, queryable, base + extra, kinds)
     missing = set(spec.columns()) - set(kinds)
@@ -108,6 +108,16 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             mqid="string",
             owner="string",
             workflow_id="string",
+        ),
+        # one per workflow: its tasks-done-over-time samples (ops/progress_history.py)
+        _spec(
+            "workflow_progress",
+            "workflow_id",
+            "WF",
+            "WorkflowProgressObject",
+            False,
+            workflow_id="string",
+            owner="string",
         ),
     )
 }

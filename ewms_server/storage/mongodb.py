@@ -78,6 +78,11 @@ class MongoStorage:
             tfs = self._db["taskforces"]
             await tfs.update_many({"collector": ""}, {"$set": {"collector": None}})
             await tfs.update_many({"job_event_log_fpath": None}, {"$set": {"job_event_log_fpath": ""}})
+        if 0 < version < 3:  # every taskforce shows its task counts and diagnosis (sqlite_schema._v3)
+            tfs = self._db["taskforces"]
+            zero = {"succeeded": 0, "failed": 0}
+            await tfs.update_many({"task_counts": {"$exists": False}}, {"$set": {"task_counts": zero}})
+            await tfs.update_many({"diagnosis": {"$exists": False}}, {"$set": {"diagnosis": None}})
         await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
         return SCHEMA_VERSION
 
@@ -121,6 +126,17 @@ class MongoStorage:
 
     async def count(self, coll: str, filter: Filter) -> int:
         return int(await self._db[coll].count_documents(dict(filter)))
+
+    async def count_by(self, coll: str, fields: Sequence[str], filter: Filter) -> dict[tuple[Any, ...], int]:
+        indexed = set(COLLECTIONS[coll].columns())
+        if not fields or not set(fields) <= indexed:
+            raise ValueError(f"count_by on {coll}: only indexed fields, not {sorted(fields)}")
+        group = {"_id": {f"k{i}": f"${f}" for i, f in enumerate(fields)}, "n": {"$sum": 1}}
+        out: dict[tuple[Any, ...], int] = {}
+        async for row in self._db[coll].aggregate([{"$match": dict(filter)}, {"$group": group}]):
+            key = tuple(row["_id"].get(f"k{i}") for i in range(len(fields)))
+            out[key] = out.get(key, 0) + int(row["n"])
+        return out
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -210,6 +210,27 @@ class SQLiteStorage:
 
         return await self._readers.run(job)
 
+    async def count_by(self, coll: str, fields: Sequence[str], filter: Filter) -> dict[tuple[Any, ...], int]:
+        table = self._table(coll)
+        if not fields or not set(fields) <= self._columns[coll]:
+            raise ValueError(f"count_by on {coll}: only indexed fields, not {sorted(fields)}")
+        cols = ", ".join(f'"{f}"' for f in fields)
+        booleans = [self._kinds[coll][f] == {"boolean"} for f in fields]
+
+        def job(conn: sqlite3.Connection) -> dict[tuple[Any, ...], int]:
+            where, params = self._where(coll, filter)
+            sql = f"SELECT {cols}, count(*) FROM {table} WHERE {where} GROUP BY {cols}"
+            out: dict[tuple[Any, ...], int] = {}
+            for row in conn.execute(sql, params):
+                # json_extract gives SQL integers for JSON booleans: give them back as booleans
+                key = tuple(
+                    bool(v) if b and v is not None else v for v, b in zip(row[:-1], booleans, strict=True)
+                )
+                out[key] = out.get(key, 0) + int(row[-1])
+            return out
+
+        return await self._readers.run(job)
+
     # -- writes --------------------------------------------------------------------------------
 
     async def insert(self, coll: str, docs: Sequence[Mapping[str, Any]]) -> None:

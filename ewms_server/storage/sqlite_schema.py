@@ -54,7 +54,30 @@ def _v2(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
         )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {1: _v1, 2: _v2}
+def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `workflow_progress` table (progress history; every statement is IF NOT EXISTS, so
+    only the new table is made), and taskforces with `task_counts` (zero) and `diagnosis`
+    (null), which every taskforce shows from now on."""
+    for spec in specs:
+        for stmt in table_ddl(spec):
+            conn.execute(stmt)
+    if "taskforces" not in {s.name for s in specs}:
+        return
+    for field, value in (
+        ("task_counts", """json('{"succeeded": 0, "failed": 0}')"""),
+        ("diagnosis", "json('null')"),
+    ):
+        path = f"'$.\"{field}\"'"
+        conn.execute(
+            f"UPDATE taskforces SET doc = json_set(doc, {path}, {value}) WHERE json_type(doc, {path}) IS NULL"
+        )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
+    1: _v1,
+    2: _v2,
+    3: _v3,
+}
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION
 

@@ -32,7 +32,7 @@ async def test_submit_push_run_pilot_pull_finish(srv: RunningServer, tmp_path: P
 
     code, out, err = await ewms(env, "watch", wf, "--once")
     assert code == 0, err
-    assert f"workflow {wf}" in out and "pilots finished [" in out
+    assert out.startswith(f"workflow {wf}\nprogress [")  # no TMS reported: no task counted yet
 
     code, out, err = await ewms(env, "finish", wf)
     assert code == 0, err

@@ -5,7 +5,8 @@ The requests are shaped as EWMS's own clients send them (the example bodies of
 `pilot_config.environment`, integer sizes, `image_source: "auto"`, priorities above 100, the
 deprecated `collector` query parameter). Every response is validated against the schema the
 server serves, and carries exactly the fields that schema lists: EWMS's, plus our documented
-`owner`, `cluster_location` and `condor_complete_ts`, never the server's bookkeeping.
+`owner`, `cluster_location`, `condor_complete_ts`, `task_counts` and `diagnosis`, never the
+server's bookkeeping.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ EWMS_TASKFORCE = {
     "n_workers", "pilot_config", "worker_config", "cluster_id", "submit_dict",
     "job_event_log_fpath", "phase", "phase_change_log", "compound_statuses", "top_task_errors",
 }  # fmt: skip
-OURS = {"owner", "cluster_location", "condor_complete_ts"}  # documented additions
+OURS = {"owner", "cluster_location", "condor_complete_ts", "task_counts", "diagnosis"}  # documented additions
 BOOKKEEPING = ("taskforces_stopped", "queues_revoked", "queues_deleted", "lease_until", "n_failed_submits")
 BOOKKEEPING += ("statuses_ts", "origin")
 

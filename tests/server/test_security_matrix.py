@@ -29,10 +29,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from ewms_server.auth import mint_token
-from ewms_server.broker.base import QueueAccess
+from ewms_server.broker.base import QueueAccess, QueueDepth
 from ewms_server.handlers.routes import HANDLERS
 from ewms_server.schema import load_openapi_text
 from ewms_server.storage.base import Change
@@ -91,6 +92,9 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("POST", "/v1/tms/condor-rm/taskforces/{taskforce_uuid}/failed"):     (401, 401, 401, 403, 403, 200, 403, 403, 200),
     ("POST", "/v1/tms/condor-complete/taskforces/{taskforce_uuid}"):      (401, 401, 401, 403, 403, 200, 403, 403, 200),
     ("POST", "/v1/tms/statuses/taskforces"):                             (401, 401, 401, 403, 403, 200, 207, 403, 200),
+    ("GET",  WF + "/progress"):                                          (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("POST", WF + "/actions/retry-dead-letters"):                        (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  "/metrics"):                                                (401, 401, 401, 403, 403, 403, 403, 403, 200),
 }
 # fmt: on
 
@@ -114,6 +118,12 @@ class TokenBroker:
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
         return None
+
+    async def queue_depths(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueDepth]:
+        return {m: QueueDepth(pending=5, in_flight=1, dead_lettered=2) for m in mqids}
+
+    async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
+        return 2 * len(mqids)
 
     async def close(self) -> None:
         return None
@@ -142,6 +152,9 @@ class Reply:
 
     @property
     def json(self) -> Any:
+        """The JSON body; the text itself when the answer is not JSON (GET /metrics)."""
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            return self.text
         return json.loads(self.text) if self.text else None
 
 
@@ -467,6 +480,7 @@ async def _statuses(ctx: Ctx) -> Req:
         body={
             "compound_statuses_by_taskforce": {uuid: {"IDLE": {"null": 2}}},
             "top_task_errors_by_taskforce": {uuid: {"boom": 1}},
+            "task_counts_by_taskforce": {uuid: {"succeeded": 3, "failed": 1}},
         },
         ids={"uuid": uuid},
     )
@@ -478,6 +492,36 @@ async def _check_statuses(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
         assert body == {"results": [{"uuid": req.ids["uuid"], "status": "failed", "error": error}]}
     else:
         assert body == {"results": [{"uuid": req.ids["uuid"], "status": "updated"}]}
+    if ident != "tmsB":
+        tf = await ctx.store.get("taskforces", {"taskforce_uuid": req.ids["uuid"]})
+        assert tf["task_counts"] == {"succeeded": 3, "failed": 1}
+
+
+async def _progress(ctx: Ctx) -> Req:
+    req = await _wf_shared(ctx)
+    req.path += "/progress"
+    return req
+
+
+async def _check_progress(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["workflow_id"] == req.ids["workflow_id"]
+    assert set(body["queues"]) == {"q0", "q1", "q2"}
+    assert body["totals"]["dead_lettered"] == 6 and body["totals"]["pending"] == 10  # q0, q1 are read
+
+
+async def _retry(ctx: Ctx) -> Req:
+    req = await _wf_shared(ctx)
+    req.path += "/actions/retry-dead-letters"
+    return req
+
+
+async def _check_retry(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"requeued": 6}
+
+
+async def _check_metrics(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"ewms_workflows", "ewms_taskforces", "ewms_http_request_duration_seconds"} <= names
 
 
 def _static(path: str) -> Prepare:
@@ -536,6 +580,9 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
         "condor-complete", "condor-submit", {"condor_complete_ts": 1_700_000_000.0}, "condor-complete"
     ),
     ("POST", "/v1/tms/statuses/taskforces"): (_statuses, _check_statuses),
+    ("GET", WF + "/progress"): (_progress, _check_progress),
+    ("POST", WF + "/actions/retry-dead-letters"): (_retry, _check_retry),
+    ("GET", "/metrics"): (_static("/metrics"), _check_metrics),
 }
 
 
@@ -661,6 +708,8 @@ async def test_other_users_object_is_indistinguishable_from_a_missing_one(server
         ("POST", WF + "/actions/finished", None),
         ("GET", WF + "/mq-profiles/public", None),
         ("GET", MQS + "/mq-profiles/public", None),
+        ("GET", WF + "/progress", None),
+        ("POST", WF + "/actions/retry-dead-letters", None),
         ("GET", TD, None),
         ("POST", TD + "/actions/add-workers", {"cluster_location": "local", "n_workers": 1}),
         ("GET", TF, None),

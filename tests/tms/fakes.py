@@ -43,8 +43,11 @@ class RecordingClient:
     async def fail_rm(self, uuid: str, error: str) -> None:
         self.calls.append(("fail_rm", (uuid, error)))
 
-    async def send_statuses(self, compound: dict, errors: dict) -> None:
+    async def send_statuses(
+        self, compound: dict, errors: dict, *, task_counts: dict | None = None, diagnosis: dict | None = None
+    ) -> None:
         self.calls.append(("send_statuses", (compound, errors)))
+        self.calls.append(("send_statuses_extra", (task_counts, diagnosis)))
 
     async def confirm_complete(self, uuid: str, ts: int) -> None:
         self.calls.append(("confirm_complete", uuid))
@@ -78,7 +81,7 @@ class FakeSchedd:
         self.next_cluster += 1
         attrs = {k[3:] if k.startswith("MY.") else k.lstrip("+"): v for k, v in description.items()}
         for proc in range(count):
-            self.jobs[(cluster, proc)] = {"ClusterId": cluster, "ProcId": proc, **attrs}
+            self.jobs[(cluster, proc)] = {"ClusterId": cluster, "ProcId": proc, "JobStatus": 1, **attrs}
 
         class Result:
             def cluster(self) -> int:
@@ -89,8 +92,19 @@ class FakeSchedd:
     @staticmethod
     def _match(constraint: str, ad: dict[str, Any]) -> bool:
         m = re.fullmatch(r'(\w+) == "(.*)"', constraint)
-        assert m, f'the fake understands only attr == "value", not {constraint!r}'
-        return ad.get(m.group(1)) == f'"{m.group(2)}"'
+        if m:
+            return ad.get(m.group(1)) == f'"{m.group(2)}"'
+        # anything else: evaluated by HTCondor's own ClassAd engine over the job's attributes
+        classad = htcondor2.classad.ClassAd()
+        for k, v in ad.items():
+            if isinstance(v, str):
+                try:
+                    classad[k] = htcondor2.classad.ExprTree(v)
+                except Exception:  # not an expression (a bare path...): the text itself
+                    classad[k] = v
+            else:
+                classad[k] = v
+        return htcondor2.classad.ExprTree(constraint).eval(classad) is True
 
     def query(
         self, constraint: str = "True", projection: list[str] | None = None, limit: int = -1

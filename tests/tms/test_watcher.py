@@ -7,6 +7,7 @@ import shutil
 from typing import Any
 
 from tms.backends import eventlog_writer as w
+from tms.backends.base import IdleReport
 from tms.jobstate import parse_chirp
 from tms.tracking import Registry
 from tms.watcher import HoldPolicy, Watcher, WatcherDeps
@@ -35,6 +36,13 @@ class RecordingBackend:
 
     async def poll(self) -> None:
         self.calls.append(("poll", 0, None))
+
+    async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
+        self.calls.append(("explain_idle", len(idle), n_running))
+        return {
+            c: IdleReport({"not yet matched": len(procs)}, matches=(0, len(procs)))
+            for c, procs in idle.items()
+        }
 
 
 def make_watcher(

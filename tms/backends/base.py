@@ -27,6 +27,20 @@ class ClusterSpec:
     transfer_stdouterr: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class IdleReport:
+    """Why one cluster's idle jobs do not run, as far as the backend can tell."""
+
+    reasons: dict[str, int]
+    """Idle jobs by reason (see DiagnosisObject.idle_reasons in schema/openapi.json)."""
+    matches: tuple[int, int] | None = None
+    """htcondor: (idle jobs matched to a slot at least once, never matched)."""
+    slots: tuple[int, int] | None = None
+    """local: (the machine's job slots, slots running a job)."""
+    error: str | None = None
+    """What kept the backend from telling more."""
+
+
 class Backend(Protocol):
     """Submit, find by taskforce uuid, remove (and release held jobs) -- one cluster per taskforce."""
 
@@ -47,6 +61,10 @@ class Backend(Protocol):
     async def poll(self) -> None:
         """The backend's own duty each watcher pass (the local backend ends the clusters of
         supervisors that died). Raises BackendError."""
+
+    async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
+        """Why the idle jobs (cluster id -> procs) do not run; ``n_running``: jobs this TMS sees
+        running. Never raises: what failed is said in each report's ``error``."""
 
     async def close(self) -> None:
         """Free resources (jobs keep running: they belong to the schedd, not to us)."""

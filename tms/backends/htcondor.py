@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import htcondor2
 
 from ..submit import TASKFORCE_ATTR
-from .base import BackendError, ClusterSpec
+from .base import BackendError, ClusterSpec, IdleReport
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +73,32 @@ class HTCondorBackend:
         await self._call(
             "act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy"
         )
+
+    async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
+        """One query for every idle EWMS job at the schedd: what its ad says about matching."""
+        from ..diagnosis import UNREACHABLE, idle_reason
+
+        if not idle:
+            return {}
+        try:
+            ads = await self._call(
+                "query",
+                constraint=f"JobStatus == 1 && {TASKFORCE_ATTR} =!= undefined",
+                projection=["ClusterId", "ProcId", "NumJobMatches", "LastRejMatchReason"],
+            )
+        except BackendError as e:
+            return {c: IdleReport({UNREACHABLE: len(procs)}, error=str(e)) for c, procs in idle.items()}
+        reasons: dict[int, Counter[str]] = {c: Counter() for c in idle}
+        matched: dict[int, list[int]] = {c: [0, 0] for c in idle}
+        wanted = {c: set(procs) for c, procs in idle.items()}
+        for ad in ads:
+            cluster, proc = int(ad["ClusterId"]), int(ad["ProcId"])
+            if proc not in wanted.get(cluster, ()):
+                continue  # another cluster's, or one the event log already shows started
+            n_matches = int(ad.get("NumJobMatches") or 0)
+            reasons[cluster][idle_reason(ad.get("LastRejMatchReason"), n_matches)] += 1
+            matched[cluster][0 if n_matches > 0 else 1] += 1
+        return {c: IdleReport(dict(reasons[c]), matches=(matched[c][0], matched[c][1])) for c in idle}
 
     async def poll(self) -> None:
         return None  # the schedd keeps its own jobs

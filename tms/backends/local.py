@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import local_users
-from .base import BackendError, ClusterSpec
+from .base import BackendError, ClusterSpec, IdleReport
 
 if TYPE_CHECKING:
     from ..config import TmsConfig
@@ -287,6 +287,21 @@ class LocalBackend:
             await asyncio.to_thread(self.reap_dead)
         except OSError as e:
             raise BackendError(f"local backend: reaping dead supervisors: {e}") from None
+
+    async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
+        """A local job waits for no slot: its supervisor starts every job at once (and again
+        at a release), so an idle job is one being started, or one whose supervisor died."""
+
+        def alive(cluster_id: int) -> bool:
+            pid = self._pid(cluster_id)
+            return pid is not None and _supervisor_alive(pid)
+
+        states = await asyncio.to_thread(lambda: {c: alive(c) for c in idle})
+        slots = (os.cpu_count() or 1, n_running)
+        return {
+            c: IdleReport({"starting" if states[c] else "supervisor not running": len(procs)}, slots=slots)
+            for c, procs in idle.items()
+        }
 
     async def close(self) -> None:
         return None
