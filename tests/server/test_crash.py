@@ -211,4 +211,8 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
     assert per_tf and max(per_tf.values()) == 1, per_tf
     for r in records:
         assert tfs[r["spec"]["taskforce_uuid"]]["cluster_id"] == r["cluster_id"]
-    assert set(per_tf) == {tf["taskforce_uuid"] for w in real_wids for tf in posted[w]["taskforces"]}
+    # every acknowledged create ran; a create the kill cut off before its answer may have been
+    # committed all the same (then it runs too: it is whole, as checked above)
+    acked = {tf["taskforce_uuid"] for w in real_wids for tf in posted[w]["taskforces"]}
+    at_real = {uuid for uuid, tf in tfs.items() if tf["cluster_location"] == "tms"}
+    assert acked <= set(per_tf) <= at_real, info
