@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .envelope import ENVELOPE, FORMATS
 
@@ -144,11 +144,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Command:
-    """A program (or image) with its shell-style args and extra environment."""
+    """A program (or image) with its shell-style args and extra environment; `secrets`
+    ({EWMS_SECRET_<key>: value}, the task only) reach it without a command-line flag."""
 
     image: str
     args: str
     env: dict[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
