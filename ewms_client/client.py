@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from rest_tools.client import RestClient
@@ -61,6 +62,18 @@ class EWMSClient:
             raise ClientError(_http_error(e)) from None
         except requests.RequestException as e:
             raise ClientError(f"cannot reach the EWMS server at {self.url}: {type(e).__name__}") from None
+
+    # -- secrets (values go up, never come back) --------------------------------------------
+
+    def set_secret(self, key: str, value: str) -> dict[str, Any]:
+        return self.request("PUT", f"/v1/secrets/{quote(key, safe='')}", {"value": value})
+
+    def secrets(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/secrets")["secrets"]
+        return found
+
+    def delete_secret(self, key: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/secrets/{quote(key, safe='')}")
 
     # -- workflows ------------------------------------------------------------------------
 
