@@ -86,8 +86,15 @@ async def test_v4_a_sqlite_store_without_secrets_gains_their_table(tmp_path: Pat
 
 async def test_v4_secrets_are_unique_per_owner_and_key(store: Storage) -> None:
     await _set_version(store, 3)
+    older = {"task_id": "TK-1", "owner": "alice", "workflow_id": "WF-1"}
+    named = {"task_id": "TK-2", "owner": "alice", "workflow_id": "WF-1", "secrets": ["K"]}
+    await store.insert("task_directives", [older, named])
     assert await store.migrate() == SCHEMA_VERSION
     await _secrets_are_unique_per_owner_and_key(store)
+    # every task directive names its secrets from now on: none on older ones
+    for tid, want in (("TK-1", []), ("TK-2", ["K"])):
+        td = await store.get("task_directives", {"task_id": tid})
+        assert td is not None and td["secrets"] == want
 
 
 async def _secrets_are_unique_per_owner_and_key(store: Storage) -> None:
