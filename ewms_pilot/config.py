@@ -38,7 +38,9 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     (
         "EWMS_PILOT_QUEUE_AUTH_FILE",
         "(required, unless the six EWMS variables below are set)",
-        "JSON {mqid: {auth_token, broker_type, broker_address}}; must be mode 0600",
+        "JSON {mqid: {auth_token, broker_type, broker_address}}, and ewms_secrets: {url, token} "
+        "when the task names secrets (fetched at start, given to each task as EWMS_SECRET_<key>); "
+        "must be mode 0600",
     ),
     (
         "EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN",

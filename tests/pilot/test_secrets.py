@@ -19,6 +19,7 @@ from ewms_pilot.config import Command, ConfigError, PilotConfig
 from ewms_pilot.pilot import Pilot
 from ewms_pilot.runner import Runner, build_argv, process_env, task_env
 from ewms_pilot.secrets import SecretsError, SecretsFetch, fetch_secrets, load_fetch, task_variables
+from ewms_pilot.warm_runner import WarmRunner
 from ewms_server.testing import running_server
 from tests.conftest import SCHEDD, wait_until, workflow_body
 
@@ -166,3 +167,19 @@ async def test_a_refused_fetch_is_a_fatal_error_before_any_task(tmp_path: Path) 
     text = chirps.read_text()
     assert 'HTChirpEWMSPilotStatus: "FatalError"' in text
     assert "refused the task's secrets (HTTP 401)" in text and "forged" not in text
+
+
+async def test_a_warm_worker_gets_its_secrets(tmp_path: Path) -> None:
+    script = tmp_path / "warm_secret.py"
+    script.write_text(
+        "import os\nfrom ewms_pilot.worker import serve\n"
+        "serve(lambda data: data + b'|' + os.environ.get('EWMS_SECRET_A', 'absent').encode())\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    runner = WarmRunner("process", str(work), start_timeout=30)
+    try:
+        cmd = Command(sys.executable, str(script), {}, task_variables({"A": VALUE}))
+        assert await runner.run_task(cmd, b"m", None) == b"m|" + VALUE.encode()
+    finally:
+        await runner.close()
