@@ -168,6 +168,13 @@ def test_input_file_urls_are_transferred(tmp_path: Any) -> None:
     assert files[0].endswith("pilot-queue-auth.json")
 
 
+def _build(cfg: Any, p: dict[str, Any], runner: str = "process", **kw: Any) -> Any:
+    chirp = "file" if runner == "process" else "htcondor"
+    return build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner=runner, chirp=chirp, **kw
+    )
+
+
 def test_a_task_naming_secrets_gets_the_fetch_entry_in_its_auth_file_only(tmp_path: Any) -> None:
     cfg = make_cfg(tmp_path)
     p = pending()
@@ -178,15 +185,7 @@ def test_a_task_naming_secrets_gets_the_fetch_entry_in_its_auth_file_only(tmp_pa
         ("https://ewms.example.org", "https://ewms.example.org"),
     ):
         c = dataclasses.replace(cfg, server_url_for_pilots=url_for_pilots)
-        spec, payload = build_spec(
-            c,
-            p["taskforce"],
-            p["task_directive"],
-            p["mqprofiles"],
-            runner="apptainer",
-            chirp="htcondor",
-            secrets_fetch_token=fetch_token,
-        )
+        spec, payload = _build(c, p, "apptainer", secrets_fetch_token=fetch_token)
         assert payload["ewms_secrets"] == {"url": f"{expected}/v1/pilot/secrets", "token": fetch_token}
         assert set(payload) == {"MQ-in", "MQ-out", "ewms_secrets"}
         assert fetch_token not in json.dumps(spec.submit_dict) and fetch_token not in json.dumps(
@@ -194,16 +193,7 @@ def test_a_task_naming_secrets_gets_the_fetch_entry_in_its_auth_file_only(tmp_pa
         )
     # no token from the server (no EWMS_SECRETS_KEY there): a failed submit, never a run without them
     with pytest.raises(InvalidTaskforce, match="EWMS_SECRETS_KEY"):
-        build_spec(cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file")
+        _build(cfg, p)
     # a task naming none gets no entry, even if a token came along
     p["task_directive"]["secrets"] = []
-    _, payload = build_spec(
-        cfg,
-        p["taskforce"],
-        p["task_directive"],
-        p["mqprofiles"],
-        runner="process",
-        chirp="file",
-        secrets_fetch_token="x",
-    )
-    assert "ewms_secrets" not in payload
+    assert "ewms_secrets" not in _build(cfg, p, secrets_fetch_token="x")[1]
