@@ -12,6 +12,7 @@ from typing import Any
 
 from .quotas import Quotas
 from .rules import JobLimits
+from .secrets_box import SecretsKeyError, parse_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -240,6 +241,16 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
     ),
+    Setting(
+        "EWMS_SECRETS_KEY",
+        None,
+        "Key users' secrets are encrypted with at rest (AES-256-GCM): the base64 encoding of 32 "
+        "random bytes, e.g. from `ewms-server secrets-key`. Unset: /v1/secrets and workflows "
+        "naming secrets answer 503; everything else works. Every replica needs the same key; "
+        "without the key it was stored under, a secret cannot be read (set it again).",
+    ),
+    Setting("EWMS_SECRETS_MAX_VALUE_BYTES", "65536", "Largest secret value, in UTF-8 bytes (400 above)."),
+    Setting("EWMS_SECRETS_MAX_PER_USER", "100", "Most secrets one user may keep (429 above)."),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -301,6 +312,9 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    secrets_key: bytes | None = field(default=None, repr=False)
+    secrets_max_value_bytes: int = 65536
+    secrets_max_per_user: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -386,11 +400,23 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
+            secrets_key=_secrets_key(get("EWMS_SECRETS_KEY")),
+            secrets_max_value_bytes=num("EWMS_SECRETS_MAX_VALUE_BYTES", int, 1),
+            secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
         )
 
     @property
     def auth_configured(self) -> bool:
         return bool(self.auth_secret or self.auth_openid_url)
+
+
+def _secrets_key(raw: str | None) -> bytes | None:
+    if raw is None:
+        return None
+    try:
+        return parse_key(raw)
+    except SecretsKeyError as e:
+        raise ConfigError(str(e)) from None  # never quotes the value
 
 
 def parse_networks(raw: str | None) -> tuple[IPNetwork, ...]:

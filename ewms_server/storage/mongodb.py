@@ -83,6 +83,9 @@ class MongoStorage:
             zero = {"succeeded": 0, "failed": 0}
             await tfs.update_many({"task_counts": {"$exists": False}}, {"$set": {"task_counts": zero}})
             await tfs.update_many({"diagnosis": {"$exists": False}}, {"$set": {"diagnosis": None}})
+        if 0 < version < 4:  # task directives name their secrets, older ones none (sqlite_schema._v4)
+            tds = self._db["task_directives"]
+            await tds.update_many({"secrets": {"$exists": False}}, {"$set": {"secrets": []}})
         await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
         return SCHEMA_VERSION
 

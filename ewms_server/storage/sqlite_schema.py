@@ -73,10 +73,24 @@ def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
         )
 
 
+def _v4(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `secrets` table (users' encrypted secrets; the other tables exist already), and
+    task directives with `secrets` (none on older ones), which every one shows from now on."""
+    for spec in specs:
+        for stmt in table_ddl(spec):
+            conn.execute(stmt)
+    if "task_directives" in {s.name for s in specs}:
+        conn.execute(
+            """UPDATE task_directives SET doc = json_set(doc, '$."secrets"', json('[]')) """
+            """WHERE json_type(doc, '$."secrets"') IS NULL"""
+        )
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
     1: _v1,
     2: _v2,
     3: _v3,
+    4: _v4,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

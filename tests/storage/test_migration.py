@@ -6,8 +6,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ewms_server.storage import sqlite_schema
-from ewms_server.storage.base import SCHEMA_VERSION, Storage
+from ewms_server.storage.base import SCHEMA_VERSION, DuplicateKey, Storage
 from ewms_server.storage.collections import COLLECTIONS
 from ewms_server.storage.mongodb import MongoStorage
 from ewms_server.storage.sqlite import SQLiteStorage
@@ -59,13 +61,59 @@ async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_pa
     store = SQLiteStorage(path)
     try:
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 3
+        assert await store.migrate() == SCHEMA_VERSION >= 3
         assert await store.get("workflows", {"workflow_id": "WF-1"}) == {"workflow_id": "WF-1"}
         doc = {"workflow_id": "WF-1", "owner": "a", "last_ts": 1.0, "samples": [], "task_samples": {}}
         await store.insert("workflow_progress", [doc])
         assert await store.get("workflow_progress", {"workflow_id": "WF-1"}) == doc
     finally:
         await store.close()
+
+
+async def test_v4_a_sqlite_store_without_secrets_gains_their_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_schema._v1(conn, [spec for name, spec in COLLECTIONS.items() if name != "secrets"])
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    store = SQLiteStorage(path)
+    try:
+        assert await store.migrate() == SCHEMA_VERSION >= 4
+        await _secrets_are_unique_per_owner_and_key(store)
+    finally:
+        await store.close()
+
+
+async def test_v4_secrets_are_unique_per_owner_and_key(store: Storage) -> None:
+    await _set_version(store, 3)
+    older = {"task_id": "TK-1", "owner": "alice", "workflow_id": "WF-1"}
+    named = {"task_id": "TK-2", "owner": "alice", "workflow_id": "WF-1", "secrets": ["K"]}
+    await store.insert("task_directives", [older, named])
+    assert await store.migrate() == SCHEMA_VERSION
+    await _secrets_are_unique_per_owner_and_key(store)
+    # every task directive names its secrets from now on: none on older ones
+    for tid, want in (("TK-1", []), ("TK-2", ["K"])):
+        td = await store.get("task_directives", {"task_id": tid})
+        assert td is not None and td["secrets"] == want
+
+
+async def _secrets_are_unique_per_owner_and_key(store: Storage) -> None:
+    def secret(n: int, owner: str, key: str) -> dict[str, Any]:
+        return {
+            "secret_id": f"SE-{n}",
+            "owner": owner,
+            "key": key,
+            "ciphertext": "v1:x",
+            "created_ts": 1.0,
+            "updated_ts": 1.0,
+        }
+
+    await store.insert("secrets", [secret(1, "alice", "K"), secret(2, "bob", "K"), secret(3, "alice", "L")])
+    with pytest.raises(DuplicateKey):
+        await store.insert("secrets", [secret(4, "alice", "K")])
+    assert await store.count("secrets", {"owner": "alice"}) == 2
+    found = await store.get("secrets", {"owner": "bob", "key": "K"})
+    assert found is not None and found["secret_id"] == "SE-2"
 
 
 async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) -> None:
