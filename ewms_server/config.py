@@ -159,6 +159,19 @@ SETTINGS: tuple[Setting, ...] = (
         "An ended workflow's queue credentials are revoked once all its taskforces are over "
         "(so removed pilots end cleanly), or at the latest this many seconds after it ended.",
     ),
+    Setting(
+        "EWMS_BROKER_CLEANUP_ON_STOP_S",
+        "10",
+        "At shutdown, the longest the server spends finishing the broker cleanup of ended "
+        "workflows (their broker users revoked, their vhosts and queues deleted, without waiting "
+        "for EWMS_BROKER_QUEUE_DELETE_GRACE_S), so a stopped server leaves none behind. 0: none.",
+    ),
+    Setting(
+        "EWMS_HEALTH_BROKER_CACHE_S",
+        "5",
+        "Seconds GET /v1/health reuses its last broker check (login and rights on the management "
+        "API, the AMQP port), so health stays cheap however often it is asked.",
+    ),
     Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     Setting(
         "EWMS_INPUT_FILE_SCHEMES",
@@ -301,6 +314,8 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    broker_cleanup_on_stop_s: float = 10.0
+    health_broker_cache_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -386,6 +401,8 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
+            broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
+            health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
         )
 
     @property

@@ -151,6 +151,40 @@ class MQActivation:
         profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])
         return [p["mqid"] for p in profiles]
 
+    async def retire_all_now(self) -> int:
+        """At shutdown: revoke and delete the broker objects of every ended workflow still
+        holding some, without waiting for taskforces or the grace period (the caller bounds
+        the time). Returns how many workflows it cleaned up."""
+        done = 0
+        while True:
+            ended = await self.store.find(
+                "workflows",
+                {"queues_deleted": False, "deactivated": {"$in": ["ABORTED", "FINISHED"]}},
+                projection=["workflow_id", "queues_revoked"],
+                limit=BATCH,
+            )
+            for wf in ended:
+                await self._clean_up(wf["workflow_id"], revoked=wf["queues_revoked"], delete=True)
+                done += 1
+            if len(ended) < BATCH:
+                return done
+
+    async def _clean_up(self, wid: str, *, revoked: bool, delete: bool) -> None:
+        mqids = await self._mqids(wid)
+        if not revoked:
+            await self.broker.deactivate_workflow(wid, mqids)
+            await self.store.update_where(
+                "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
+            )
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
+            )
+        if delete:
+            await self.broker.delete_queues(wid, mqids)
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
+            )
+
     async def _retire(self) -> None:
         now = time.time()
         ended = await self.store.find(
@@ -175,21 +209,10 @@ class MQActivation:
                 )
                 if live:
                     continue  # pilots are still being removed: let them end cleanly
-            mqids = await self._mqids(wid)
             try:
-                if not wf["queues_revoked"]:
-                    await self.broker.deactivate_workflow(wid, mqids)
-                    await self.store.update_where(
-                        "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
-                    )
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
-                    )
-                if ended_for >= self.delete_grace_s:
-                    await self.broker.delete_queues(wid, mqids)
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
-                    )
+                await self._clean_up(
+                    wid, revoked=wf["queues_revoked"], delete=ended_for >= self.delete_grace_s
+                )
             except BrokerUnavailable as e:
                 LOGGER.warning("broker unavailable while retiring %s: %s", wid, e)
                 return

@@ -136,14 +136,20 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    assert "DEVELOPMENT INSTANCE" in err and "system-tms" in err
     assert f"data: SQLite at {data / 'ewms.sqlite3'}" in err  # where the data lives is logged
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "ewms.sqlite3").stat().st_mode) == 0o600
-    token = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("user "))
+    # stderr is a pipe here, as a log file would be: the tokens are in a 0600 file, not in it
+    tokens_file = data / "dev-tokens"
+    assert f"development tokens: in {tokens_file}" in err
+    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+    text = tokens_file.read_text()
+    assert "DEVELOPMENT INSTANCE" in text
+    token = next(line.split()[-1] for line in text.splitlines() if line.strip().startswith("user "))
     assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"
-    tms = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("system-tms "))
+    tms = next(line.split()[-1] for line in text.splitlines() if line.strip().startswith("system-tms "))
     assert jwt.decode(tms, options={"verify_signature": False})["ewms_schedds"] == [socket.gethostname()]
+    assert token not in err and tms not in err
 
 
 def _request(port: int, method: str, path: str, token: str, body: Any = None) -> Any:

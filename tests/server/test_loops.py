@@ -92,6 +92,9 @@ class FlakyBroker:
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None: ...
 
+    async def health(self) -> str | None:
+        return None
+
     async def close(self) -> None: ...
 
 
