@@ -10,9 +10,8 @@ import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer, running_server
-from tests.test_e2e_workflow import broker_objects_gone, delete_broker_leftovers
-
-from .cli import BROKER_URL
+from tests.conftest import BROKER_URL, broker_objects_gone
+from tests.test_e2e_workflow import delete_broker_leftovers
 
 SCHEDD = "client-tests-schedd"
 

@@ -6,7 +6,6 @@ side by side (fast) and neither undoes a deactivation made through the other."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -18,8 +17,8 @@ import pika
 import pytest
 
 from ewms_pilot.broker import connection_url
-from tests.conftest import workflow_body
-from tests.test_e2e_workflow import broker_objects_gone, delete_broker_leftovers
+from tests.conftest import BROKER_URL, broker_objects_gone, workflow_body
+from tests.test_e2e_workflow import delete_broker_leftovers
 
 from .server_process import Api, ServerProcess, free_port, token
 
@@ -191,9 +190,6 @@ def test_a_deactivation_made_on_one_is_never_undone_by_the_others_loops(
         assert starter.ok("GET", f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['ended']}") == {}
     finally:
         starter.close()
-
-
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def test_both_activate_queues_and_what_users_are_given_works(tmp_path: Path) -> None:
