@@ -10,13 +10,11 @@ import json
 import os
 import pty
 import re
-import select
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from ewms_client.client import EWMSClient
 from ewms_server import standalone
 from tests.client.cli import ewms
 from tests.conftest import broker_objects_gone, wait_until
-from tests.processes import stop_process
+from tests.processes import read_terminal, stop_process
 from tests.test_e2e_workflow import delete_broker_leftovers, job_processes, kill_pids, supervisor_pids
 from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, pilot_command, readable, uid_range
 
@@ -60,20 +58,6 @@ def standalone_env(data: Path, jobs: Path, port: int, **extra: str) -> dict[str,
         **local,
         **extra,
     }
-
-
-def read_terminal(fd: int, pattern: re.Pattern[str], timeout: float) -> tuple[re.Match[str], str]:
-    """What the program wrote to its terminal, until `pattern` matches."""
-    text, deadline = "", time.monotonic() + timeout
-    while not (m := pattern.search(text)):
-        left = deadline - time.monotonic()
-        assert left > 0, f"nothing matching {pattern.pattern!r} on the terminal: {text!r}"
-        if select.select([fd], [], [], left)[0]:
-            try:
-                text += os.read(fd, 4096).decode(errors="replace")
-            except OSError:  # the program closed its terminal (it exited)
-                raise AssertionError(f"the terminal closed; it showed {text!r}") from None
-    return m, text
 
 
 def square_request(tmp: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ import pytest
 from ewms_server.broker.rabbitmq import SETTINGS_DOCS
 from ewms_server.config import SETTINGS
 from tests.conftest import workflow_body
+from tests.processes import read_terminal
 
 SECRET = "s" * 40
 
@@ -223,3 +225,51 @@ def test_refuses_a_store_newer_than_the_code(tmp_path: Path) -> None:
     assert res.returncode == 2
     refusal = [line for line in res.stderr.splitlines() if line.startswith("ewms-server:")]
     assert len(refusal) == 1 and "version 999, newer than this server's" in refusal[0], res.stderr
+
+
+def test_port_in_use_is_one_line_naming_the_setting_and_no_token_is_shown(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = run(
+            "serve",
+            env={"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port), "EWMS_DATA_DIR": str(tmp_path)},
+        )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"ewms-server: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(set EWMS_REST_PORT to a free port, or stop the program holding it)"
+    )
+    assert "Traceback" not in res.stderr and "eyJ" not in res.stdout + res.stderr  # no JWT
+    assert not (tmp_path / "dev-tokens").exists()  # tokens are minted only once bound
+
+
+def test_dev_tokens_go_to_the_terminal_never_into_the_log(tmp_path: Path) -> None:
+    """stdout on a terminal, stderr (the log) redirected to a file, as `ewms-server 2>log`:
+    the tokens are on the terminal and in the 0600 file, not in the log."""
+    import pty
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port), "EWMS_DATA_DIR": str(tmp_path)})
+    terminal, tty = pty.openpty()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env, stdout=tty, stderr=log_file)
+    os.close(tty)
+    try:
+        _, text = read_terminal(terminal, re.compile(r"system-tms .*\n"), 30)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(terminal)
+    assert f"DEVELOPMENT INSTANCE on http://127.0.0.1:{port}" in text
+    tokens = [line.split()[-1] for line in text.splitlines() if line.strip().startswith(("user ", "admin "))]
+    assert len(tokens) == 2
+    logged = log.read_text()
+    assert "listening on" in logged and not any(t in logged for t in tokens)
+    assert (tmp_path / "dev-tokens").read_text().replace("\n", "\r\n") in text  # a tty writes CRLF
+    assert "development tokens: in" not in logged  # shown, so the log need not point at the file
