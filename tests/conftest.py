@@ -133,6 +133,18 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def wait_until_sync(
+    check: Callable[[], Any], timeout: float = 10, interval: float = 0.05, what: str = ""
+) -> Any:
+    """`wait_until` for code that blocks (subprocess tests, threads): the same contract."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
+        time.sleep(interval)
+    return value
+
+
 def broker_objects_gone(workflow_id: str) -> bool:
     """Neither the workflow's broker user nor its vhost (with its queues) is on the broker."""
     s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})

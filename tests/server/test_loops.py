@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.broker.base import BrokerUnavailable, QueueAccess
@@ -72,6 +71,9 @@ async def test_interrupted_deactivation_is_finished(
     )
     server.deps.wake("launch_control")
     await wait_phase(user, uuid, "cancelled")
+    last = (await user.request("GET", f"/v1/taskforces/{uuid}"))["phase_change_log"][-1]
+    assert last["target_phase"] == "cancelled" and last["was_successful"] is True
+    assert last["source_entity"] == "server:launch-control"
 
 
 class FlakyBroker:
@@ -209,15 +211,22 @@ async def test_wake_runs_a_pass_at_once() -> None:
     await asyncio.wait_for(task, 1)
 
 
-@pytest.mark.parametrize("kind", ["abort", "finished"])
-async def test_health_endpoint(server: RunningServer, kind: str) -> None:
+async def test_health_endpoint_reports_every_part(server: RunningServer) -> None:
     import json
 
     from tornado.httpclient import AsyncHTTPClient
 
+    await wait_until(
+        lambda: all(s.last_pass_ts for s in server.deps.loops.values()), what="a pass of each loop"
+    )
     resp = await AsyncHTTPClient().fetch(server.url + "/v1/health")
     body = json.loads(resp.body)
-    assert body["healthy"] and body["database"]["healthy"]
+    assert resp.code == 200 and body["healthy"] is True
+    assert body["database"] == {"healthy": True}
+    assert body["broker"] == {"healthy": True, "configured": False}  # no EWMS_BROKER_URL here
+    assert set(body["loops"]) == {"mq_activation", "launch_control"}
+    for loop in body["loops"].values():
+        assert loop["healthy"] is True and loop["last_error"] is None and loop["last_pass_ts"] > 0
 
 
 class RecordingBroker(FlakyBroker):

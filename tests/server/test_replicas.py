@@ -17,7 +17,7 @@ import pika
 import pytest
 
 from ewms_pilot.broker import connection_url
-from tests.conftest import BROKER_URL, broker_objects_gone, workflow_body
+from tests.conftest import BROKER_URL, broker_objects_gone, wait_until_sync, workflow_body
 from tests.test_e2e_workflow import delete_broker_leftovers
 
 from .server_process import Api, ServerProcess, free_port, token
@@ -51,11 +51,11 @@ def body(location: str) -> dict[str, Any]:
 
 
 def wait_phase(api: Api, uuid: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (tf := api.ok("GET", f"/v1/taskforces/{uuid}"))["phase"] != phase:
-        assert time.monotonic() < deadline, f"{uuid} stuck in {tf['phase']}, not {phase}"
-        time.sleep(0.05)
-    return tf
+    def reached() -> dict[str, Any] | None:
+        tf: dict[str, Any] = api.ok("GET", f"/v1/taskforces/{uuid}")
+        return tf if tf["phase"] == phase else None
+
+    return wait_until_sync(reached, timeout, what=f"{uuid} to reach {phase}")  # type: ignore[no-any-return]
 
 
 def test_one_taskforce_life_with_requests_alternating(replicas: tuple[ServerProcess, ServerProcess]) -> None:
