@@ -187,7 +187,15 @@ def test_revoked_credentials_end_the_pilot_with_a_fatal_error(workflow: Workflow
         EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="60", EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="5"
     )
     wait_until_sync(lambda: "AwaitingFirstMessage" in workflow.statuses() or pilot.poll() is not None, 15)
-    time.sleep(0.5)  # consuming
+
+    def consuming() -> bool:
+        ch = workflow.channel()
+        try:
+            return ch.queue_declare(workflow.q[0], passive=True).method.consumer_count > 0
+        finally:
+            ch.connection.close()
+
+    wait_until_sync(consuming, 15, 0.1, what="the pilot consuming its queue")
     asyncio.run(_call(3, "deactivate_workflow", workflow.workflow_id, workflow.q))
     assert pilot.wait(20) == 1
     assert workflow.statuses()[-1] == "FatalError"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from rest_tools.client import RestClient
@@ -15,7 +16,7 @@ from ewms_server.ops.workflows import create_workflow
 from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, wait_until, workflow_body
-from tests.server.helpers import phase_of, submit, take_starter, wait_phase
+from tests.server.helpers import loop_passes, phase_of, submit, take_starter, wait_phase
 
 
 async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str | None) -> None:
@@ -166,8 +167,10 @@ async def test_abort_while_broker_down_is_not_undone(backend: str | None) -> Non
         made = await user.request("POST", "/v1/workflows", workflow_body())
         uuid = made["taskforces"][0]["taskforce_uuid"]
         await wait_until(lambda: asyncio.sleep(0, broker.calls >= 1))
+        failed_at = time.time()
         await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
-        await asyncio.sleep(2.5)  # past the activation retry
+        # the failed activation is retried 2 s later (the loop wakes itself): wait for that pass
+        await wait_until(lambda: (srv.deps.loops["mq_activation"].last_pass_ts or 0) > failed_at + 1.5, 10)
         assert await phase_of(user, uuid) == "cancelled"
 
 
@@ -263,7 +266,7 @@ async def test_credentials_revoked_once_pilots_are_gone(backend: str | None) -> 
         cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env
     ) as srv:
         wid, uuid, tms = await end_submitted_workflow(srv, "finished")
-        await asyncio.sleep(1.0)  # several loop passes
+        await loop_passes(srv.deps, 3)
         assert broker.revoked == [] and broker.deleted == []
         await tms.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}")
         await tms.request("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": 1.0})
