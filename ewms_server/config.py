@@ -323,35 +323,45 @@ class Config:
             value = env.get(name)
             return value if value not in (None, "") else _DEFAULTS[name]
 
+        problems: list[str] = []  # every bad setting is named at once
+
         def num(name: str, conv: Callable[[str], Any], minimum: float) -> Any:
             raw = get(name)
             try:
                 value = conv(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+                problems.append(f"{name}: expected a number, got {raw!r}")
+                return conv(_DEFAULTS[name] or "0")
             if value < minimum:
-                raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
+                problems.append(f"{name}: must be >= {minimum}, got {raw!r}")
             return value
 
         def flag(name: str) -> bool:
             raw = (get(name) or "").lower()
             if raw not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+                problems.append(f"{name}: expected true or false, got {raw!r}")
             return raw in ("true", "1", "yes")
+
+        def parsed(parse: Callable[[], Any], fallback: Any) -> Any:
+            try:
+                return parse()
+            except ConfigError as e:
+                problems.append(str(e))
+                return fallback
 
         secret = get("EWMS_AUTH_SECRET")
         if secret is not None and len(secret.encode()) < 32:
-            raise ConfigError("EWMS_AUTH_SECRET: must be at least 32 bytes")
+            problems.append("EWMS_AUTH_SECRET: must be at least 32 bytes")
         sync = (get("EWMS_SQLITE_SYNCHRONOUS") or "").upper()
         if sync not in ("FULL", "NORMAL"):
-            raise ConfigError(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
+            problems.append(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
         metrics_token = get("EWMS_METRICS_TOKEN")
         if metrics_token is not None and len(metrics_token) < 16:
-            raise ConfigError("EWMS_METRICS_TOKEN: must be at least 16 characters")
+            problems.append("EWMS_METRICS_TOKEN: must be at least 16 characters")
         level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
-        return cls(
+            problems.append(f"EWMS_LOG_LEVEL: unknown level {level!r}")
+        cfg = cls(
             rest_host=get("EWMS_REST_HOST") or "127.0.0.1",
             rest_port=num("EWMS_REST_PORT", int, 0),
             mongodb_url=get("EWMS_MONGODB_URL"),
@@ -361,7 +371,7 @@ class Config:
             sqlite_busy_timeout_s=num("EWMS_SQLITE_BUSY_TIMEOUT_S", float, 0),
             sqlite_readers=num("EWMS_SQLITE_READERS", int, 1),
             sqlite_query_workers=num("EWMS_SQLITE_QUERY_THREADS", int, 1),
-            cluster_locations=parse_locations(get("EWMS_CLUSTER_LOCATIONS")),
+            cluster_locations=parsed(lambda: parse_locations(get("EWMS_CLUSTER_LOCATIONS")), {}),
             auth_secret=secret,
             auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
             auth_audience=get("EWMS_AUTH_AUDIENCE"),
@@ -374,7 +384,7 @@ class Config:
             http_header_timeout_s=num("EWMS_HTTP_HEADER_TIMEOUT_S", float, 0.1),
             http_body_timeout_s=num("EWMS_HTTP_BODY_TIMEOUT_S", float, 0.1),
             http_max_idle_connections=num("EWMS_HTTP_MAX_IDLE_CONNECTIONS", int, 1),
-            trusted_proxies=parse_networks(get("EWMS_TRUSTED_PROXIES")),
+            trusted_proxies=parsed(lambda: parse_networks(get("EWMS_TRUSTED_PROXIES")), ()),
             query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
             query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
             query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
@@ -391,7 +401,7 @@ class Config:
             broker_revoke_max_wait_s=num("EWMS_BROKER_REVOKE_MAX_WAIT_S", float, 0),
             log_level=level,
             env=dict(env),
-            job_limits=_job_limits(get),
+            job_limits=parsed(lambda: _job_limits(get), JobLimits()),
             progress_cache_s=num("EWMS_PROGRESS_CACHE_S", float, 0),
             progress_sample_s=num("EWMS_PROGRESS_SAMPLE_S", float, 0),
             progress_history_len=num("EWMS_PROGRESS_HISTORY_LEN", int, 2),
@@ -400,10 +410,13 @@ class Config:
             metrics_enabled=flag("EWMS_METRICS_ENABLED"),
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
-            quotas=_quotas(get),
+            quotas=parsed(lambda: _quotas(get), Quotas()),
             broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
             health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
         )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cfg
 
     @property
     def auth_configured(self) -> bool:

@@ -66,6 +66,22 @@ def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_every_bad_setting_is_named_at_once() -> None:
+    res = run(
+        env={
+            "EWMS_REST_PORT": "x",
+            "EWMS_LOOP_INTERVAL_S": "-1",
+            "EWMS_DEV_MODE": "maybe",
+            "EWMS_CLUSTER_LOCATIONS": "[1]",
+        }
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ewms-server: configuration error: ")
+    for name in ("EWMS_REST_PORT", "EWMS_LOOP_INTERVAL_S", "EWMS_DEV_MODE", "EWMS_CLUSTER_LOCATIONS"):
+        assert name in line
+
+
 def test_mint_token() -> None:
     res = run(
         "mint-token", "--sub", "carol", "--role", "admin", "--expires", "60", env={"EWMS_AUTH_SECRET": SECRET}
