@@ -21,7 +21,7 @@ from typing import Any
 from ewms_client.client import EWMSClient
 from ewms_server import standalone
 from tests.client.cli import ewms
-from tests.conftest import broker_objects_gone, wait_until
+from tests.conftest import broker_objects_gone, wait_until, wait_until_sync
 from tests.processes import read_terminal, stop_process
 from tests.test_e2e_workflow import delete_broker_leftovers, job_processes, kill_pids, supervisor_pids
 from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, pilot_command, readable, uid_range
@@ -134,7 +134,7 @@ async def test_standalone_runs_a_workflow_and_ctrl_c_leaves_nothing_behind(tmp_p
         proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 60) == 0
         assert broker_objects_gone(wf), "the stopped server left the ended workflow's broker objects"
-        assert not Path(f"/proc/{tms_pid}").exists(), "the TMS outlived standalone"
+        assert not alive(tms_pid), "the TMS outlived standalone"
         text = log.read_text()
         assert "TMS stopped (exit 0)" in text and "Traceback" not in text
         assert token not in text and "EWMS_TOKEN=" not in text  # the tokens went to the terminal only
@@ -146,6 +146,38 @@ async def test_standalone_runs_a_workflow_and_ctrl_c_leaves_nothing_behind(tmp_p
         kill_pids(job_processes(uuids))
         if wf:
             await asyncio.to_thread(delete_broker_leftovers, wf)
+
+
+def test_the_tms_ends_when_standalone_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves standalone no time to stop its TMS: the kernel sends it SIGTERM."""
+    env = standalone_env(tmp_path / "data", Path(job_root(tmp_path.name)) / "jobs", free_port())
+    log = tmp_path / "standalone.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ewms_server", "standalone"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        started = wait_until_sync(
+            lambda: re.findall(r"TMS started \(pid (\d+)", log.read_text()), 60, 0.1, what="the TMS"
+        )
+        tms_pid = int(started[0])
+        proc.kill()
+        proc.wait()
+        wait_until_sync(lambda: not alive(tms_pid), 20, 0.1, what="the TMS to end")
+    finally:
+        stop_process(proc)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_standalone_port_in_use_is_one_line_and_prints_no_token(tmp_path: Path) -> None:

@@ -94,3 +94,46 @@ async def test_one_check_answers_every_caller_meanwhile_and_is_reused() -> None:
     health.cache_s = 0  # stale at once: the next caller checks again
     broker.problem = None
     assert await health.problem() is None and broker.calls == 2
+
+
+def test_ewms_server_with_a_wrong_broker_password_answers_503(tmp_path: Any) -> None:
+    """The console script as an operator runs it, pointed at the local RabbitMQ with a
+    password it refuses: health is a 503 naming the broker, and the server keeps serving."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_until_sync
+    from tests.server.server_process import REPO, SECRET, free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        EWMS_AUTH_SECRET=SECRET,
+        EWMS_REST_PORT=str(port),
+        EWMS_DATA_DIR=str(tmp_path),
+        EWMS_BROKER_URL=BROKER_URL.replace("guest:guest@", "guest:pw-rabbit-refuses@"),
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def health() -> tuple[int, dict[str, Any]] | None:  # (a Response of a 503 is falsy)
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=10)
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                return None
+            return r.status_code, r.json()
+
+        status, body = wait_until_sync(health, 30, 0.1, what="the server answering")
+        assert status == 503
+        assert "refused the admin login of EWMS_BROKER_URL (401)" in body["broker"]["error"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "pw-rabbit-refuses" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
