@@ -151,7 +151,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
         "86400",
-        "Seconds after a workflow ends before its queues are deleted.",
+        "Seconds after a workflow ends before its queues are deleted (or at the server's stop, "
+        "if sooner: EWMS_BROKER_CLEANUP_ON_STOP_S).",
     ),
     Setting(
         "EWMS_BROKER_REVOKE_MAX_WAIT_S",

@@ -193,7 +193,11 @@ async def _run(environ: Mapping[str, str], cfg: Config) -> int:
         raise
     url = f"http://{cfg.rest_host}:{server.port}"
     text, tms_token = _tokens(cfg, url)
-    tms = start_tms(tms_env(environ, cfg, url, tms_token))
+    try:
+        tms = start_tms(tms_env(environ, cfg, url, tms_token))
+    except OSError as e:
+        await server.stop()
+        return _fail(f"cannot start the TMS: {e}", 1)
     LOGGER.info("TMS started (pid %d, local backend)", tms.pid)
     show_secrets(text, os.path.join(cfg.data_dir, ENV_FILE), what="tokens and the export line")
     print(f"EWMS standalone: serving {url}; Ctrl-C stops it", file=sys.stderr, flush=True)

@@ -42,7 +42,11 @@ def test_help_documents_every_setting() -> None:
         assert s.name in res.stdout
     for name, _, _ in SETTINGS_DOCS:
         assert name in res.stdout
-    assert "mint-token" in res.stdout and "backup" in res.stdout
+    assert "mint-token" in res.stdout and "backup" in res.stdout and "standalone" in res.stdout
+    res = run("standalone", "--help")
+    assert res.returncode == 0
+    for said in ("EWMS_TMS_LOCAL_SINGLE_TENANT=true", "resources/pilot-venv.sh", "rabbitmq-server -detached"):
+        assert said in res.stdout
 
 
 def test_refuses_to_start_without_auth() -> None:
