@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cfg = replace(cfg, auth_secret=secrets.token_urlsafe(48))
         dev_tokens = True
-    return run_server(cfg, lambda server: _show_dev_tokens(server) if dev_tokens else None)
+    return _run_server(cfg, lambda server: _show_dev_tokens(server) if dev_tokens else None)
 
 
-def run_server(cfg: Config, started: Callable[[Server], None]) -> int:
+def _run_server(cfg: Config, started: Callable[[Server], None]) -> int:
     """Serve until SIGINT/SIGTERM; `started` runs once the port is bound. A port in use or a
     store too new: one line on stderr, no traceback."""
     try:
