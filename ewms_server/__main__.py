@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from . import logs, standalone
-from .auth import ROLES, mint_token
+from .auth import ROLES, mint_for, mint_token
 from .config import Config, ConfigError, settings_help
 from .server import PortInUse, Server, freeze_heap
 from .storage import DB_FILE
@@ -152,21 +152,11 @@ def _run_server(cfg: Config, started: Callable[[Server], None]) -> int:
 
 def _show_dev_tokens(server: Server) -> None:
     cfg = server.cfg
-    every_schedd = [loc.schedd for loc in cfg.cluster_locations.values()]
     lines = [
         f"DEVELOPMENT INSTANCE on http://{cfg.rest_host}:{server.port}: random signing secret; tokens valid for 24 h:"
     ]
     for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
-        token = mint_token(
-            cfg.auth_secret or "",
-            sub=sub,
-            role=role,
-            expires_s=86400,
-            claim=cfg.auth_role_claim,
-            schedds=every_schedd if role == "system-tms" else None,
-            schedds_claim=cfg.auth_schedds_claim,
-        )
-        lines.append(f"  {role:<10} {token}")
+        lines.append(f"  {role:<10} {mint_for(cfg, sub=sub, role=role, expires_s=86400)}")
     show_secrets(
         "\n".join(lines) + "\n", os.path.join(cfg.data_dir, DEV_TOKENS_FILE), what="development tokens"
     )

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from . import logs
-from .auth import mint_token
+from .auth import mint_for
 from .broker.base import BrokerAdapter
 from .config import Config, ConfigError
 from .server import PortInUse, Server, make_broker
@@ -150,16 +150,7 @@ def _tokens(cfg: Config, url: str) -> tuple[str, str]:
     """The user's and admin's tokens text, and the TMS's token."""
 
     def token(role: str, sub: str) -> str:
-        every_schedd = [loc.schedd for loc in cfg.cluster_locations.values()]
-        return mint_token(
-            cfg.auth_secret or "",
-            sub=sub,
-            role=role,
-            expires_s=TOKEN_LIFETIME_S,
-            claim=cfg.auth_role_claim,
-            schedds=every_schedd if role == "system-tms" else None,
-            schedds_claim=cfg.auth_schedds_claim,
-        )
+        return mint_for(cfg, sub=sub, role=role, expires_s=TOKEN_LIFETIME_S)
 
     user, admin = token("user", "standalone-user"), token("admin", "standalone-admin")
     text = (

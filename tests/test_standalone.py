@@ -60,6 +60,32 @@ def standalone_env(data: Path, jobs: Path, port: int, **extra: str) -> dict[str,
     }
 
 
+def start_standalone(
+    env: dict[str, str], log: Path, stdout: int | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`ewms-server standalone` with stderr into `log` (and stdout too, unless a terminal is given)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ewms_server", "standalone"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out if stdout is None else stdout,
+            stderr=out,
+            cwd=cwd,
+        )
+
+
+def run_standalone(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`ewms-server standalone` that is expected to refuse to start: its exit and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ewms_server", "standalone"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def square_request(tmp: Path) -> Path:
     """resources/examples/square.json with an interpreter and a script any job uid can run."""
     body = json.loads((REPO / "resources" / "examples" / "square.json").read_text())
@@ -76,15 +102,7 @@ async def test_standalone_runs_a_workflow_and_ctrl_c_leaves_nothing_behind(tmp_p
     data, jobs, log = tmp_path / "data", Path(job_root(tmp_path.name)) / "jobs", tmp_path / "standalone.log"
     env = standalone_env(data, jobs, free_port())
     terminal, tty = pty.openpty()
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ewms_server", "standalone"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=tty,
-            stderr=log_file,
-            cwd=tmp_path,
-        )
+    proc = start_standalone(env, log, stdout=tty, cwd=tmp_path)
     os.close(tty)
     wf, uuids = "", set()
     try:
@@ -152,14 +170,7 @@ def test_the_tms_ends_when_standalone_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves standalone no time to stop its TMS: the kernel sends it SIGTERM."""
     env = standalone_env(tmp_path / "data", Path(job_root(tmp_path.name)) / "jobs", free_port())
     log = tmp_path / "standalone.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ewms_server", "standalone"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
+    proc = start_standalone(env, log)
     try:
         started = wait_until_sync(
             lambda: re.findall(r"TMS started \(pid (\d+)", log.read_text()), 60, 0.1, what="the TMS"
@@ -186,13 +197,7 @@ def test_standalone_port_in_use_is_one_line_and_prints_no_token(tmp_path: Path) 
         taken.listen()
         port = taken.getsockname()[1]
         env = standalone_env(tmp_path / "data", Path(job_root(tmp_path.name)) / "jobs", port)
-        res = subprocess.run(
-            [sys.executable, "-m", "ewms_server", "standalone"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        res = run_standalone(env)
     assert res.returncode == 1
     lines = [line for line in res.stderr.splitlines() if line.startswith("ewms-server")]
     assert lines == [
@@ -212,13 +217,7 @@ def test_standalone_without_rabbitmq_says_how_to_start_one(tmp_path: Path) -> No
         EWMS_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{closed}/%2F",
         EWMS_BROKER_MANAGEMENT_URL=f"http://127.0.0.1:{closed}",
     )
-    res = subprocess.run(
-        [sys.executable, "-m", "ewms_server", "standalone"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_standalone(env)
     assert res.returncode == 1, res.stderr
     assert "no usable RabbitMQ at EWMS_BROKER_URL" in res.stderr
     assert "sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached" in res.stderr
