@@ -61,6 +61,30 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def mint_for(
+    cfg: Config,
+    *,
+    sub: str,
+    role: str,
+    expires_s: float,
+    schedds: Iterable[str] | None = None,
+    secret: str | None = None,
+) -> str:
+    """A token with this server's claim names, signed with its local secret (or `secret`); a
+    system-tms one acts for `schedds`, by default every schedd of its cluster locations."""
+    if role == "system-tms" and schedds is None:
+        schedds = [loc.schedd for loc in cfg.cluster_locations.values()]
+    return mint_token(
+        secret or cfg.auth_secret or "",
+        sub=sub,
+        role=role,
+        expires_s=expires_s,
+        claim=cfg.auth_role_claim,
+        schedds=schedds if role == "system-tms" else None,
+        schedds_claim=cfg.auth_schedds_claim,
+    )
+
+
 class Authenticator:
     """Turns an Authorization header into a Caller; verified tokens are cached until expiry."""
 

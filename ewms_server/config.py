@@ -152,13 +152,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
         "86400",
-        "Seconds after a workflow ends before its queues are deleted.",
+        "Seconds after a workflow ends before its queues are deleted (or at the server's stop, "
+        "if sooner: EWMS_BROKER_CLEANUP_ON_STOP_S).",
     ),
     Setting(
         "EWMS_BROKER_REVOKE_MAX_WAIT_S",
         "600",
         "An ended workflow's queue credentials are revoked once all its taskforces are over "
         "(so removed pilots end cleanly), or at the latest this many seconds after it ended.",
+    ),
+    Setting(
+        "EWMS_BROKER_CLEANUP_ON_STOP_S",
+        "10",
+        "At shutdown, the longest the server spends finishing the broker cleanup of ended "
+        "workflows (their broker users revoked, their vhosts and queues deleted, without waiting "
+        "for EWMS_BROKER_QUEUE_DELETE_GRACE_S), so a stopped server leaves none behind; a workflow "
+        "whose queues still hold messages keeps them for the grace period. 0: none.",
+    ),
+    Setting(
+        "EWMS_HEALTH_BROKER_CACHE_S",
+        "5",
+        "Seconds GET /v1/health reuses its last broker check (login and rights on the management "
+        "API, the AMQP port), so health stays cheap however often it is asked.",
     ),
     Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     Setting(
@@ -315,6 +330,8 @@ class Config:
     secrets_key: bytes | None = field(default=None, repr=False)
     secrets_max_value_bytes: int = 65536
     secrets_max_per_user: int = 100
+    broker_cleanup_on_stop_s: float = 10.0
+    health_broker_cache_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -322,35 +339,45 @@ class Config:
             value = env.get(name)
             return value if value not in (None, "") else _DEFAULTS[name]
 
+        problems: list[str] = []  # every bad setting is named at once
+
         def num(name: str, conv: Callable[[str], Any], minimum: float) -> Any:
             raw = get(name)
             try:
                 value = conv(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+                problems.append(f"{name}: expected a number, got {raw!r}")
+                return conv(_DEFAULTS[name] or "0")
             if value < minimum:
-                raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
+                problems.append(f"{name}: must be >= {minimum}, got {raw!r}")
             return value
 
         def flag(name: str) -> bool:
             raw = (get(name) or "").lower()
             if raw not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+                problems.append(f"{name}: expected true or false, got {raw!r}")
             return raw in ("true", "1", "yes")
+
+        def parsed(parse: Callable[[], Any], fallback: Any) -> Any:
+            try:
+                return parse()
+            except ConfigError as e:
+                problems.append(str(e))
+                return fallback
 
         secret = get("EWMS_AUTH_SECRET")
         if secret is not None and len(secret.encode()) < 32:
-            raise ConfigError("EWMS_AUTH_SECRET: must be at least 32 bytes")
+            problems.append("EWMS_AUTH_SECRET: must be at least 32 bytes")
         sync = (get("EWMS_SQLITE_SYNCHRONOUS") or "").upper()
         if sync not in ("FULL", "NORMAL"):
-            raise ConfigError(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
+            problems.append(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
         metrics_token = get("EWMS_METRICS_TOKEN")
         if metrics_token is not None and len(metrics_token) < 16:
-            raise ConfigError("EWMS_METRICS_TOKEN: must be at least 16 characters")
+            problems.append("EWMS_METRICS_TOKEN: must be at least 16 characters")
         level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
-        return cls(
+            problems.append(f"EWMS_LOG_LEVEL: unknown level {level!r}")
+        cfg = cls(
             rest_host=get("EWMS_REST_HOST") or "127.0.0.1",
             rest_port=num("EWMS_REST_PORT", int, 0),
             mongodb_url=get("EWMS_MONGODB_URL"),
@@ -360,7 +387,7 @@ class Config:
             sqlite_busy_timeout_s=num("EWMS_SQLITE_BUSY_TIMEOUT_S", float, 0),
             sqlite_readers=num("EWMS_SQLITE_READERS", int, 1),
             sqlite_query_workers=num("EWMS_SQLITE_QUERY_THREADS", int, 1),
-            cluster_locations=parse_locations(get("EWMS_CLUSTER_LOCATIONS")),
+            cluster_locations=parsed(lambda: parse_locations(get("EWMS_CLUSTER_LOCATIONS")), {}),
             auth_secret=secret,
             auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
             auth_audience=get("EWMS_AUTH_AUDIENCE"),
@@ -373,7 +400,7 @@ class Config:
             http_header_timeout_s=num("EWMS_HTTP_HEADER_TIMEOUT_S", float, 0.1),
             http_body_timeout_s=num("EWMS_HTTP_BODY_TIMEOUT_S", float, 0.1),
             http_max_idle_connections=num("EWMS_HTTP_MAX_IDLE_CONNECTIONS", int, 1),
-            trusted_proxies=parse_networks(get("EWMS_TRUSTED_PROXIES")),
+            trusted_proxies=parsed(lambda: parse_networks(get("EWMS_TRUSTED_PROXIES")), ()),
             query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
             query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
             query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
@@ -390,7 +417,7 @@ class Config:
             broker_revoke_max_wait_s=num("EWMS_BROKER_REVOKE_MAX_WAIT_S", float, 0),
             log_level=level,
             env=dict(env),
-            job_limits=_job_limits(get),
+            job_limits=parsed(lambda: _job_limits(get), JobLimits()),
             progress_cache_s=num("EWMS_PROGRESS_CACHE_S", float, 0),
             progress_sample_s=num("EWMS_PROGRESS_SAMPLE_S", float, 0),
             progress_history_len=num("EWMS_PROGRESS_HISTORY_LEN", int, 2),
@@ -399,11 +426,16 @@ class Config:
             metrics_enabled=flag("EWMS_METRICS_ENABLED"),
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
-            quotas=_quotas(get),
-            secrets_key=_secrets_key(get("EWMS_SECRETS_KEY")),
+            quotas=parsed(lambda: _quotas(get), Quotas()),
+            secrets_key=parsed(lambda: _secrets_key(get("EWMS_SECRETS_KEY")), None),
             secrets_max_value_bytes=num("EWMS_SECRETS_MAX_VALUE_BYTES", int, 1),
             secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
+            broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
+            health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
         )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cfg
 
     @property
     def auth_configured(self) -> bool:

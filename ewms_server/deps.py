@@ -17,6 +17,7 @@ from .storage.base import Storage
 from .views import Views
 
 if TYPE_CHECKING:
+    from .broker.health import BrokerHealth
     from .metrics import ServerMetrics
     from .progress_cache import ProgressCache
 
@@ -34,6 +35,8 @@ class Deps:
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+    broker_health: BrokerHealth | None = None
+    """None: no broker is configured (EWMS_BROKER_URL unset)."""
 
     @cached_property
     def views(self) -> Views:

@@ -166,5 +166,8 @@ class MeteredBroker:
             "requeue_dead_letters", self.inner.requeue_dead_letters(workflow_id, mqids, limit)
         )
 
+    async def health(self) -> str | None:
+        return await self.inner.health()
+
     async def close(self) -> None:
         await self.inner.close()

@@ -14,6 +14,7 @@ import tornado.web
 
 from .auth import Authenticator
 from .broker.base import BrokerAdapter
+from .broker.health import BrokerHealth
 from .broker.null import NullBrokerAdapter
 from .config import Config
 from .deps import Deps
@@ -42,6 +43,20 @@ def make_broker(cfg: Config) -> BrokerAdapter:
     from .broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
 
     return RabbitMQBrokerAdapter(RabbitMQSettings.from_env(cfg.env))
+
+
+class PortInUse(Exception):
+    """The REST port cannot be bound; the message names EWMS_REST_PORT."""
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    try:
+        return tornado.netutil.bind_sockets(port, host, family=socket.AF_INET)
+    except OSError as e:
+        raise PortInUse(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (set EWMS_REST_PORT to a free port, "
+            "or stop the program holding it)"
+        ) from None
 
 
 ACCESS = logging.getLogger("tornado.access")
@@ -110,8 +125,20 @@ class Server:
     _http: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _activation: MQActivation | None = None
 
     async def start(self) -> None:
+        """Raises PortInUse before anything else is opened when the port cannot be bound."""
+        cfg = self.cfg
+        sockets = bind(cfg.rest_host, cfg.rest_port)
+        try:
+            await self._start(sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+
+    async def _start(self, sockets: list[socket.socket]) -> None:
         cfg = self.cfg
         schema = OpenAPI()
         if self.storage is None:
@@ -153,8 +180,9 @@ class Server:
                 store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
             ),
             metrics=metrics,
+            broker_health=BrokerHealth(broker, cfg.health_broker_cache_s) if cfg.broker_url else None,
         )
-        activation = MQActivation(
+        self._activation = activation = MQActivation(
             store,
             broker,
             wake_launch=lambda: self.deps.wake("launch_control"),
@@ -180,7 +208,6 @@ class Server:
             trusted_proxies=cfg.trusted_proxies,
             max_idle_connections=cfg.http_max_idle_connections,
         )
-        sockets = tornado.netutil.bind_sockets(cfg.rest_port, cfg.rest_host, family=socket.AF_INET)
         self._http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         LOGGER.info("listening on http://%s:%d", cfg.rest_host, self.port)
@@ -197,6 +224,26 @@ class Server:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for t in pending:
                 t.cancel()
+        await self._finish_broker_cleanups()
         if self.broker is not None:
             await self.broker.close()
         await self.deps.store.close()
+
+    async def _finish_broker_cleanups(self) -> None:
+        """Ended workflows' broker users and vhosts, removed now rather than left behind
+        (for at most EWMS_BROKER_CLEANUP_ON_STOP_S; what is left, later passes of mq_activation
+        finish after the grace period)."""
+        limit = self.cfg.broker_cleanup_on_stop_s
+        if self._activation is None or not self.cfg.broker_url or limit <= 0:
+            return
+        try:
+            n = await asyncio.wait_for(self._activation.retire_all_now(), limit)
+        except TimeoutError:
+            LOGGER.warning(
+                "broker cleanup of ended workflows unfinished after %.0f s; the next start goes on", limit
+            )
+        except Exception as e:
+            LOGGER.warning("broker cleanup of ended workflows failed at stop: %s: %s", type(e).__name__, e)
+        else:
+            if n:
+                LOGGER.info("removed the broker objects of %d ended workflow(s) at stop", n)

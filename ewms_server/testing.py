@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .auth import mint_token
+from .auth import mint_for
 from .broker.base import BrokerAdapter
 from .config import Config
 from .secrets_box import new_key_text
@@ -40,18 +40,8 @@ class RunningServer:
     ) -> str:
         """A token of this server; a system-tms one names `schedds`, by default every schedd
         of the server's cluster locations."""
-        if role == "system-tms" and schedds is None:
-            schedds = [loc.schedd for loc in self.server.cfg.cluster_locations.values()]
         cfg = self.server.cfg
-        return mint_token(
-            self.secret,
-            sub=sub,
-            role=role,
-            expires_s=expires_s,
-            claim=cfg.auth_role_claim,
-            schedds=schedds if role == "system-tms" else None,
-            schedds_claim=cfg.auth_schedds_claim,
-        )
+        return mint_for(cfg, sub=sub, role=role, expires_s=expires_s, schedds=schedds, secret=self.secret)
 
 
 @contextlib.asynccontextmanager

@@ -58,4 +58,8 @@ class BrokerAdapter(Protocol):
         (and confirmed) before it leaves the dead-letter queue; return how many moved. Raise
         QueuesMissing when the workflow's queues are not there."""
 
+    async def health(self) -> str | None:
+        """None when the broker answers with the admin rights the adapter needs; else what is
+        wrong, in words (no secret in them)."""
+
     async def close(self) -> None: ...

@@ -23,5 +23,8 @@ class NullBrokerAdapter:
     async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
         return 0  # no broker, so nothing was ever dead-lettered
 
+    async def health(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         return None

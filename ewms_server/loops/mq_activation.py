@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import documents
-from ..broker.base import BrokerAdapter, BrokerUnavailable
+from ..broker.base import BrokerAdapter, BrokerUnavailable, QueuesMissing
 from ..ops.workflows import stop_taskforces
 from ..phases import TERMINAL, Phase
 from ..storage.base import Change, Storage
@@ -151,6 +151,73 @@ class MQActivation:
         profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])
         return [p["mqid"] for p in profiles]
 
+    async def retire_all_now(self) -> int:
+        """At shutdown: revoke the broker users of every ended workflow, and delete its vhost
+        and queues unless a message is still in one (results not pulled, dead letters not
+        read: those wait for the grace period, as without a stop), without waiting for
+        taskforces (the caller bounds the time). Returns how many workflows it removed."""
+        done = 0
+        seen: set[str] = set()
+        while True:
+            ended = [
+                wf
+                for wf in await self.store.find(
+                    "workflows",
+                    {"queues_deleted": False, "deactivated": {"$in": ["ABORTED", "FINISHED"]}},
+                    projection=["workflow_id", "queues_revoked"],
+                    limit=BATCH + len(seen),
+                )
+                if wf["workflow_id"] not in seen
+            ]
+            for wf in ended:
+                wid = wf["workflow_id"]
+                seen.add(wid)
+                if not wf["queues_revoked"]:  # first: its connections close, unacked return
+                    await self._clean_up(wid, revoked=False, delete=False)
+                unread = await self._unread(wid)
+                if unread:
+                    LOGGER.info(
+                        "workflow %s ended with %d message(s) still queued: its queues stay for "
+                        "their grace period (its broker user is revoked)",
+                        wid,
+                        unread,
+                    )
+                else:
+                    await self._clean_up(wid, revoked=True, delete=True)
+                    done += 1
+            if len(ended) < BATCH:
+                return done
+
+    async def _unread(self, wid: str) -> int:
+        """Messages still in the workflow's queues and dead-letter queues, as the management
+        API counts them (its figures are refreshed every 5 s; a queue it has no figure for
+        yet counts as empty)."""
+        try:
+            depths = await self.broker.queue_depths(wid, await self._mqids(wid))
+        except QueuesMissing:
+            return 0
+        total = 0
+        for d in depths.values():
+            for n in (d.pending, d.in_flight, d.dead_lettered):
+                total += n or 0
+        return total
+
+    async def _clean_up(self, wid: str, *, revoked: bool, delete: bool) -> None:
+        mqids = await self._mqids(wid)
+        if not revoked:
+            await self.broker.deactivate_workflow(wid, mqids)
+            await self.store.update_where(
+                "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
+            )
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
+            )
+        if delete:
+            await self.broker.delete_queues(wid, mqids)
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
+            )
+
     async def _retire(self) -> None:
         now = time.time()
         ended = await self.store.find(
@@ -175,21 +242,10 @@ class MQActivation:
                 )
                 if live:
                     continue  # pilots are still being removed: let them end cleanly
-            mqids = await self._mqids(wid)
             try:
-                if not wf["queues_revoked"]:
-                    await self.broker.deactivate_workflow(wid, mqids)
-                    await self.store.update_where(
-                        "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
-                    )
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
-                    )
-                if ended_for >= self.delete_grace_s:
-                    await self.broker.delete_queues(wid, mqids)
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
-                    )
+                await self._clean_up(
+                    wid, revoked=wf["queues_revoked"], delete=ended_for >= self.delete_grace_s
+                )
             except BrokerUnavailable as e:
                 LOGGER.warning("broker unavailable while retiring %s: %s", wid, e)
                 return

@@ -14,8 +14,8 @@ from rest_tools.client import RestClient
 from ewms_pilot.broker import connection_url
 from ewms_server.broker.rabbitmq import dead_letter_queue, leftover_paths, vhost_for
 from ewms_server.testing import running_server
-from tests.broker.conftest import BROKER_URL, broker_settings
-from tests.conftest import wait_until, workflow_body
+from tests.broker.conftest import broker_settings
+from tests.conftest import BROKER_URL, wait_until, workflow_body
 from tests.server.helpers import error_of
 from tests.server.test_metrics import scrape, series
 

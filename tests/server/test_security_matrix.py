@@ -132,6 +132,9 @@ class TokenBroker:
     async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
         return 2 * len(mqids)
 
+    async def health(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         return None
 
