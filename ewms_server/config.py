@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .autoscale.settings import AutoscaleSettings
 from .quotas import Quotas
 from .rules import JobLimits
 
@@ -240,6 +241,48 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
     ),
+    Setting(
+        "EWMS_AUTOSCALE_INTERVAL_S",
+        "5",
+        "Seconds between autoscaler passes when nothing wakes it earlier (statuses reports, "
+        "progress reads and new workflows do).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_TARGET_DRAIN_S",
+        "60",
+        "An autoscaled task gets enough workers to drain its backlog in about this long at the "
+        "measured rate per worker (within its min/max and the caps).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_HOLD_DOWN_S",
+        "30",
+        "Scale in only after fewer workers were wanted for this long (scale out is at once).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_IDLE_TIMEOUT_S",
+        "20",
+        "Idle timeout of the pilots of taskforces the autoscaler adds (their "
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING unless the task sets it): how soon an idle worker ends.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_WORKERS",
+        "0",
+        "Most workers of one user over all their live taskforces that the autoscaler sizes to "
+        "(taskforces it does not size count too); 0 = no cap.",
+    ),
+    Setting(
+        "EWMS_USER_SHARES",
+        "{}",
+        'Fair-share weights, JSON {"user": weight > 0}; absent users weigh 1 (equal shares). '
+        "Pending-starter offers the waiting taskforce of the user holding the fewest workers "
+        "for their share first, then by priority, then age; the autoscaler divides the caps so.",
+    ),
+    Setting(
+        "EWMS_LOCATION_MAX_WORKERS",
+        "{}",
+        'Most workers the autoscaler sizes to at a cluster location, JSON {"location": n}, '
+        "counting every live taskforce there; absent locations: no cap.",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -301,6 +344,7 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -386,6 +430,7 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
+            autoscale=_autoscale(get),
         )
 
     @property
@@ -414,6 +459,13 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
 def _quotas(get: Callable[[str], str | None]) -> Quotas:
     try:
         return Quotas.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _autoscale(get: Callable[[str], str | None]) -> AutoscaleSettings:
+    try:
+        return AutoscaleSettings.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .auth import Authenticator
 from .config import Config
 from .loops.base import LoopState
+from .ops.fair_share import FairShare
 from .query_limits import QueryLimits
 from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
@@ -33,6 +34,8 @@ class Deps:
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+    fair_share: FairShare | None = None
+    """Orders pending-starter by users' workers against their shares (None: priority only)."""
 
     @cached_property
     def views(self) -> Views:

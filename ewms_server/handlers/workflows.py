@@ -22,9 +22,15 @@ class WorkflowsHandler(BaseHandler):
         body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
         created = await ops.create_workflow(
-            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
+            self.deps.store,
+            self.deps.cfg.cluster_locations,
+            self.caller,
+            body,
+            quotas=self.deps.quotas,
+            autoscaled_pilot_env=self.deps.cfg.autoscale.pilot_env(),
         )
         self.deps.wake("mq_activation")
+        self.deps.wake("autoscale")
         self.send(self.deps.views.created(created))
 
 
