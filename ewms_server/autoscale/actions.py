@@ -37,13 +37,18 @@ async def scale_out(
     return made
 
 
-def surplus(taskforces: Sequence[Mapping[str, Any]], excess: int) -> list[Mapping[str, Any]]:
-    """Taskforces to stop for up to `excess` workers, none with a running job: those not
-    submitted yet, then submitted ones whose jobs all wait; newest first."""
-    idle = [tf for tf in taskforces if workers.running(tf) == 0 and workers.held(tf) > 0]
-    idle.sort(key=lambda tf: (tf["phase"] == str(Phase.CONDOR_SUBMIT), -tf["timestamp"]))
+def surplus(
+    taskforces: Sequence[Mapping[str, Any]], excess: int, *, preempt: bool
+) -> list[Mapping[str, Any]]:
+    """Taskforces to stop for up to `excess` workers: those not submitted yet, then submitted
+    ones whose jobs all wait, newest first; with `preempt`, then running ones, newest first
+    (their tasks go back to the queue). Without it running pilots end by their idle timeout."""
+    mine = [tf for tf in taskforces if workers.held(tf) > 0 and (preempt or workers.running(tf) == 0)]
+    mine.sort(
+        key=lambda tf: (workers.running(tf) > 0, tf["phase"] == str(Phase.CONDOR_SUBMIT), -tf["timestamp"])
+    )
     out, freed = [], 0
-    for tf in idle:
+    for tf in mine:
         if freed >= excess:
             break
         if workers.held(tf) <= excess - freed:

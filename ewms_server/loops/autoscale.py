@@ -75,7 +75,13 @@ class Autoscaler:
             wants[t["task_id"]] = wanted(seen[t["task_id"]], bounds, self.settings.target_drain_s)
         grants = allocate(
             [
-                Demand(t["task_id"], t["owner"], tuple(t["cluster_locations"]), wants[t["task_id"]].workers)
+                Demand(
+                    t["task_id"],
+                    t["owner"],
+                    tuple(t["cluster_locations"]),
+                    wants[t["task_id"]].workers,
+                    held=_by_location(mine[t["task_id"]]),
+                )
                 for t in tasks
             ],
             fixed_by_user=fixed_user,
@@ -124,9 +130,8 @@ class Autoscaler:
         )
         d = outcome.decision
         if d.action == Action.SCALE_OUT:
-            add = _placement(d.target - d.current, task["cluster_locations"], taskforces, grant.by_location)
             made = await actions.scale_out(
-                self.store, self.locations, task["task_id"], add, self.settings.pilot_env()
+                self.store, self.locations, task["task_id"], grant.add, self.settings.pilot_env()
             )
             self.n_scale_outs += 1
             LOGGER.info(
@@ -134,7 +139,9 @@ class Autoscaler:
             )
             self.wake_launch()
         elif d.action == Action.SCALE_IN:
-            for tf in actions.surplus(taskforces, d.current - d.target):
+            # a cap below what it holds (another user's fair share) takes running workers too
+            preempt = d.cap is not None
+            for tf in actions.surplus(taskforces, d.current - d.target, preempt=preempt):
                 await actions.stop(self.store, tf, f"autoscale: scale in to {d.target} workers")
             LOGGER.info("task %s: scale in %d -> %d (%s)", task["task_id"], d.current, d.target, d.reason)
         await actions.record(self.store, task["task_id"], scale, d, outcome.low_since)
@@ -152,16 +159,8 @@ def _observe(backlog: TaskBacklog | None, taskforces: list[dict[str, Any]]) -> O
     )
 
 
-def _placement(
-    n: int, locations: list[str], taskforces: list[dict[str, Any]], room: Mapping[str, int]
-) -> dict[str, int]:
-    """Spread `n` new workers over the task's locations, each where its grant exceeds what
-    it holds the most."""
-    held: Counter[str] = Counter()
-    for tf in taskforces:
-        held[tf["cluster_location"]] += workers.held(tf)
+def _by_location(taskforces: list[dict[str, Any]]) -> dict[str, int]:
     out: Counter[str] = Counter()
-    for _ in range(n):
-        loc = max(locations, key=lambda x: room.get(x, 0) - held[x] - out[x])
-        out[loc] += 1
+    for tf in taskforces:
+        out[tf["cluster_location"]] += workers.held(tf)
     return dict(out)

@@ -18,6 +18,7 @@ PROJECTION = [
     "n_workers",
     "phase",
     "compound_statuses",
+    "timestamp",
 ]
 
 

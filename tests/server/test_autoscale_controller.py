@@ -179,7 +179,7 @@ def test_a_decision_names_its_reason_and_binding_cap() -> None:
 
 
 def test_fair_share_divides_a_location_cap_equally() -> None:
-    demands = [Demand("a", "alice", ("loc",), 10), Demand("b", "bob", ("loc",), 10)]
+    demands = [Demand("a", "alice", ("loc",), 10, held={}), Demand("b", "bob", ("loc",), 10, held={})]
     grants = allocate(
         demands,
         fixed_by_user={},
@@ -193,7 +193,7 @@ def test_fair_share_divides_a_location_cap_equally() -> None:
 
 
 def test_fair_share_weights_users_and_counts_fixed_workers() -> None:
-    demands = [Demand("a", "alice", ("loc",), 10), Demand("b", "bob", ("loc",), 10)]
+    demands = [Demand("a", "alice", ("loc",), 10, held={}), Demand("b", "bob", ("loc",), 10, held={})]
     grants = allocate(
         demands,
         fixed_by_user={"bob": 2},  # bob's fixed-size taskforce holds 2 there already
@@ -208,12 +208,38 @@ def test_fair_share_weights_users_and_counts_fixed_workers() -> None:
 
 def test_user_cap_binds_only_that_user() -> None:
     demands = [
-        Demand("a1", "alice", ("x", "y"), 4),
-        Demand("a2", "alice", ("x",), 4),
-        Demand("b", "bob", ("x",), 4),
+        Demand("a1", "alice", ("x", "y"), 4, held={}),
+        Demand("a2", "alice", ("x",), 4, held={}),
+        Demand("b", "bob", ("x",), 4, held={}),
     ]
     grants = allocate(
         demands, fixed_by_user={}, fixed_by_location={}, user_max=5, location_max={}, share=lambda u: 1.0
     )
     assert grants["a1"].workers + grants["a2"].workers == 5 and grants["b"].workers == 4
     assert grants["b"].cap_reason is None and "EWMS_USER_MAX_WORKERS=5" in (grants["a2"].cap_reason or "")
+
+
+def test_a_task_grows_only_into_free_room_and_one_above_its_share_shrinks() -> None:
+    # alice came first and holds the whole location; bob's equal demand waits for room
+    demands = [Demand("a", "alice", ("loc",), 10, held={"loc": 6}), Demand("b", "bob", ("loc",), 10, held={})]
+    grants = allocate(
+        demands,
+        fixed_by_user={},
+        fixed_by_location={},
+        user_max=0,
+        location_max={"loc": 6},
+        share=lambda u: 1.0,
+    )
+    assert (grants["a"].workers, grants["b"].workers, grants["b"].add) == (3, 0, {})
+    assert "location cap" in (grants["b"].cap_reason or "")
+    # once alice is down to her share, bob grows to his
+    demands = [Demand("a", "alice", ("loc",), 10, held={"loc": 3}), Demand("b", "bob", ("loc",), 10, held={})]
+    grants = allocate(
+        demands,
+        fixed_by_user={},
+        fixed_by_location={},
+        user_max=0,
+        location_max={"loc": 6},
+        share=lambda u: 1.0,
+    )
+    assert (grants["a"].workers, grants["b"].workers, grants["b"].add) == (3, 3, {"loc": 3})
