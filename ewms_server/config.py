@@ -254,6 +254,12 @@ SETTINGS: tuple[Setting, ...] = (
         "measured rate per worker (within its min/max and the caps).",
     ),
     Setting(
+        "EWMS_AUTOSCALE_MESSAGES_PER_WORKER",
+        "50",
+        "Before an autoscaled task's rate is measured (nothing finished yet): one worker per this "
+        "many messages of backlog (at least one, and twice those running).",
+    ),
+    Setting(
         "EWMS_AUTOSCALE_HOLD_DOWN_S",
         "30",
         "Scale in only after fewer workers were wanted for this long (scale out is at once).",

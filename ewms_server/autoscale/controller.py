@@ -5,8 +5,9 @@ Pure functions over values (no store, no clock, no broker), so a simulation can 
 
 - `wanted`: what the backlog calls for, within the task's [min_workers, max_workers]:
   backlog / (rate per worker x target drain time), never more than the backlog itself; with no
-  measured rate yet, twice the running workers (at least one), so a burst ramps up in doublings
-  paced by how fast workers really start.
+  measured rate yet (nothing finished), one worker per `messages_per_worker` of backlog, or
+  twice the running workers when more (as queue-length scalers do), so a burst is answered at
+  the first decision and the rate takes over once measured.
 - `decide`: that, clamped by the caps (per-user, per-location, fair share), against the
   workers the task holds: more is acted on at once; fewer only once fewer were wanted for the
   whole hold-down time (and a rise in between cancels it), so the count does not flap.
@@ -65,7 +66,7 @@ class Want:
     reason: str
 
 
-def wanted(obs: Observation, bounds: Bounds, target_drain_s: float) -> Want:
+def wanted(obs: Observation, bounds: Bounds, target_drain_s: float, messages_per_worker: int) -> Want:
     backlog = obs.backlog
     if backlog is None:
         return Want(bounds.clamp(obs.current), "no queue figures from the broker: keep the current count")
@@ -75,8 +76,8 @@ def wanted(obs: Observation, bounds: Bounds, target_drain_s: float) -> Want:
         need = math.ceil(backlog / (obs.rate_per_worker * target_drain_s))
         why = f"backlog {backlog} / ({obs.rate_per_worker:.3g}/s per worker x {target_drain_s:g} s)"
     else:
-        need = max(1, 2 * obs.running)
-        why = f"backlog {backlog}, no rate measured yet: double the {obs.running} running"
+        need = max(1, math.ceil(backlog / messages_per_worker), 2 * obs.running)
+        why = f"backlog {backlog}, no rate measured yet: 1 per {messages_per_worker} messages, or 2 x {obs.running} running"
     need = min(need, backlog)
     n = bounds.clamp(need)
     if n != need:

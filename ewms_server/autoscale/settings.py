@@ -13,6 +13,8 @@ class AutoscaleSettings:
     """Fallback pass interval: progress updates and statuses reports wake the loop earlier."""
     target_drain_s: float = 60.0
     """Size a task so its backlog drains in about this long at the measured rate per worker."""
+    messages_per_worker: int = 50
+    """Before a rate is measured: one worker per this many messages of backlog."""
     hold_down_s: float = 30.0
     """Scale in only after fewer workers were wanted for this long (scale out is at once)."""
     idle_timeout_s: float = 20.0
@@ -56,6 +58,7 @@ class AutoscaleSettings:
         return cls(
             interval_s=number("EWMS_AUTOSCALE_INTERVAL_S", 0.1),
             target_drain_s=number("EWMS_AUTOSCALE_TARGET_DRAIN_S", 1),
+            messages_per_worker=int(number("EWMS_AUTOSCALE_MESSAGES_PER_WORKER", 1)),
             hold_down_s=number("EWMS_AUTOSCALE_HOLD_DOWN_S", 0),
             idle_timeout_s=number("EWMS_AUTOSCALE_IDLE_TIMEOUT_S", 1),
             user_max_workers=int(user_max),
@@ -90,6 +93,7 @@ def _json_map(get: Callable[[str], str | None], name: str, what: str) -> dict[st
 SETTING_NAMES = (
     "EWMS_AUTOSCALE_INTERVAL_S",
     "EWMS_AUTOSCALE_TARGET_DRAIN_S",
+    "EWMS_AUTOSCALE_MESSAGES_PER_WORKER",
     "EWMS_AUTOSCALE_HOLD_DOWN_S",
     "EWMS_AUTOSCALE_IDLE_TIMEOUT_S",
     "EWMS_USER_MAX_WORKERS",

@@ -72,7 +72,9 @@ class Autoscaler:
             seen[t["task_id"]] = _observe(backlog, mine[t["task_id"]])
             scale = t["autoscale"]
             bounds = Bounds(scale["min_workers"], scale["max_workers"])
-            wants[t["task_id"]] = wanted(seen[t["task_id"]], bounds, self.settings.target_drain_s)
+            wants[t["task_id"]] = wanted(
+                seen[t["task_id"]], bounds, self.settings.target_drain_s, self.settings.messages_per_worker
+            )
         grants = allocate(
             [
                 Demand(

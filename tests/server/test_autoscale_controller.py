@@ -26,6 +26,7 @@ STARTUP_S = 3
 IDLE_S = 10
 DRAIN_S = 30.0
 HOLD_DOWN_S = 20.0
+PER_WORKER = 50
 
 
 @dataclass
@@ -63,7 +64,7 @@ def simulate(
             running=len(running),
             current=len(workers),
         )
-        want = wanted(obs, bounds, DRAIN_S)
+        want = wanted(obs, bounds, DRAIN_S, PER_WORKER)
         out = decide(
             obs, want, cap=cap, cap_reason="cap", low_since=low_since, now=float(t), hold_down_s=HOLD_DOWN_S
         )
@@ -169,12 +170,12 @@ def test_scale_in_waits_for_the_hold_down_and_a_rise_cancels_it() -> None:
 
 def test_a_decision_names_its_reason_and_binding_cap() -> None:
     obs = Observation(pending=900, in_flight=100, rate_per_worker=0.5, running=2, current=2)
-    want = wanted(obs, Bounds(0, 8), target_drain_s=60)
+    want = wanted(obs, Bounds(0, 8), target_drain_s=60, messages_per_worker=50)
     assert want.workers == 8 and "1000" in want.reason and "clamped" in want.reason
     d = decide(obs, want, cap=5, cap_reason="user cap", low_since=None, now=0.0, hold_down_s=30).decision
     assert (d.action, d.desired, d.target, d.cap, d.cap_reason) == (Action.SCALE_OUT, 8, 5, 5, "user cap")
     assert d.as_doc()["action"] == "scale-out"
-    unknown = wanted(Observation(None, None, None, 0, 3), Bounds(0, 8), 60)
+    unknown = wanted(Observation(None, None, None, 0, 3), Bounds(0, 8), 60, 50)
     assert unknown.workers == 3 and "no queue figures" in unknown.reason
 
 
