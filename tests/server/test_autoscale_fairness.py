@@ -212,3 +212,29 @@ async def test_autoscale_bounds_are_checked() -> None:
         assert (
             "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING" not in plain["taskforces"][0]["pilot_config"]["environment"]
         )
+
+
+async def test_an_ended_workflow_is_no_longer_autoscaled() -> None:
+    env = {"EWMS_LOOP_INTERVAL_S": "0.1", "EWMS_AUTOSCALE_INTERVAL_S": "0.1"}
+    async with running_server(cluster_locations={"local": SCHEDD}, env=env) as srv:
+        alice = RestClient(srv.url, token=srv.token(role="user", sub="alice"), retries=0, timeout=30)
+        created = await alice.request("POST", "/v1/workflows", autoscaled(max_workers=4))
+        wid, tid = created["workflow"]["workflow_id"], created["task_directives"][0]["task_id"]
+
+        async def decided() -> dict[str, Any] | None:
+            td = await alice.request("GET", f"/v1/task-directives/{tid}")
+            return td if td["autoscale"]["last_decisions"] else None
+
+        # no broker: no queue figures, so the count is kept as it is, and that is recorded
+        td = await wait_until(decided, timeout=10)
+        first = td["autoscale"]["last_decisions"][0]
+        assert (first["action"], first["pending"], first["current"]) == ("hold", None, 1)
+        assert "no queue figures" in first["reason"]
+        await alice.request("POST", f"/v1/workflows/{wid}/actions/abort")
+
+        async def inactive() -> bool:
+            return (await alice.request("GET", f"/v1/task-directives/{tid}"))["autoscale"]["active"] is False
+
+        await wait_until(inactive, timeout=10)
+        page = await alice.request("POST", "/v1/query/taskforces", {"query": {"workflow_id": wid}})
+        assert len(page["taskforces"]) == 1
