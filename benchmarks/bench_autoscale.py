@@ -2,7 +2,7 @@
 
 Prints ONE JSON line on stdout (everything else goes to stderr). From the repo root:
 
-    python benchmarks/bench_autoscale.py            # 1,000 messages of 0.05 s (~4-5 min)
+    python benchmarks/bench_autoscale.py            # 1,000 messages of 0.05 s (~5-6 min)
     python benchmarks/bench_autoscale.py --quick    # 300 messages
 
 One server in this process (`ewms_server.testing.running_server`, SQLite, the RabbitMQ adapter
@@ -17,9 +17,9 @@ real pilots, as the end-to-end tests start them. Three workflows in turn, each a
 For each: the backlog (--messages) is pushed at once; `drain_s` runs from the end of the push
 to the last result pulled. `worker_s` integrates the workers HTCondor reports RUNNING (the
 server's view, sampled every 0.2 s) from the workflow's creation until none runs (pilots end
-by their idle timeout: --fixed-idle-timeout-s for the fixed ones, as a user keeping a fixed
-taskforce ready would set it; EWMS_AUTOSCALE_IDLE_TIMEOUT_S for the autoscaler's, which can
-afford a short one because it scales out again when messages come). `worker_s_until_drained`
+by their idle timeout: for the fixed ones the pilot's default, 60 s (--fixed-idle-timeout-s),
+as a fixed taskforce kept ready for more messages runs; EWMS_AUTOSCALE_IDLE_TIMEOUT_S for the
+autoscaler's, which can afford a short one because it scales out again when messages come). `worker_s_until_drained`
 counts only until the last result. For the autoscaled run, `first_added_worker_s` runs from
 the end of the push to the creation of the first taskforce the autoscaler added, and
 `first_added_running_s` to its first running job.
@@ -49,6 +49,7 @@ if REPO not in sys.path:
 
 from ewms_client import queues  # noqa: E402
 from ewms_client.client import EWMSClient  # noqa: E402
+from ewms_pilot.config import SETTINGS_DOCS  # noqa: E402
 from ewms_server.testing import running_server  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
 from tests.test_e2e_workflow import (  # noqa: E402
@@ -68,6 +69,7 @@ TARGETS = {
     "worker_s_max_ratio_vs_fixed_max": 0.6,
 }
 SAMPLE_S = 0.2
+PILOT_IDLE_TIMEOUT_S = float(next(d for n, d, _ in SETTINGS_DOCS if n == "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING"))
 
 
 def log(*a: Any) -> None:
@@ -152,6 +154,12 @@ async def one_run(
             raise TimeoutError(f"workflow {wid}: {len(got)}/{n} results, {r} running after {budget_s} s")
         await asyncio.sleep(SAMPLE_S)
     puller.join(5)
+    for td in await call(client.task_directives, wid):
+        for d in (td.get("autoscale") or {}).get("last_decisions", []):
+            log(
+                f"  decision {d['action']} current {d['current']} target {d['target']} running {d['running']} "
+                f"pending {d['pending']} in_flight {d['in_flight']} rate/w {d['rate_per_worker']}: {d['reason']}"
+            )
     await call(client.finish, wid)
     return {
         "drain_s": round(max(got) - t0, 2),
@@ -197,6 +205,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     ("autoscaled", request(args.task_s, 1, {"max_workers": args.max_workers}, 0)),
                 )
                 for key, body in runs:
+                    if args.only and key != args.only:
+                        continue
                     log(f"{key}: {args.messages} messages of {args.task_s} s ...")
                     out[key] = await one_run(client, body, args.messages, args.budget_s, wids)
                     log(f"{key}: {out[key]}")
@@ -225,15 +235,23 @@ def main() -> None:
     p.add_argument("--task-s", type=float, default=0.05)
     p.add_argument("--max-workers", type=int, default=8)
     p.add_argument("--target-drain-s", type=float, default=10)
-    p.add_argument("--fixed-idle-timeout-s", type=float, default=20)
+    p.add_argument(
+        "--fixed-idle-timeout-s",
+        type=float,
+        default=PILOT_IDLE_TIMEOUT_S,
+        help="idle timeout of the fixed taskforces' pilots (default: the pilot's own default)",
+    )
     p.add_argument("--auto-idle-timeout-s", type=float, default=3)
     p.add_argument("--budget-s", type=float, default=400, help="deadline of each run")
+    p.add_argument("--only", choices=["fixed_1", "fixed_max", "autoscaled"], help="one run (no JSON line)")
     args = p.parse_args()
     if args.quick:
         args.messages = 300
     load0 = os.getloadavg()[0]
     t = time.monotonic()
     runs = asyncio.run(main_async(args))
+    if args.only:
+        return
     fixed_max, auto = runs["fixed_max"], runs["autoscaled"]
     result = {
         "bench": "autoscale",

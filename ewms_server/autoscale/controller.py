@@ -43,6 +43,9 @@ class Observation:
     """Its jobs HTCondor reports running."""
     current: int
     """Workers it holds: jobs not ended, and those of taskforces not submitted yet."""
+    stale: bool = False
+    """The queue figures are those last seen while workers ran, and none holds now: the broker's
+    statistics (refreshed every few seconds) may predate the workers ending on an empty queue."""
 
     @property
     def backlog(self) -> int | None:
@@ -72,6 +75,12 @@ def wanted(obs: Observation, bounds: Bounds, target_drain_s: float, messages_per
         return Want(bounds.clamp(obs.current), "no queue figures from the broker: keep the current count")
     if backlog == 0:
         return Want(bounds.min_workers, "backlog empty")
+    if obs.stale and obs.current == 0:
+        return Want(
+            bounds.min_workers,
+            f"backlog {backlog} is the figure seen while workers ran, and they have ended since: "
+            "waiting for the broker's next statistics",
+        )
     if obs.rate_per_worker:
         need = math.ceil(backlog / (obs.rate_per_worker * target_drain_s))
         why = f"backlog {backlog} / ({obs.rate_per_worker:.3g}/s per worker x {target_drain_s:g} s)"

@@ -40,6 +40,8 @@ class Autoscaler:
     wake_launch: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     n_scale_outs: int = field(default=0)
+    _figures_with_workers: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    """Per task: the queue figures last seen while it held workers (see Observation.stale)."""
 
     async def one_pass(self) -> bool:
         tasks = await self.store.find(
@@ -69,7 +71,7 @@ class Autoscaler:
         wants: dict[str, Want] = {}
         for t in tasks:
             backlog = (await self.backlogs(t["workflow_id"])).get(t["task_id"])
-            seen[t["task_id"]] = _observe(backlog, mine[t["task_id"]])
+            seen[t["task_id"]] = self._observe(t["task_id"], backlog, mine[t["task_id"]])
             scale = t["autoscale"]
             bounds = Bounds(scale["min_workers"], scale["max_workers"])
             wants[t["task_id"]] = wanted(
@@ -100,6 +102,25 @@ class Autoscaler:
                 LOGGER.exception("task %s: autoscaling failed; retried next pass", tid)
         return False
 
+    def _observe(
+        self, task_id: str, backlog: TaskBacklog | None, taskforces: list[dict[str, Any]]
+    ) -> Observation:
+        running = sum(workers.running(tf) for tf in taskforces)
+        current = sum(workers.held(tf) for tf in taskforces)
+        rate = backlog.rate_per_s if backlog is not None else None
+        figures = (backlog.pending, backlog.in_flight) if backlog is not None else (None, None)
+        stale = current == 0 and self._figures_with_workers.get(task_id) == figures
+        if current:
+            self._figures_with_workers[task_id] = figures
+        return Observation(
+            pending=figures[0],
+            in_flight=figures[1],
+            rate_per_worker=(rate / running) if rate and running else None,
+            running=running,
+            current=current,
+            stale=stale,
+        )
+
     async def _active(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Tasks whose workflow is still active; the others stop being autoscaled."""
         out = []
@@ -108,6 +129,7 @@ class Autoscaler:
             for t in (t for t in tasks if t["workflow_id"] == wid):
                 if wf is None or wf["deactivated"] is not None:
                     await actions.deactivate(self.store, t["task_id"], t["autoscale"])
+                    self._figures_with_workers.pop(t["task_id"], None)
                 else:
                     out.append(t)
         return out
@@ -147,18 +169,6 @@ class Autoscaler:
                 await actions.stop(self.store, tf, f"autoscale: scale in to {d.target} workers")
             LOGGER.info("task %s: scale in %d -> %d (%s)", task["task_id"], d.current, d.target, d.reason)
         await actions.record(self.store, task["task_id"], scale, d, outcome.low_since)
-
-
-def _observe(backlog: TaskBacklog | None, taskforces: list[dict[str, Any]]) -> Observation:
-    running = sum(workers.running(tf) for tf in taskforces)
-    rate = backlog.rate_per_s if backlog is not None else None
-    return Observation(
-        pending=backlog.pending if backlog is not None else None,
-        in_flight=backlog.in_flight if backlog is not None else None,
-        rate_per_worker=(rate / running) if rate and running else None,
-        running=running,
-        current=sum(workers.held(tf) for tf in taskforces),
-    )
 
 
 def _by_location(taskforces: list[dict[str, Any]]) -> dict[str, int]:

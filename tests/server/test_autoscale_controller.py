@@ -244,3 +244,11 @@ def test_a_task_grows_only_into_free_room_and_one_above_its_share_shrinks() -> N
         share=lambda u: 1.0,
     )
     assert (grants["a"].workers, grants["b"].workers, grants["b"].add) == (3, 3, {"loc": 3})
+
+
+def test_figures_seen_while_workers_ran_do_not_restart_a_task_whose_workers_ended() -> None:
+    stale = Observation(pending=117, in_flight=8, rate_per_worker=None, running=0, current=0, stale=True)
+    want = wanted(stale, Bounds(0, 8), 10, 50)
+    assert want.workers == 0 and "next statistics" in want.reason
+    fresh = Observation(pending=30, in_flight=0, rate_per_worker=None, running=0, current=0)
+    assert wanted(fresh, Bounds(0, 8), 10, 50).workers == 1
