@@ -2,7 +2,7 @@
 
 Prints ONE JSON line on stdout (everything else goes to stderr). From the repo root:
 
-    python benchmarks/bench_autoscale.py            # 1,000 messages of 0.05 s (~5-6 min)
+    python benchmarks/bench_autoscale.py            # 1,000 messages of 0.3 s (~5 min)
     python benchmarks/bench_autoscale.py --quick    # 300 messages
 
 One server in this process (`ewms_server.testing.running_server`, SQLite, the RabbitMQ adapter
@@ -10,12 +10,15 @@ on the local broker at 127.0.0.1) and one `ewms-tms` subprocess with the local b
 real pilots, as the end-to-end tests start them. Three workflows in turn, each a task reading
 `in` and writing `out`, tasks of --task-s seconds, one task at a time per pilot:
 
-- fixed-1: one worker (n_workers 1);
+- fixed-1: one worker (n_workers 1), on --fixed-1-messages (150) only, to keep the run
+  short: its drain and worker-seconds are also given scaled to --messages (one worker's rate is
+  steady, so this is linear);
 - fixed-max: a fixed taskforce of --max-workers workers;
 - autoscaled: `autoscale: {"max_workers": --max-workers}`, one worker at start.
 
-For each: the backlog (--messages) is pushed at once; `drain_s` runs from the end of the push
-to the last result pulled. `worker_s` integrates the workers HTCondor reports RUNNING (the
+For each: the backlog (--messages) is pushed at once; `drain_s` runs from the start of the
+push (workers already running consume during it) to the last result pulled. Tasks of 0.3 s
+keep the machine's 2 cores from being the bottleneck (a task is a fresh Python process). `worker_s` integrates the workers HTCondor reports RUNNING (the
 server's view, sampled every 0.2 s) from the workflow's creation until none runs (pilots end
 by their idle timeout: for the fixed ones the pilot's default, 60 s (--fixed-idle-timeout-s),
 as a fixed taskforce kept ready for more messages runs; EWMS_AUTOSCALE_IDLE_TIMEOUT_S for the
@@ -52,6 +55,7 @@ from ewms_client.client import EWMSClient  # noqa: E402
 from ewms_pilot.config import SETTINGS_DOCS  # noqa: E402
 from ewms_server.testing import running_server  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
+from tests.test_e2e_autoscale import running, slow_echo_request  # noqa: E402
 from tests.test_e2e_workflow import (  # noqa: E402
     BROKER_URL,
     delete_broker_leftovers,
@@ -60,7 +64,7 @@ from tests.test_e2e_workflow import (  # noqa: E402
     start_tms,
     supervisor_pids,
 )
-from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, readable  # noqa: E402
+from tests.tms.isolation import job_root  # noqa: E402
 
 SCHEDD = "bench-autoscale-schedd"
 TARGETS = {
@@ -74,36 +78,6 @@ PILOT_IDLE_TIMEOUT_S = float(next(d for n, d, _ in SETTINGS_DOCS if n == "EWMS_P
 
 def log(*a: Any) -> None:
     print(*a, file=sys.stderr, flush=True)
-
-
-def request(task_s: float, n_workers: int, autoscale: dict[str, int] | None, idle_s: float) -> dict[str, Any]:
-    env = {"EWMS_PILOT_CHIRP_INTERVAL": "0.5", "EWMS_PILOT_STOP_GRACE": "2"}
-    if autoscale is None:
-        env["EWMS_PILOT_TIMEOUT_QUEUE_INCOMING"] = f"{idle_s:g}"
-    task: dict[str, Any] = {
-        "cluster_locations": ["local"],
-        "task_image": JOB_PYTHON if ISOLATED else sys.executable,
-        "task_args": f"-S {readable('tests/e2e_tasks/slow_echo.py')} {task_s}",
-        "input_queue_aliases": ["in"],
-        "output_queue_aliases": ["out"],
-        "pilot_config": {"image_source": "docker", "environment": env},
-        "worker_config": {
-            "do_transfer_worker_stdouterr": False,
-            "max_worker_runtime": 3600,
-            "n_cores": 1,
-            "priority": 50,
-            "worker_disk": "1G",
-            "worker_memory": "2G",
-        },
-        "n_workers": n_workers,
-    }
-    if autoscale is not None:
-        task["autoscale"] = autoscale
-    return {"public_queue_aliases": ["in", "out"], "tasks": [task]}
-
-
-def running(taskforces: list[dict[str, Any]]) -> int:
-    return sum(sum((tf["compound_statuses"].get("RUNNING") or {}).values()) for tf in taskforces)
 
 
 async def one_run(
@@ -120,6 +94,7 @@ async def one_run(
     deadline = start + budget_s
     push_q = await call(client.pick_queue, wid, None, "push", 60)
     pull_q = await call(client.pick_queue, wid, None, "pull", 60)
+    pushing = time.monotonic()
     await call(queues.push, push_q, (b"%d" % i for i in range(n)))
     t0 = time.monotonic()
     got: list[float] = []
@@ -162,7 +137,9 @@ async def one_run(
             )
     await call(client.finish, wid)
     return {
-        "drain_s": round(max(got) - t0, 2),
+        "messages": n,
+        "push_s": round(t0 - pushing, 2),
+        "drain_s": round(max(got) - pushing, 2),
         "worker_s": round(worker_s, 1),
         "worker_s_until_drained": round(worker_s_drained, 1),
         "peak_running": peak,
@@ -198,17 +175,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         async with running_server(cluster_locations={"local": SCHEDD}, broker_env=broker_env, env=env) as srv:
             client = EWMSClient(srv.url, srv.token(role="user", sub="bench"))
             tms = start_tms(srv, jobs, Path(tmp) / "tms.log", schedd=SCHEDD)
+            fixed_env = {"EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": f"{args.fixed_idle_timeout_s:g}"}
             try:
                 runs = (
-                    ("fixed_1", request(args.task_s, 1, None, args.fixed_idle_timeout_s)),
-                    ("fixed_max", request(args.task_s, args.max_workers, None, args.fixed_idle_timeout_s)),
-                    ("autoscaled", request(args.task_s, 1, {"max_workers": args.max_workers}, 0)),
+                    ("fixed_1", slow_echo_request(args.task_s, 1, None, fixed_env)),
+                    ("fixed_max", slow_echo_request(args.task_s, args.max_workers, None, fixed_env)),
+                    ("autoscaled", slow_echo_request(args.task_s, 1, {"max_workers": args.max_workers})),
                 )
                 for key, body in runs:
                     if args.only and key != args.only:
                         continue
                     log(f"{key}: {args.messages} messages of {args.task_s} s ...")
-                    out[key] = await one_run(client, body, args.messages, args.budget_s, wids)
+                    n = args.fixed_1_messages if key == "fixed_1" else args.messages
+                    out[key] = await one_run(client, body, n, args.budget_s, wids)
                     log(f"{key}: {out[key]}")
             finally:
                 stop_process(tms)
@@ -232,7 +211,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="300 messages")
     p.add_argument("--messages", type=int, default=1000)
-    p.add_argument("--task-s", type=float, default=0.05)
+    p.add_argument("--task-s", type=float, default=0.3)
+    p.add_argument(
+        "--fixed-1-messages",
+        type=int,
+        default=150,
+        help="messages of the single-worker run (its drain and worker-seconds are scaled to --messages)",
+    )
     p.add_argument("--max-workers", type=int, default=8)
     p.add_argument("--target-drain-s", type=float, default=10)
     p.add_argument(
@@ -246,13 +231,18 @@ def main() -> None:
     p.add_argument("--only", choices=["fixed_1", "fixed_max", "autoscaled"], help="one run (no JSON line)")
     args = p.parse_args()
     if args.quick:
-        args.messages = 300
+        args.messages, args.fixed_1_messages = 300, 60
     load0 = os.getloadavg()[0]
     t = time.monotonic()
     runs = asyncio.run(main_async(args))
     if args.only:
         return
-    fixed_max, auto = runs["fixed_max"], runs["autoscaled"]
+    fixed_max, auto, one = runs["fixed_max"], runs["autoscaled"], runs["fixed_1"]
+    scale = args.messages / one["messages"]
+    one["drain_s_scaled_to_messages"] = round(one["drain_s"] * scale, 1)
+    one["worker_s_scaled_to_messages"] = round(
+        one["worker_s_until_drained"] * scale + one["worker_s"] - one["worker_s_until_drained"], 1
+    )
     result = {
         "bench": "autoscale",
         "messages": args.messages,

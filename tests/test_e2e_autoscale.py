@@ -22,6 +22,7 @@ from typing import Any
 from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.testing import running_server
+from tests.conftest import WORKER_CONFIG
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
     BROKER_URL,
@@ -52,33 +53,31 @@ SERVER_ENV = {
 }
 
 
-def workflow_request() -> dict[str, Any]:
-    return {
-        "public_queue_aliases": ["in", "out"],
-        "tasks": [
-            {
-                "cluster_locations": ["local"],
-                "task_image": JOB_PYTHON if ISOLATED else sys.executable,
-                "task_args": f"-S {readable('tests/e2e_tasks/slow_echo.py')} {TASK_S}",
-                "input_queue_aliases": ["in"],
-                "output_queue_aliases": ["out"],
-                "pilot_config": {
-                    "image_source": "docker",
-                    "environment": {"EWMS_PILOT_CHIRP_INTERVAL": "0.5", "EWMS_PILOT_STOP_GRACE": "2"},
-                },
-                "worker_config": {
-                    "do_transfer_worker_stdouterr": False,
-                    "max_worker_runtime": 3600,
-                    "n_cores": 1,
-                    "priority": 50,
-                    "worker_disk": "1G",
-                    "worker_memory": "2G",
-                },
-                "n_workers": 1,
-                "autoscale": {"max_workers": 8},
-            }
-        ],
+def slow_echo_request(
+    task_s: float, n_workers: int, autoscale: dict[str, int] | None, pilot_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One task reading `in` and writing `out`, each message taking `task_s` (also used by
+    benchmarks/bench_autoscale.py)."""
+    task: dict[str, Any] = {
+        "cluster_locations": ["local"],
+        "task_image": JOB_PYTHON if ISOLATED else sys.executable,
+        "task_args": f"-S {readable('tests/e2e_tasks/slow_echo.py')} {task_s}",
+        "input_queue_aliases": ["in"],
+        "output_queue_aliases": ["out"],
+        "pilot_config": {
+            "image_source": "docker",
+            "environment": {
+                "EWMS_PILOT_CHIRP_INTERVAL": "0.5",
+                "EWMS_PILOT_STOP_GRACE": "2",
+                **(pilot_env or {}),
+            },
+        },
+        "worker_config": {**WORKER_CONFIG, "do_transfer_worker_stdouterr": False, "worker_memory": "2G"},
+        "n_workers": n_workers,
     }
+    if autoscale is not None:
+        task["autoscale"] = autoscale
+    return {"public_queue_aliases": ["in", "out"], "tasks": [task]}
 
 
 def running(taskforces: list[dict[str, Any]]) -> int:
@@ -112,7 +111,7 @@ async def run_autoscale_e2e(tmp_path: Path, extra_tms_env: dict[str, str] | None
         watcher = None
         try:
             async with asyncio.timeout(BUDGET_S):
-                created = await call(alice.submit, workflow_request())
+                created = await call(alice.submit, slow_echo_request(TASK_S, 1, {"max_workers": 8}))
                 wf_id = created["workflow"]["workflow_id"]
                 task_id = created["task_directives"][0]["task_id"]
                 tms = start_tms(srv, jobs, tmp_path / "tms.log", schedd=SCHEDD, extra_env=extra_tms_env)

@@ -15,11 +15,12 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from ewms_server.autoscale.controller import Action, Bounds, Observation, Want, decide, wanted
-from ewms_server.autoscale.share import Demand, allocate
+from ewms_server.autoscale.share import Demand, Grant, allocate
 
 RATE = 2.0  # tasks per second per running worker
 STARTUP_S = 3
@@ -179,16 +180,15 @@ def test_a_decision_names_its_reason_and_binding_cap() -> None:
     assert unknown.workers == 3 and "no queue figures" in unknown.reason
 
 
+def equal_shares(demands: list[Demand], **kw: Any) -> dict[str, Grant]:
+    """`allocate` with equal shares and, unless given, no fixed workers and no caps."""
+    args: dict[str, Any] = {"fixed_by_user": {}, "fixed_by_location": {}, "user_max": 0, "location_max": {}}
+    return allocate(demands, share=lambda u: 1.0, **{**args, **kw})
+
+
 def test_fair_share_divides_a_location_cap_equally() -> None:
     demands = [Demand("a", "alice", ("loc",), 10, held={}), Demand("b", "bob", ("loc",), 10, held={})]
-    grants = allocate(
-        demands,
-        fixed_by_user={},
-        fixed_by_location={},
-        user_max=0,
-        location_max={"loc": 7},
-        share=lambda u: 1.0,
-    )
+    grants = equal_shares(demands, location_max={"loc": 7})
     assert sorted(g.workers for g in grants.values()) == [3, 4]
     assert all("location cap" in (g.cap_reason or "") for g in grants.values())
 
@@ -213,9 +213,7 @@ def test_user_cap_binds_only_that_user() -> None:
         Demand("a2", "alice", ("x",), 4, held={}),
         Demand("b", "bob", ("x",), 4, held={}),
     ]
-    grants = allocate(
-        demands, fixed_by_user={}, fixed_by_location={}, user_max=5, location_max={}, share=lambda u: 1.0
-    )
+    grants = equal_shares(demands, user_max=5, location_max={})
     assert grants["a1"].workers + grants["a2"].workers == 5 and grants["b"].workers == 4
     assert grants["b"].cap_reason is None and "EWMS_USER_MAX_WORKERS=5" in (grants["a2"].cap_reason or "")
 
@@ -223,26 +221,12 @@ def test_user_cap_binds_only_that_user() -> None:
 def test_a_task_grows_only_into_free_room_and_one_above_its_share_shrinks() -> None:
     # alice came first and holds the whole location; bob's equal demand waits for room
     demands = [Demand("a", "alice", ("loc",), 10, held={"loc": 6}), Demand("b", "bob", ("loc",), 10, held={})]
-    grants = allocate(
-        demands,
-        fixed_by_user={},
-        fixed_by_location={},
-        user_max=0,
-        location_max={"loc": 6},
-        share=lambda u: 1.0,
-    )
+    grants = equal_shares(demands, location_max={"loc": 6})
     assert (grants["a"].workers, grants["b"].workers, grants["b"].add) == (3, 0, {})
     assert "location cap" in (grants["b"].cap_reason or "")
     # once alice is down to her share, bob grows to his
     demands = [Demand("a", "alice", ("loc",), 10, held={"loc": 3}), Demand("b", "bob", ("loc",), 10, held={})]
-    grants = allocate(
-        demands,
-        fixed_by_user={},
-        fixed_by_location={},
-        user_max=0,
-        location_max={"loc": 6},
-        share=lambda u: 1.0,
-    )
+    grants = equal_shares(demands, location_max={"loc": 6})
     assert (grants["a"].workers, grants["b"].workers, grants["b"].add) == (3, 3, {"loc": 3})
 
 
