@@ -147,9 +147,9 @@ async def task_of(client: RestClient, wid: str) -> str:
     return str(page["task_directives"][0]["task_id"])
 
 
-async def test_pending_starter_offers_the_user_holding_fewest_workers_first() -> None:
+async def test_pending_starter_offers_the_user_holding_fewest_workers_first(backend: str | None) -> None:
     env = {"EWMS_LOOP_INTERVAL_S": "0.1", "EWMS_STARTER_LEASE_S": "60"}
-    async with running_server(cluster_locations={"local": SCHEDD}, env=env) as srv:
+    async with running_server(cluster_locations={"local": SCHEDD}, mongodb_url=backend, env=env) as srv:
         alice = RestClient(srv.url, token=srv.token(role="user", sub="alice"), retries=0, timeout=30)
         bob = RestClient(srv.url, token=srv.token(role="user", sub="bob"), retries=0, timeout=30)
         tms = RestClient(
@@ -214,9 +214,9 @@ async def test_autoscale_bounds_are_checked() -> None:
         )
 
 
-async def test_an_ended_workflow_is_no_longer_autoscaled() -> None:
+async def test_an_ended_workflow_is_no_longer_autoscaled(backend: str | None) -> None:
     env = {"EWMS_LOOP_INTERVAL_S": "0.1", "EWMS_AUTOSCALE_INTERVAL_S": "0.1"}
-    async with running_server(cluster_locations={"local": SCHEDD}, env=env) as srv:
+    async with running_server(cluster_locations={"local": SCHEDD}, mongodb_url=backend, env=env) as srv:
         alice = RestClient(srv.url, token=srv.token(role="user", sub="alice"), retries=0, timeout=30)
         created = await alice.request("POST", "/v1/workflows", autoscaled(max_workers=4))
         wid, tid = created["workflow"]["workflow_id"], created["task_directives"][0]["task_id"]
