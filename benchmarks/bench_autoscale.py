@@ -185,8 +185,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 for key, body in runs:
                     if args.only and key != args.only:
                         continue
-                    log(f"{key}: {args.messages} messages of {args.task_s} s ...")
                     n = args.fixed_1_messages if key == "fixed_1" else args.messages
+                    log(f"{key}: {n} messages of {args.task_s} s ...")
                     out[key] = await one_run(client, body, n, args.budget_s, wids)
                     log(f"{key}: {out[key]}")
             finally:

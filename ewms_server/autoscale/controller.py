@@ -44,8 +44,9 @@ class Observation:
     current: int
     """Workers it holds: jobs not ended, and those of taskforces not submitted yet."""
     stale: bool = False
-    """The queue figures are those last seen while workers ran, and none holds now: the broker's
-    statistics (refreshed every few seconds) may predate the workers ending on an empty queue."""
+    """The queue figures have not changed since the task held more workers: the broker's
+    statistics (refreshed every few seconds) may predate those workers ending, by their idle
+    timeout, on a queue that was empty."""
 
     @property
     def backlog(self) -> int | None:
@@ -75,11 +76,11 @@ def wanted(obs: Observation, bounds: Bounds, target_drain_s: float, messages_per
         return Want(bounds.clamp(obs.current), "no queue figures from the broker: keep the current count")
     if backlog == 0:
         return Want(bounds.min_workers, "backlog empty")
-    if obs.stale and obs.current == 0:
+    if obs.stale:
         return Want(
-            bounds.min_workers,
-            f"backlog {backlog} is the figure seen while workers ran, and they have ended since: "
-            "waiting for the broker's next statistics",
+            bounds.clamp(obs.current),
+            f"backlog {backlog} is the figure seen while more workers ran, and some ended since "
+            "(idle: the queue may be empty): keep the count until the broker's next statistics",
         )
     if obs.rate_per_worker:
         need = math.ceil(backlog / (obs.rate_per_worker * target_drain_s))

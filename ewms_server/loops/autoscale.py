@@ -40,8 +40,9 @@ class Autoscaler:
     wake_launch: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     n_scale_outs: int = field(default=0)
-    _figures_with_workers: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
-    """Per task: the queue figures last seen while it held workers (see Observation.stale)."""
+    _figures: dict[str, tuple[tuple[int | None, int | None], int]] = field(default_factory=dict)
+    """Per task: its last queue figures, and the most workers it held since they last changed
+    (see Observation.stale)."""
 
     async def one_pass(self) -> bool:
         tasks = await self.store.find(
@@ -109,9 +110,10 @@ class Autoscaler:
         current = sum(workers.held(tf) for tf in taskforces)
         rate = backlog.rate_per_s if backlog is not None else None
         figures = (backlog.pending, backlog.in_flight) if backlog is not None else (None, None)
-        stale = current == 0 and self._figures_with_workers.get(task_id) == figures
-        if current:
-            self._figures_with_workers[task_id] = figures
+        last, most = self._figures.get(task_id, (None, 0))
+        most = max(most, current) if last == figures else current
+        self._figures[task_id] = (figures, most)
+        stale = current < most
         return Observation(
             pending=figures[0],
             in_flight=figures[1],
@@ -129,7 +131,7 @@ class Autoscaler:
             for t in (t for t in tasks if t["workflow_id"] == wid):
                 if wf is None or wf["deactivated"] is not None:
                     await actions.deactivate(self.store, t["task_id"], t["autoscale"])
-                    self._figures_with_workers.pop(t["task_id"], None)
+                    self._figures.pop(t["task_id"], None)
                 else:
                     out.append(t)
         return out

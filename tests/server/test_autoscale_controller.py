@@ -234,5 +234,7 @@ def test_figures_seen_while_workers_ran_do_not_restart_a_task_whose_workers_ende
     stale = Observation(pending=117, in_flight=8, rate_per_worker=None, running=0, current=0, stale=True)
     want = wanted(stale, Bounds(0, 8), 10, 50)
     assert want.workers == 0 and "next statistics" in want.reason
+    some_left = Observation(pending=117, in_flight=8, rate_per_worker=1.0, running=3, current=3, stale=True)
+    assert wanted(some_left, Bounds(0, 8), 10, 50).workers == 3  # no replacements either
     fresh = Observation(pending=30, in_flight=0, rate_per_worker=None, running=0, current=0)
     assert wanted(fresh, Bounds(0, 8), 10, 50).workers == 1
