@@ -10,6 +10,7 @@ Woken by statuses reports and new workflows; else every EWMS_AUTOSCALE_INTERVAL_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
@@ -28,6 +29,7 @@ from ..storage.base import Storage
 
 LOGGER = logging.getLogger("ewms_server.autoscale")
 BATCH = 1000
+MIN_GAP_S = 0.5
 
 
 @dataclass
@@ -40,11 +42,18 @@ class Autoscaler:
     wake_launch: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     n_scale_outs: int = field(default=0)
+    _last_pass: float = -MIN_GAP_S
     _figures: dict[str, tuple[tuple[int | None, int | None], int]] = field(default_factory=dict)
     """Per task: its last queue figures, and the most workers it held since they last changed
     (see Observation.stale)."""
 
     async def one_pass(self) -> bool:
+        # statuses reports wake it many times a second on a busy server: at most one pass per
+        # MIN_GAP_S (a wake during the wait is served by the pass that follows it)
+        gap = self._last_pass + MIN_GAP_S - time.monotonic()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        self._last_pass = time.monotonic()
         tasks = await self.store.find(
             "task_directives",
             {"autoscale.active": True},
