@@ -55,7 +55,7 @@ from ewms_client.client import EWMSClient  # noqa: E402
 from ewms_pilot.config import SETTINGS_DOCS  # noqa: E402
 from ewms_server.testing import running_server  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
-from tests.test_e2e_autoscale import running, slow_echo_request  # noqa: E402
+from tests.test_e2e_autoscale import SERVER_ENV, running, slow_echo_request  # noqa: E402
 from tests.test_e2e_workflow import (  # noqa: E402
     BROKER_URL,
     delete_broker_leftovers,
@@ -154,15 +154,10 @@ async def one_run(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    env = {
-        "EWMS_LOOP_INTERVAL_S": "0.3",
-        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
-        "EWMS_PROGRESS_CACHE_S": "0.5",
-        "EWMS_PROGRESS_SAMPLE_S": "1",
-        "EWMS_PROGRESS_RATE_WINDOW_S": "5",
-        "EWMS_AUTOSCALE_INTERVAL_S": "0.5",
+    env = {  # the end-to-end test's server, without its user cap
+        **SERVER_ENV,
+        "EWMS_USER_MAX_WORKERS": "0",
         "EWMS_AUTOSCALE_TARGET_DRAIN_S": f"{args.target_drain_s:g}",
-        "EWMS_AUTOSCALE_HOLD_DOWN_S": "5",
         "EWMS_AUTOSCALE_IDLE_TIMEOUT_S": f"{args.auto_idle_timeout_s:g}",
         "EWMS_LOG_LEVEL": "WARNING",
     }
