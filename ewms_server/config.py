@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .autoscale.settings import AutoscaleSettings
 from .quotas import Quotas
 from .rules import JobLimits
 from .secrets_box import SecretsKeyError, parse_key
@@ -266,6 +267,54 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EWMS_SECRETS_MAX_VALUE_BYTES", "65536", "Largest secret value, in UTF-8 bytes (400 above)."),
     Setting("EWMS_SECRETS_MAX_PER_USER", "100", "Most secrets one user may keep (429 above)."),
+    Setting(
+        "EWMS_AUTOSCALE_INTERVAL_S",
+        "5",
+        "Seconds between autoscaler passes when nothing wakes it earlier (statuses reports, "
+        "progress reads and new workflows do).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_TARGET_DRAIN_S",
+        "60",
+        "An autoscaled task gets enough workers to drain its backlog in about this long at the "
+        "measured rate per worker (within its min/max and the caps).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_MESSAGES_PER_WORKER",
+        "50",
+        "Before an autoscaled task's rate is measured (nothing finished yet): one worker per this "
+        "many messages of backlog (at least one, and twice those running).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_HOLD_DOWN_S",
+        "30",
+        "Scale in only after fewer workers were wanted for this long (scale out is at once).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_IDLE_TIMEOUT_S",
+        "20",
+        "Idle timeout of the pilots of taskforces the autoscaler adds (their "
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING unless the task sets it): how soon an idle worker ends.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_WORKERS",
+        "0",
+        "Most workers of one user over all their live taskforces that the autoscaler sizes to "
+        "(taskforces it does not size count too); 0 = no cap.",
+    ),
+    Setting(
+        "EWMS_USER_SHARES",
+        "{}",
+        'Fair-share weights, JSON {"user": weight > 0}; absent users weigh 1 (equal shares). '
+        "Pending-starter offers the waiting taskforce of the user holding the fewest workers "
+        "for their share first, then by priority, then age; the autoscaler divides the caps so.",
+    ),
+    Setting(
+        "EWMS_LOCATION_MAX_WORKERS",
+        "{}",
+        'Most workers the autoscaler sizes to at a cluster location, JSON {"location": n}, '
+        "counting every live taskforce there; absent locations: no cap.",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -332,6 +381,7 @@ class Config:
     secrets_max_per_user: int = 100
     broker_cleanup_on_stop_s: float = 10.0
     health_broker_cache_s: float = 5.0
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -432,6 +482,7 @@ class Config:
             secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
             broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
             health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
+            autoscale=parsed(lambda: _autoscale(get), AutoscaleSettings()),
         )
         if problems:
             raise ConfigError("; ".join(problems))
@@ -472,6 +523,13 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
 def _quotas(get: Callable[[str], str | None]) -> Quotas:
     try:
         return Quotas.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _autoscale(get: Callable[[str], str | None]) -> AutoscaleSettings:
+    try:
+        return AutoscaleSettings.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .auth import Authenticator
 from .config import Config
 from .loops.base import LoopState
+from .ops.fair_share import FairShare
 from .query_limits import QueryLimits
 from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
@@ -37,6 +38,8 @@ class Deps:
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
     broker_health: BrokerHealth | None = None
     """None: no broker is configured (EWMS_BROKER_URL unset)."""
+    fair_share: FairShare | None = None
+    """Orders pending-starter by users' workers against their shares (None: priority only)."""
 
     @cached_property
     def views(self) -> Views:

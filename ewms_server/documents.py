@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .ids import new_id
 from .phases import Phase
@@ -45,6 +45,8 @@ class TaskDirective(TypedDict):
     output_queues: list[str]
     owner: str
     secrets: list[str]
+    autoscale: NotRequired[Autoscale | None]
+    """Absent in documents stored before autoscaling existed."""
 
 
 class Secret(TypedDict):
@@ -54,6 +56,26 @@ class Secret(TypedDict):
     ciphertext: str
     created_ts: float
     updated_ts: float
+
+
+class Autoscale(TypedDict):
+    min_workers: int
+    max_workers: int
+    active: bool
+    low_since: float | None
+    last_decisions: list[dict[str, Any]]
+
+
+def autoscale(requested: dict[str, Any] | None) -> Autoscale | None:
+    if requested is None:
+        return None
+    return Autoscale(
+        min_workers=int(requested.get("min_workers", 0)),
+        max_workers=int(requested["max_workers"]),
+        active=True,
+        low_since=None,
+        last_decisions=[],
+    )
 
 
 class TaskCounts(TypedDict):
@@ -158,6 +180,7 @@ def task_directive(
         output_queues=output_queues,
         owner=owner,
         secrets=list(task.get("secrets", [])),
+        autoscale=autoscale(task.get("autoscale")),
     )
 
 

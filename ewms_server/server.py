@@ -21,10 +21,12 @@ from .deps import Deps
 from .handlers.base import NotFoundHandler
 from .handlers.connections import HTTPServer
 from .handlers.routes import HANDLERS
+from .loops.autoscale import Autoscaler
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
 from .metrics import MeteredBroker, ServerMetrics
+from .ops.fair_share import FairShare
 from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
 from .quotas import QuotaGate
@@ -157,6 +159,7 @@ class Server:
         loops = {
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
+            "autoscale": LoopState("autoscale", cfg.autoscale.interval_s),
         }
         self.deps = Deps(
             cfg=cfg,
@@ -181,6 +184,7 @@ class Server:
             ),
             metrics=metrics,
             broker_health=BrokerHealth(broker, cfg.health_broker_cache_s) if cfg.broker_url else None,
+            fair_share=FairShare(cfg.autoscale.share),
         )
         self._activation = activation = MQActivation(
             store,
@@ -191,7 +195,20 @@ class Server:
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
         )
         launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
-        passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
+        progress = self.deps.progress
+        assert progress is not None
+        autoscaler = Autoscaler(
+            store,
+            progress.backlogs,
+            cfg.autoscale,
+            cfg.cluster_locations,
+            wake_launch=lambda: self.deps.wake("launch_control"),
+        )
+        passes = {
+            "mq_activation": activation.one_pass,
+            "launch_control": launch.one_pass,
+            "autoscale": autoscaler.one_pass,
+        }
         self._tasks = [
             asyncio.create_task(
                 run_loop(loops[name], metrics.timed_pass(name, one) if metrics else one, self._stop)

@@ -6,7 +6,7 @@ from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
-from .secrets import PilotSecretsHandler, SecretKeyHandler, SecretsHandler
+from .secrets import PilotSecretsHandler, SecretsHandler, SecretsIDHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
     TaskDirectiveIDActionsAddWorkersHandler,
@@ -61,6 +61,6 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
     SecretsHandler,
-    SecretKeyHandler,
+    SecretsIDHandler,
     PilotSecretsHandler,
 )

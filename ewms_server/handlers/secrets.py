@@ -38,7 +38,7 @@ class SecretsHandler(_SecretsHandler):
         self.send({"secrets": await ops.listing(self.deps.store, self.caller.subject)})
 
 
-class SecretKeyHandler(_SecretsHandler):
+class SecretsIDHandler(_SecretsHandler):
     ROUTE = r"/v1/secrets/(?P<key>[^/]+)"
     OPENAPI_PATH = "/v1/secrets/{key}"
     ROLES = {"PUT": USERS, "DELETE": USERS}

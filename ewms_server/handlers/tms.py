@@ -45,7 +45,7 @@ class TMSPendingStarterHandler(_ScheddHandler):
 
     async def get(self) -> None:
         found = await ops.next_pending_starter(
-            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
+            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s, self.deps.fair_share
         )
         answer = self.deps.views.pending_starter(found)
         if (answer.get("task_directive") or {}).get("secrets"):  # the pilots fetch their values
@@ -156,6 +156,7 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
             min_interval_s=cfg.progress_sample_s,
             max_len=cfg.progress_history_len,
         )
+        self.deps.wake("autoscale")  # workers started or ended: the autoscaler's figures moved
         for uuid in refused:
             by_uuid[uuid] = {"uuid": uuid, "status": "failed", "error": "not at a schedd this token acts for"}
         results = [by_uuid[u] for u in uuids]

@@ -25,9 +25,15 @@ class WorkflowsHandler(BaseHandler):
         if self.deps.secrets_box is None and any(t.get("secrets") for t in body["tasks"]):
             raise Unavailable(f"a task names secrets, but {NO_KEY}")
         created = await ops.create_workflow(
-            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
+            self.deps.store,
+            self.deps.cfg.cluster_locations,
+            self.caller,
+            body,
+            quotas=self.deps.quotas,
+            autoscaled_pilot_env=self.deps.cfg.autoscale.pilot_env(),
         )
         self.deps.wake("mq_activation")
+        self.deps.wake("autoscale")
         self.send(self.deps.views.created(created))
 
 

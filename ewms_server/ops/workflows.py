@@ -34,14 +34,18 @@ async def create_workflow(
     body: dict[str, Any],
     *,
     quotas: QuotaGate = _NO_QUOTAS,
+    autoscaled_pilot_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`autoscaled_pilot_env`: pilot environment defaults of autoscaled tasks' taskforces."""
     aliases = check_workflow_request(body, locations)
     await secrets.check_named(store, caller.subject, [k for t in body["tasks"] for k in t.get("secrets", [])])
     n_taskforces = sum(len(task["cluster_locations"]) for task in body["tasks"])
     async with quotas.creating_workflow(store, caller, n_taskforces):
         for attempt in range(3):
             try:
-                return await _insert_bundle(store, locations, caller, body, aliases)
+                return await _insert_bundle(
+                    store, locations, caller, body, aliases, autoscaled_pilot_env or {}
+                )
             except DuplicateKey:  # an id collision: vanishingly rare; new ids, try again
                 if attempt == 2:
                     raise
@@ -54,6 +58,7 @@ async def _insert_bundle(
     caller: Caller,
     body: dict[str, Any],
     aliases: list[str],
+    autoscaled_pilot_env: Mapping[str, str],
 ) -> dict[str, Any]:
     wf = documents.workflow(priority=body.get("priority", 50), owner=caller.subject)
     wid = wf["workflow_id"]
@@ -72,6 +77,10 @@ async def _insert_bundle(
             output_queues=[profiles[a]["mqid"] for a in task.get("output_queue_aliases", [])],
         )
         tds.append(td)
+        pilot_config = with_defaults(task.get("pilot_config"), documents.PILOT_CONFIG_DEFAULTS)
+        if task.get("autoscale") is not None:
+            env = {**autoscaled_pilot_env, **pilot_config["environment"]}
+            pilot_config = {**pilot_config, "environment": env}
         for loc in task["cluster_locations"]:
             tfs.append(
                 documents.taskforce(
@@ -83,7 +92,7 @@ async def _insert_bundle(
                     schedd=locations[loc].schedd,
                     collector=locations[loc].collector,
                     n_workers=task.get("n_workers", 1),
-                    pilot_config=with_defaults(task.get("pilot_config"), documents.PILOT_CONFIG_DEFAULTS),
+                    pilot_config=pilot_config,
                     worker_config=with_defaults(task["worker_config"], documents.WORKER_CONFIG_DEFAULTS),
                     phase=Phase.PRE_MQ_ACTIVATION,
                     source_entity=caller.entity,
@@ -146,7 +155,9 @@ async def add_workers(
     n_workers: int,
     *,
     quotas: QuotaGate = _NO_QUOTAS,
+    pilot_env_defaults: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`pilot_env_defaults`: pilot environment values the copied pilot_config does not set."""
     td = await get_scoped(store, "task_directives", task_id, caller)
     if td is None:
         raise NotFound(f"no task directive {task_id}")
@@ -167,6 +178,10 @@ async def add_workers(
     )
     if not first:
         raise Invalid(f"task directive {task_id} has no taskforce to copy settings from")
+    pilot_config = first[0]["pilot_config"]
+    if pilot_env_defaults:
+        env = {**pilot_env_defaults, **pilot_config.get("environment", {})}
+        pilot_config = {**pilot_config, "environment": env}
     mqids = [*td["input_queues"], *td["output_queues"]]
     n_inactive = await store.count("mqprofiles", {"mqid": {"$in": mqids}, "is_activated": False})
     tf = documents.taskforce(
@@ -178,7 +193,7 @@ async def add_workers(
         schedd=locations[location].schedd,
         collector=locations[location].collector,
         n_workers=n_workers,
-        pilot_config=first[0]["pilot_config"],
+        pilot_config=pilot_config,
         worker_config=first[0]["worker_config"],
         phase=Phase.PRE_LAUNCH if n_inactive == 0 else Phase.PRE_MQ_ACTIVATION,
         source_entity=caller.entity,

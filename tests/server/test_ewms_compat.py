@@ -178,7 +178,11 @@ async def test_whole_objects_carry_documented_fields_only(
     uuid = {tf["cluster_location"]: tf["taskforce_uuid"] for tf in created["taskforces"]}["local"]
     wf_fields, td_fields = served.fields("WorkflowObject"), served.fields("TaskDirectiveObject")
     tf_fields = served.fields("TaskforceObject")
-    assert wf_fields == EWMS_WORKFLOW | {"owner"} and td_fields == EWMS_TASK_DIRECTIVE | {"owner", "secrets"}
+    assert wf_fields == EWMS_WORKFLOW | {"owner"} and td_fields == EWMS_TASK_DIRECTIVE | {
+        "owner",
+        "secrets",
+        "autoscale",
+    }
     assert tf_fields == EWMS_TASKFORCE | OURS
 
     async def get(path: str, template: str) -> Any:
