@@ -12,6 +12,7 @@ from typing import Any
 
 from .quotas import Quotas
 from .rules import JobLimits
+from .webhooks.settings import WebhookSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -240,6 +241,41 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
     ),
+    Setting(
+        "EWMS_WEBHOOK_ALLOWED_HOSTS",
+        None,
+        "Hosts a workflow's notify_url may name, comma-separated: `host` (any port), `host:port`, "
+        "`*.example.org` (its subdomains). Unset: webhooks are off and a notify_url is a 400.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_SECRET",
+        None,
+        "Key of the X-EWMS-Signature HMAC-SHA256 of every delivery (>= 16 bytes; required with "
+        "EWMS_WEBHOOK_ALLOWED_HOSTS). Never logged.",
+    ),
+    Setting("EWMS_WEBHOOK_TIMEOUT_S", "10", "Seconds one delivery attempt may take (connect and answer)."),
+    Setting(
+        "EWMS_WEBHOOK_RETRY_BASE_S",
+        "2",
+        "Delay before the first retry of a failed delivery; it doubles with each further attempt.",
+    ),
+    Setting("EWMS_WEBHOOK_RETRY_MAX_S", "600", "Longest delay between two attempts of one delivery."),
+    Setting(
+        "EWMS_WEBHOOK_MAX_ATTEMPTS",
+        "20",
+        "Attempts after which a delivery is given up (recorded as failed in the outbox).",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_MAX_AGE_S",
+        "86400",
+        "Seconds after its event when a delivery not yet made is given up.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_INPUT_CHECK_S",
+        "10",
+        "Seconds between checks (from the cached progress figures) of whether a running workflow "
+        "with a notify_url has consumed all its input.",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -301,6 +337,7 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -386,6 +423,7 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
+            webhooks=_webhooks(get),
         )
 
     @property
@@ -414,6 +452,13 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
 def _quotas(get: Callable[[str], str | None]) -> Quotas:
     try:
         return Quotas.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _webhooks(get: Callable[[str], str | None]) -> WebhookSettings:
+    try:
+        return WebhookSettings.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

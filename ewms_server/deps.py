@@ -18,6 +18,7 @@ from .views import Views
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
     from .progress_cache import ProgressCache
+    from .webhooks.outbox import Notifier
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Deps:
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+    notifier: Notifier | None = None
+    """Writes webhook events to the outbox (webhooks/outbox.py)."""
 
     @cached_property
     def views(self) -> Views:

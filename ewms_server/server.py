@@ -23,6 +23,7 @@ from .handlers.routes import HANDLERS
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
+from .loops.webhooks import WebhookDelivery
 from .metrics import MeteredBroker, ServerMetrics
 from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
@@ -32,6 +33,7 @@ from .storage import open_storage
 from .storage.base import Storage
 from .storage.checked import CheckedStorage
 from .storage.collections import COLLECTIONS
+from .webhooks.outbox import Notifier
 
 LOGGER = logging.getLogger("ewms_server")
 
@@ -110,6 +112,7 @@ class Server:
     _http: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _webhooks: WebhookDelivery | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -131,6 +134,12 @@ class Server:
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
         }
+        if cfg.webhooks.enabled:
+            loops["webhooks"] = LoopState("webhooks", cfg.loop_interval_s)
+        notifier = Notifier(store, wake=lambda: self.deps.wake("webhooks"))
+        progress = ProgressCache(
+            store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
+        )
         self.deps = Deps(
             cfg=cfg,
             store=store,
@@ -149,10 +158,9 @@ class Server:
                 max_in_items=cfg.query_max_in_items,
                 time_budget_s=cfg.query_time_budget_s,
             ),
-            progress=ProgressCache(
-                store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
-            ),
+            progress=progress,
             metrics=metrics,
+            notifier=notifier,
         )
         activation = MQActivation(
             store,
@@ -161,9 +169,15 @@ class Server:
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
+            notifier=notifier,
         )
         launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
         passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
+        if cfg.webhooks.enabled:
+            self._webhooks = WebhookDelivery(
+                store, cfg.webhooks, notifier, progress, wake_self=lambda: self.deps.wake("webhooks")
+            )
+            passes["webhooks"] = self._webhooks.one_pass
         self._tasks = [
             asyncio.create_task(
                 run_loop(loops[name], metrics.timed_pass(name, one) if metrics else one, self._stop)
@@ -197,6 +211,8 @@ class Server:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for t in pending:
                 t.cancel()
+        if self._webhooks is not None:
+            self._webhooks.close()
         if self.broker is not None:
             await self.broker.close()
         await self.deps.store.close()

@@ -21,6 +21,7 @@ class WorkflowsHandler(BaseHandler):
     async def post(self) -> None:
         body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
+        self.deps.cfg.webhooks.check_url(body.get("notify_url"))
         created = await ops.create_workflow(
             self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
         )
@@ -47,6 +48,8 @@ class _DeactivateHandler(BaseHandler):
     async def post(self, workflow_id: str) -> None:
         self.body()  # no body is defined: reject junk rather than ignore it
         n = await ops.deactivate_workflow(self.deps.store, workflow_id, self.KIND, self.caller)
+        if self.deps.notifier is not None:
+            await self.deps.notifier.workflow_ended(workflow_id, self.KIND)
         self.deps.wake("mq_activation")
         self.send({"workflow_id": workflow_id, "n_taskforces": n})
 

@@ -21,6 +21,7 @@ from ..broker.base import BrokerAdapter, BrokerUnavailable
 from ..ops.workflows import stop_taskforces
 from ..phases import TERMINAL, Phase
 from ..storage.base import Change, Storage
+from ..webhooks.outbox import Event, Notifier
 
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
@@ -40,6 +41,7 @@ class MQActivation:
     revoke_max_wait_s: float = 600.0
     retry_s: float = 1.0
     _retry_after: float = 0.0
+    notifier: Notifier | None = None
 
     async def one_pass(self) -> bool:
         busy = await self._activate()
@@ -146,6 +148,8 @@ class MQActivation:
             ),
         )
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
+        if self.notifier is not None and n:
+            await self.notifier.emit(wid, Event.QUEUES_ACTIVATED, details={"n_queues": len(mqids)})
 
     async def _mqids(self, wid: str) -> list[str]:
         profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])

@@ -53,7 +53,9 @@ async def _insert_bundle(
     body: dict[str, Any],
     aliases: list[str],
 ) -> dict[str, Any]:
-    wf = documents.workflow(priority=body.get("priority", 50), owner=caller.subject)
+    wf = documents.workflow(
+        priority=body.get("priority", 50), owner=caller.subject, notify_url=body.get("notify_url")
+    )
     wid = wf["workflow_id"]
     public = set(body.get("public_queue_aliases", []))
     profiles = {

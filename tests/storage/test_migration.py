@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ewms_server.storage import sqlite_schema
 from ewms_server.storage.base import SCHEMA_VERSION, Storage
-from ewms_server.storage.collections import COLLECTIONS
+from ewms_server.storage.collections import COLLECTIONS, CollectionSpec
 from ewms_server.storage.mongodb import MongoStorage
 from ewms_server.storage.sqlite import SQLiteStorage
 
@@ -59,8 +60,10 @@ async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_pa
     store = SQLiteStorage(path)
     try:
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 3
-        assert await store.get("workflows", {"workflow_id": "WF-1"}) == {"workflow_id": "WF-1"}
+        assert await store.migrate() == SCHEMA_VERSION >= 3
+        assert await store.get("workflows", {"workflow_id": "WF-1"}, projection=["workflow_id"]) == {
+            "workflow_id": "WF-1"
+        }
         doc = {"workflow_id": "WF-1", "owner": "a", "last_ts": 1.0, "samples": [], "task_samples": {}}
         await store.insert("workflow_progress", [doc])
         assert await store.get("workflow_progress", {"workflow_id": "WF-1"}) == doc
@@ -77,3 +80,54 @@ async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) ->
     two = await store.get("taskforces", {"taskforce_uuid": _tf(2)["taskforce_uuid"]})
     assert one is not None and (one["task_counts"], one["diagnosis"]) == ({"succeeded": 0, "failed": 0}, None)
     assert two is not None and two["task_counts"] == counted  # left as it was
+
+
+def _v3_specs() -> list[CollectionSpec]:
+    """The collection table as layout 3 had it: no outbox, workflows without `notify_watch`."""
+    wf = COLLECTIONS["workflows"]
+    old_wf = replace(wf, indexes=tuple(ix for ix in wf.indexes if "notify_watch" not in ix.fields))
+    return [
+        old_wf if s.name == "workflows" else s for s in COLLECTIONS.values() if s.name != "webhook_outbox"
+    ]
+
+
+async def test_v4_a_sqlite_store_of_layout_3_gains_the_outbox_and_notify_fields(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_schema._v1(conn, _v3_specs())
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        """INSERT INTO workflows (doc, ix) VALUES ('{"workflow_id": "WF-1"}', '{"workflow_id": "WF-1"}')"""
+    )
+    columns = {r[1] for r in conn.execute('PRAGMA table_xinfo("workflows")')}
+    assert "notify_watch" not in columns
+    conn.close()
+    store = SQLiteStorage(path)
+    try:
+        assert await store.migrate() == SCHEMA_VERSION >= 4
+        wf = await store.get("workflows", {"workflow_id": "WF-1"})
+        assert wf == {"workflow_id": "WF-1", "notify_url": None, "notify_watch": False}
+        # the new indexed field is a column now, read by filters
+        assert await store.count("workflows", {"notify_watch": False}) == 1
+        assert await store.count("workflows", {"notify_watch": True}) == 0
+        row = {"delivery_id": "WH-1", "event_key": "WF-1:x", "workflow_id": "WF-1", "status": "pending"}
+        await store.insert("webhook_outbox", [row])
+        assert await store.get("webhook_outbox", {"status": "pending"}) == row
+    finally:
+        await store.close()
+
+
+async def test_v4_workflows_show_a_notify_url(store: Storage) -> None:
+    await _set_version(store, 3)
+    await store.insert(
+        "workflows",
+        [
+            {"workflow_id": "WF-1", "owner": "a"},
+            {"workflow_id": "WF-2", "owner": "a", "notify_url": "https://x/"},
+        ],
+    )
+    assert await store.migrate() == SCHEMA_VERSION
+    one = await store.get("workflows", {"workflow_id": "WF-1"})
+    two = await store.get("workflows", {"workflow_id": "WF-2"})
+    assert one is not None and (one["notify_url"], one["notify_watch"]) == (None, False)
+    assert two is not None and two["notify_url"] == "https://x/"  # left as it was
