@@ -73,7 +73,7 @@ class WebhookSettings:
     @property
     def lease_s(self) -> float:
         """How long a claimed delivery is this server's: past any attempt's timeout."""
-        return 2 * self.timeout_s + 30
+        return 2 * self.timeout_s + 5
 
     @classmethod
     def from_settings(cls, get: Callable[[str], str | None]) -> WebhookSettings:
