@@ -61,7 +61,10 @@ class WebhookDelivery:
             if row is None:
                 break
             claimed.append(row)
-        await asyncio.gather(*(self._deliver(row) for row in claimed))
+        # each row's turn is decided before any is sent: a row sent now releases the later
+        # ones it holds back, which must already be marked as held back
+        ready = [row for row in claimed if not await self._held_back(row)]
+        await asyncio.gather(*(self._deliver(row) for row in ready))
         await self._wake_when_due()
         return len(claimed) == PARALLEL
 
@@ -76,8 +79,9 @@ class WebhookDelivery:
             change=Change(set={"lease_until": now + self.settings.lease_s}),
         )
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
-        mine = {"delivery_id": row["delivery_id"], "lease_until": row["lease_until"]}
+    async def _held_back(self, row: dict[str, Any]) -> bool:
+        """The workflow's earlier events go first: while one is pending, this one waits (and is
+        released when that one is done)."""
         earlier = await self.store.find(
             "webhook_outbox",
             {
@@ -89,12 +93,16 @@ class WebhookDelivery:
             sort=[("created_ts", 1)],
             limit=1,
         )
-        if earlier:  # the workflow's earlier event goes first; this one waits (released after it)
-            until = max(earlier[0]["next_attempt_ts"], earlier[0]["lease_until"]) + 0.01
-            await self.store.transition(
-                "webhook_outbox", mine, Change(set={"next_attempt_ts": until, "lease_until": 0.0})
-            )
-            return
+        if not earlier:
+            return False
+        until = max(earlier[0]["next_attempt_ts"], earlier[0]["lease_until"]) + 0.01
+        await self.store.transition(
+            "webhook_outbox", _lease_of(row), Change(set={"next_attempt_ts": until, "lease_until": 0.0})
+        )
+        return True
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        mine = _lease_of(row)
         host = host_of(row["url"])
         why = self.settings.refusal(row["url"])
         if why is not None:  # the allow-list changed since the workflow was submitted
@@ -198,3 +206,8 @@ class WebhookDelivery:
             await self.store.transition(
                 "workflows", {"workflow_id": wid, "notify_watch": True}, Change(set={"notify_watch": False})
             )
+
+
+def _lease_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The filter of a row as long as this server holds it (its lease unchanged)."""
+    return {"delivery_id": row["delivery_id"], "lease_until": row["lease_until"]}
