@@ -38,8 +38,8 @@ class HostRule:
         wildcard = text.startswith("*.")
         if wildcard:
             text = text[1:]  # keep the dot: `*.example.org` never matches `badexample.org`
-        parts = urlsplit("//" + text.lstrip("."))
         try:
+            parts = urlsplit("//" + text.lstrip("."))
             host, port = parts.hostname, parts.port
         except ValueError:
             host, port = None, None
@@ -119,13 +119,13 @@ class WebhookSettings:
             return f"longer than {MAX_URL_LENGTH} characters"
         if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
             return "contains whitespace or control characters"
-        parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS:
-            return "not an http:// or https:// URL"
         try:
+            parts = urlsplit(url)
             host, port = parts.hostname, parts.port
         except ValueError:
-            return "has a malformed port"
+            return "is not a well-formed URL (host or port)"
+        if parts.scheme not in DEFAULT_PORTS:
+            return "not an http:// or https:// URL"
         if not host:
             return "names no host"
         port = port or DEFAULT_PORTS[parts.scheme]
@@ -145,8 +145,8 @@ class WebhookSettings:
 def host_of(url: str) -> str:
     """What a log line may say about a destination: its host and port, never the path or query
     (which may hold credentials)."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         return f"{parts.hostname}:{parts.port or DEFAULT_PORTS.get(parts.scheme, '?')}"
     except ValueError:
         return "(malformed)"

@@ -147,7 +147,8 @@ async def test_4xx_and_redirects_give_up_at_once(
         ("https://example.net:8443/", "is not in EWMS_WEBHOOK_ALLOWED_HOSTS"),  # the wildcard's apex
         ("https://a.example.net/", "host a.example.net:443 is not in"),  # the wrong port
         ("ftp://hooks.example.org/", "not an http:// or https:// URL"),
-        ("http://hooks.example.org:99999/", "malformed port"),
+        ("http://hooks.example.org:99999/", "not a well-formed URL"),
+        ("http://[::1/", "not a well-formed URL"),
         ("http:///no-host", "names no host"),
         ("https://hooks.example.org/a b", "whitespace"),
         ("https://hooks.example.org/" + "x" * 2100, "body.notify_url"),
@@ -194,7 +195,7 @@ def test_host_rules() -> None:
     assert not rule.allows("example.org", 443) and not rule.allows("badexample.org", 443)
     port_rule = HostRule.parse("hooks.example.org:8443")
     assert port_rule.allows("hooks.example.org", 8443) and not port_rule.allows("hooks.example.org", 443)
-    for bad in ("https://x/", "x/y", "*", "a.*.org", "host:port"):
+    for bad in ("https://x/", "x/y", "*", "a.*.org", "host:port", "[::1"):
         with pytest.raises(ValueError, match="EWMS_WEBHOOK_ALLOWED_HOSTS"):
             HostRule.parse(bad)
 

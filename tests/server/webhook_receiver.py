@@ -3,6 +3,7 @@ and answers what its plan says (e.g. 503 twice per delivery, then 200)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import socket
@@ -45,13 +46,15 @@ class Receiver:
     plan: Plan = field(default=lambda _did, _n: 200)
     hits: list[Hit] = field(default_factory=list)
     port: int = 0
+    delay_s: float = 0.0
+    """how long each answer takes (a slow receiver widens the window of a double send)"""
     _server: Any = None
 
     def start(self) -> Receiver:
         receiver = self
 
         class Hook(tornado.web.RequestHandler):
-            def post(self) -> None:
+            async def post(self) -> None:
                 did = self.request.headers.get("X-EWMS-Delivery", "")
                 attempt = 1 + sum(1 for h in receiver.hits if h.delivery_id == did)
                 status = receiver.plan(did, attempt)
@@ -66,6 +69,8 @@ class Receiver:
                         status=status,
                     )
                 )
+                if receiver.delay_s:
+                    await asyncio.sleep(receiver.delay_s)
                 self.set_status(status)
                 if 300 <= status < 400:
                     self.set_header("Location", "/elsewhere")
