@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,7 @@ def server_env() -> dict[str, str]:
         "EWMS_WEBHOOK_RETRY_BASE_S": "0.05",
         "EWMS_WEBHOOK_RETRY_MAX_S": "0.2",
         "EWMS_WEBHOOK_TIMEOUT_S": "5",
+        "EWMS_WEBHOOK_MAX_ATTEMPTS": "3",
         "EWMS_MAX_SUBMIT_ATTEMPTS": "2",
         "EWMS_SUBMIT_RETRY_DELAY_S": "0",
     }
@@ -137,6 +139,60 @@ async def test_4xx_and_redirects_give_up_at_once(
         assert str(answer) in row["last_error"]
     assert Counter(h.status for h in receiver.hits) == {404: 1, 302: 1}
     assert all(h.path == "/hook" for h in receiver.hits)  # the redirect was not followed
+
+
+async def test_a_receiver_that_keeps_failing_is_given_up_after_max_attempts(
+    server: RunningServer, user: RestClient, receiver: Receiver
+) -> None:
+    receiver.plan = lambda _did, _n: 500
+    await create(user, workflow_body(notify_url=receiver.url()))
+
+    async def given_up() -> list[dict[str, Any]]:
+        return await outbox(server, status="failed")
+
+    [row] = await wait_until(given_up, timeout=15)
+    assert (row["attempts"], row["last_status"], row["last_error"]) == (3, 500, "HTTP 500")
+    assert [h.status for h in receiver.hits] == [500, 500, 500]  # EWMS_WEBHOOK_MAX_ATTEMPTS
+
+
+async def test_the_allow_list_is_checked_again_before_each_attempt(receiver: Receiver) -> None:
+    receiver.plan = lambda _did, _n: 503
+    env = {"EWMS_WEBHOOK_SECRET": SECRET, "EWMS_WEBHOOK_RETRY_BASE_S": "0.05", "EWMS_LOOP_INTERVAL_S": "0.2"}
+    env["EWMS_WEBHOOK_TIMEOUT_S"] = "1"  # a lease a stop could leave behind runs out soon
+    with tempfile.TemporaryDirectory(prefix="ewms-") as data:
+        async with running_server(
+            env={**env, "EWMS_DATA_DIR": data, "EWMS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
+        ) as a:
+            user = RestClient(a.url, token=a.token(), retries=0, timeout=30)
+            await create(user, workflow_body(notify_url=receiver.url()))
+            user.close()
+
+            async def tried() -> bool:
+                return bool(receiver.hits)
+
+            await wait_until(tried, timeout=15)
+        n_hits = len(receiver.hits)
+        # the operator takes the host off the list: the pending delivery is never sent again
+        async with running_server(
+            env={**env, "EWMS_DATA_DIR": data, "EWMS_WEBHOOK_ALLOWED_HOSTS": "hooks.example.org"}
+        ) as b:
+
+            async def given_up() -> list[dict[str, Any]]:
+                return await outbox(b, status="failed")
+
+            [row] = await wait_until(given_up, timeout=15)
+            assert row["last_error"].startswith("not sent: host 127.0.0.1:") and row["attempts"] == n_hits
+        assert len(receiver.hits) == n_hits
+
+
+def test_backoff_doubles_up_to_the_max_and_honours_retry_after() -> None:
+    from ewms_server.loops.webhooks import WebhookDelivery
+
+    settings = WebhookSettings(retry_base_s=2, retry_max_s=30)
+    delay = WebhookDelivery._delay
+    fake: Any = type("D", (), {"settings": settings})()
+    assert [delay(fake, n, None) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+    assert delay(fake, 1, 10) == 10 and delay(fake, 1, 1000) == 30 and delay(fake, 3, 1) == 8
 
 
 @pytest.mark.parametrize(
