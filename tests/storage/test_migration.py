@@ -47,16 +47,23 @@ async def test_v2_taskforces_in_ewms_form(store: Storage) -> None:
     assert await store.schema_version() == SCHEMA_VERSION
 
 
+def _old_sqlite_store(path: str, specs: list[CollectionSpec], version: int) -> None:
+    """A store file with these tables at this layout version, holding workflow WF-1 as an old
+    server wrote it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        sqlite_schema._v1(conn, specs)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute(
+            """INSERT INTO workflows (doc, ix) VALUES ('{"workflow_id": "WF-1"}', '{"workflow_id": "WF-1"}')"""
+        )
+    finally:
+        conn.close()
+
+
 async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_path: Path) -> None:
     path = str(tmp_path / "ewms.sqlite3")
-    older = [spec for name, spec in COLLECTIONS.items() if name != "workflow_progress"]
-    conn = sqlite3.connect(path, isolation_level=None)
-    sqlite_schema._v1(conn, older)
-    conn.execute("PRAGMA user_version = 2")
-    conn.execute(
-        """INSERT INTO workflows (doc, ix) VALUES ('{"workflow_id": "WF-1"}', '{"workflow_id": "WF-1"}')"""
-    )
-    conn.close()
+    _old_sqlite_store(path, [s for s in _v3_specs() if s.name != "workflow_progress"], 2)
     store = SQLiteStorage(path)
     try:
         assert await store.schema_version() == 2
@@ -93,17 +100,12 @@ def _v3_specs() -> list[CollectionSpec]:
 
 async def test_v4_a_sqlite_store_of_layout_3_gains_the_outbox_and_notify_fields(tmp_path: Path) -> None:
     path = str(tmp_path / "ewms.sqlite3")
-    conn = sqlite3.connect(path, isolation_level=None)
-    sqlite_schema._v1(conn, _v3_specs())
-    conn.execute("PRAGMA user_version = 3")
-    conn.execute(
-        """INSERT INTO workflows (doc, ix) VALUES ('{"workflow_id": "WF-1"}', '{"workflow_id": "WF-1"}')"""
-    )
-    columns = {r[1] for r in conn.execute('PRAGMA table_xinfo("workflows")')}
-    assert "notify_watch" not in columns
-    conn.close()
+    _old_sqlite_store(path, _v3_specs(), 3)
     store = SQLiteStorage(path)
     try:
+        assert "notify_watch" not in await store._readers.run(
+            lambda c: {r[1] for r in c.execute('PRAGMA table_xinfo("workflows")')}
+        )
         assert await store.migrate() == SCHEMA_VERSION >= 4
         wf = await store.get("workflows", {"workflow_id": "WF-1"})
         assert wf == {"workflow_id": "WF-1", "notify_url": None, "notify_watch": False}
