@@ -171,7 +171,9 @@ class Server:
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
             notifier=notifier,
         )
-        launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
+        launch = LaunchControl(
+            store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s, notifier=notifier
+        )
         passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
         if cfg.webhooks.enabled:
             self._webhooks = WebhookDelivery(

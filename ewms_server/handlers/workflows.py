@@ -47,9 +47,9 @@ class _DeactivateHandler(BaseHandler):
 
     async def post(self, workflow_id: str) -> None:
         self.body()  # no body is defined: reject junk rather than ignore it
-        n = await ops.deactivate_workflow(self.deps.store, workflow_id, self.KIND, self.caller)
-        if self.deps.notifier is not None:
-            await self.deps.notifier.workflow_ended(workflow_id, self.KIND)
+        n = await ops.deactivate_workflow(
+            self.deps.store, workflow_id, self.KIND, self.caller, notifier=self.deps.notifier
+        )
         self.deps.wake("mq_activation")
         self.send({"workflow_id": workflow_id, "n_taskforces": n})
 

@@ -60,7 +60,7 @@ class MQActivation:
             if wf is None:
                 continue  # being created, or an orphan that launch control removes
             if wf["deactivated"] is not None:
-                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated", notifier=self.notifier)
                 continue
             lease = await self._lease(wid)
             if lease is None:
@@ -133,6 +133,8 @@ class MQActivation:
                     for mqid, a in access.items()
                 ],
             )
+        if self.notifier is not None:  # before the release: a crash in between re-runs all this
+            await self.notifier.emit(wid, Event.QUEUES_ACTIVATED, details={"n_queues": len(mqids)})
         # compare-and-set on the phase: a deactivation that got here first is never undone
         entry = documents.log_entry(
             target_phase=Phase.PRE_LAUNCH,
@@ -148,8 +150,6 @@ class MQActivation:
             ),
         )
         LOGGER.info("workflow %s: %d queue(s) activated, %d taskforce(s) released", wid, len(mqids), n)
-        if self.notifier is not None and n:
-            await self.notifier.emit(wid, Event.QUEUES_ACTIVATED, details={"n_queues": len(mqids)})
 
     async def _mqids(self, wid: str) -> list[str]:
         profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])

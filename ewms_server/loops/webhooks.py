@@ -170,14 +170,14 @@ class WebhookDelivery:
         """Wake at the next due attempt (or input check), sooner than the loop's interval."""
         due = await self.store.find(
             "webhook_outbox",
-            {"status": str(Status.PENDING)},
-            projection=["next_attempt_ts", "lease_until"],
+            {"status": str(Status.PENDING), "lease_until": {"$lte": time.time()}},  # not being sent
+            projection=["next_attempt_ts"],
             sort=CLAIM_ORDER,
             limit=1,
         )
         at = self._next_watch
         if due:
-            at = min(at, max(due[0]["next_attempt_ts"], due[0]["lease_until"]))
+            at = min(at, due[0]["next_attempt_ts"])
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(max(0.0, at - time.time()), self.wake_self)

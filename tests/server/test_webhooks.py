@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from rest_tools.client import RestClient
 
+from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from ewms_server.webhooks.settings import HostRule, WebhookSettings
 from tests.conftest import wait_until, workflow_body
@@ -105,6 +107,23 @@ async def test_503_twice_still_one_signed_delivery_per_event_in_order(
     text = caplog.text
     assert "127.0.0.1:" in text and "delivered" in text
     assert SECRET not in text and "receiver-credential" not in text and '"delivery_id"' not in text
+
+
+async def test_an_end_cut_off_before_its_event_is_sent_by_the_repair_sweep(
+    server: RunningServer, user: RestClient, receiver: Receiver
+) -> None:
+    wid = (await create(user, workflow_body(notify_url=receiver.url())))["workflow"]["workflow_id"]
+    # a server killed right after marking the workflow ended: no event, taskforces not stopped
+    change = Change(set={"deactivated": "FINISHED", "deactivated_ts": time.time()})
+    assert await server.deps.store.transition("workflows", {"workflow_id": wid}, change)
+
+    async def sent() -> bool:
+        return "workflow-finished" in receiver.events()
+
+    await wait_until(sent, timeout=15)
+    wf = await server.deps.store.get("workflows", {"workflow_id": wid})
+    assert wf is not None and wf["taskforces_stopped"] is True
+    assert [r["event"] for r in await outbox(server)].count("workflow-finished") == 1
 
 
 async def test_submit_failed_taskforce_is_an_event(
