@@ -173,12 +173,20 @@ class Notifier:
     async def workflow_ended(self, workflow_id: str, kind: str) -> None:
         """After a deactivation (every call: a retried abort writes what a crash left out)."""
         event = Event.WORKFLOW_ABORTED if kind == "ABORTED" else Event.WORKFLOW_FINISHED
-        await self.emit(workflow_id, event, details={"deactivated": kind})
-        await self.store.update_where(
+        if event_key(workflow_id, event) in self._done:
+            return
+        wf = await self.store.get(
             "workflows",
-            {"workflow_id": workflow_id, "notify_watch": True},
-            Change(set={"notify_watch": False}),
+            {"workflow_id": workflow_id},
+            projection=["workflow_id", "owner", "notify_url", "notify_watch"],
         )
+        if wf is None or not wf.get("notify_url"):
+            return  # no store write for the many workflows without webhooks
+        await self.emit(workflow_id, event, details={"deactivated": kind}, workflow=wf)
+        if wf["notify_watch"]:
+            await self.store.transition(
+                "workflows", {"workflow_id": workflow_id}, Change(set={"notify_watch": False})
+            )
 
     async def submit_failed(self, uuid: str, n_failed_submits: int, error: str) -> None:
         tf = await self.store.get(
@@ -217,27 +225,29 @@ class Notifier:
         if not running and not held:
             return
         tfs, wfs = await self._owners([*running, *held])
-        for uuid, n in running.items():
-            wid = tfs.get(uuid)
-            if wid is None:
-                continue
+        first: dict[str, str] = {}  # workflow id -> its first running taskforce in this report
+        for uuid in running:
+            if uuid in tfs:
+                first.setdefault(tfs[uuid], uuid)
+                self._done.add(f"{uuid}:running")
+        for wid, uuid in first.items():
             wf = wfs.get(wid)
-            if wf is not None and wf["deactivated"] is None:  # not news once the workflow ended
-                details = {"taskforce_uuid": uuid, "n_running": n}
-                await self.emit(wid, Event.FIRST_WORKER_RUNNING, details=details, workflow=wf)
-                await self.store.transition(
-                    "workflows",
-                    {"workflow_id": wid, "deactivated": None, "notify_watch": False},
-                    Change(set={"notify_watch": True}),
-                )
-            self._done.add(f"{uuid}:running")
-        for uuid, reasons in held.items():
-            wid = tfs.get(uuid)
-            if wid is None:
+            if wf is None or wf["deactivated"] is not None:  # no URL, or no news once ended
                 continue
-            if wid in wfs:
+            details = {"taskforce_uuid": uuid, "n_running": running[uuid]}
+            await self.emit(wid, Event.FIRST_WORKER_RUNNING, details=details, workflow=wf)
+            await self.store.transition(
+                "workflows",
+                {"workflow_id": wid, "deactivated": None, "notify_watch": False},
+                Change(set={"notify_watch": True}),
+            )
+        for uuid, reasons in held.items():
+            of = tfs.get(uuid)
+            if of is None:
+                continue
+            if of in wfs:
                 details = {"taskforce_uuid": uuid, "n_held": sum(reasons.values()), "held": reasons}
-                await self.emit(wid, Event.TASKFORCE_HELD, subject=uuid, details=details, workflow=wfs[wid])
+                await self.emit(of, Event.TASKFORCE_HELD, subject=uuid, details=details, workflow=wfs[of])
             self._done.add(f"{uuid}:held")
 
     async def _owners(self, uuids: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
