@@ -134,9 +134,10 @@ class Server:
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
         }
+        notifier = None  # webhooks off: no events are recorded, and the state changes cost nothing more
         if cfg.webhooks.enabled:
             loops["webhooks"] = LoopState("webhooks", cfg.loop_interval_s)
-        notifier = Notifier(store, wake=lambda: self.deps.wake("webhooks"))
+            notifier = Notifier(store, wake=lambda: self.deps.wake("webhooks"))
         progress = ProgressCache(
             store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
         )
@@ -175,7 +176,7 @@ class Server:
             store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s, notifier=notifier
         )
         passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
-        if cfg.webhooks.enabled:
+        if notifier is not None:
             self._webhooks = WebhookDelivery(
                 store, cfg.webhooks, notifier, progress, wake_self=lambda: self.deps.wake("webhooks")
             )
