@@ -15,6 +15,7 @@ from dataclasses import replace
 from . import logs
 from .auth import ROLES, mint_token
 from .config import Config, ConfigError, settings_help
+from .secrets_box import new_key_text
 from .server import Server, freeze_heap
 from .storage import DB_FILE
 from .storage.base import StoreTooNew
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("path", help="the file to write, or a directory (then ewms-<UTC time>.sqlite3 in it)")
     b.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    sub.add_parser(
+        "secrets-key",
+        help="print a new random EWMS_SECRETS_KEY",
+        description="Print a new EWMS_SECRETS_KEY (base64 of 32 random bytes) for users' secrets.",
+    )
     return p
 
 
@@ -74,6 +80,9 @@ use mongodump and mongorestore instead."""
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "secrets-key":  # needs no settings
+        print(new_key_text())
+        return 0
     try:
         cfg = Config.from_env(os.environ)
     except ConfigError as e:

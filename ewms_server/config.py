@@ -12,6 +12,7 @@ from typing import Any
 
 from .quotas import Quotas
 from .rules import JobLimits
+from .secrets_box import SecretsKeyError, parse_key
 from .webhooks.settings import WebhookSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -276,6 +277,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between checks (from the cached progress figures) of whether a running workflow "
         "with a notify_url has consumed all its input.",
     ),
+    Setting(
+        "EWMS_SECRETS_KEY",
+        None,
+        "Key users' secrets are encrypted with at rest (AES-256-GCM): the base64 encoding of 32 "
+        "random bytes, e.g. from `ewms-server secrets-key`. Unset: /v1/secrets and workflows "
+        "naming secrets answer 503; everything else works. Every replica needs the same key; "
+        "without the key it was stored under, a secret cannot be read (set it again).",
+    ),
+    Setting("EWMS_SECRETS_MAX_VALUE_BYTES", "65536", "Largest secret value, in UTF-8 bytes (400 above)."),
+    Setting("EWMS_SECRETS_MAX_PER_USER", "100", "Most secrets one user may keep (429 above)."),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -338,6 +349,9 @@ class Config:
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    secrets_key: bytes | None = field(default=None, repr=False)
+    secrets_max_value_bytes: int = 65536
+    secrets_max_per_user: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -424,11 +438,23 @@ class Config:
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
             webhooks=_webhooks(get),
+            secrets_key=_secrets_key(get("EWMS_SECRETS_KEY")),
+            secrets_max_value_bytes=num("EWMS_SECRETS_MAX_VALUE_BYTES", int, 1),
+            secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
         )
 
     @property
     def auth_configured(self) -> bool:
         return bool(self.auth_secret or self.auth_openid_url)
+
+
+def _secrets_key(raw: str | None) -> bytes | None:
+    if raw is None:
+        return None
+    try:
+        return parse_key(raw)
+    except SecretsKeyError as e:
+        raise ConfigError(str(e)) from None  # never quotes the value
 
 
 def parse_networks(raw: str | None) -> tuple[IPNetwork, ...]:

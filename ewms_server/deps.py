@@ -12,6 +12,7 @@ from .loops.base import LoopState
 from .query_limits import QueryLimits
 from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
+from .secrets_box import SecretsBox
 from .storage.base import Storage
 from .views import Views
 
@@ -41,6 +42,12 @@ class Deps:
     def views(self) -> Views:
         """Every response's documents are shaped by these (views.py)."""
         return Views(self.schema)
+
+    @cached_property
+    def secrets_box(self) -> SecretsBox | None:
+        """Users' secrets' cipher and fetch tokens; None without EWMS_SECRETS_KEY."""
+        key = self.cfg.secrets_key
+        return SecretsBox(key) if key is not None else None
 
     def wake(self, name: str) -> None:
         if name in self.loops:

@@ -46,6 +46,16 @@ class TaskDirective(TypedDict):
     input_queues: list[str]
     output_queues: list[str]
     owner: str
+    secrets: list[str]
+
+
+class Secret(TypedDict):
+    secret_id: str
+    owner: str
+    key: str
+    ciphertext: str
+    created_ts: float
+    updated_ts: float
 
 
 class TaskCounts(TypedDict):
@@ -151,6 +161,14 @@ def task_directive(
         input_queues=input_queues,
         output_queues=output_queues,
         owner=owner,
+        secrets=list(task.get("secrets", [])),
+    )
+
+
+def secret(*, owner: str, key: str, ciphertext: str) -> Secret:
+    now = time.time()
+    return Secret(
+        secret_id=new_id("SE"), owner=owner, key=key, ciphertext=ciphertext, created_ts=now, updated_ts=now
     )
 
 

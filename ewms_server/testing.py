@@ -13,6 +13,7 @@ from typing import Any
 from .auth import mint_token
 from .broker.base import BrokerAdapter
 from .config import Config
+from .secrets_box import new_key_text
 from .server import Server
 
 
@@ -70,6 +71,7 @@ async def running_server(
         "EWMS_REST_HOST": "127.0.0.1",
         "EWMS_REST_PORT": "0",
         "EWMS_AUTH_SECRET": secret,
+        "EWMS_SECRETS_KEY": new_key_text(),  # env={"EWMS_SECRETS_KEY": ""} turns secrets off
         "EWMS_CLUSTER_LOCATIONS": json.dumps(dict(cluster_locations or {"local": "test-schedd"})),
         **({"EWMS_MONGODB_URL": mongodb_url} if mongodb_url else {}),
         **dict(broker_env or {}),

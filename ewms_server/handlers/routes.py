@@ -6,6 +6,7 @@ from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
+from .secrets import PilotSecretsHandler, SecretKeyHandler, SecretsHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
     TaskDirectiveIDActionsAddWorkersHandler,
@@ -59,4 +60,7 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
+    SecretsHandler,
+    SecretKeyHandler,
+    PilotSecretsHandler,
 )

@@ -47,7 +47,12 @@ class TMSPendingStarterHandler(_ScheddHandler):
         found = await ops.next_pending_starter(
             self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
         )
-        self.send(self.deps.views.pending_starter(found))
+        answer = self.deps.views.pending_starter(found)
+        if (answer.get("task_directive") or {}).get("secrets"):  # the pilots fetch their values
+            box = self.deps.secrets_box
+            uuid = answer["taskforce"]["taskforce_uuid"]
+            answer["secrets_fetch_token"] = box.fetch_token(uuid) if box is not None else None
+        self.send(answer)
 
 
 class TMSPendingStopperHandler(_ScheddHandler):

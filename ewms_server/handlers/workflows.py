@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import coercion
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..ops import workflows as ops
 from ..ops.queries import run_query
 from ..ops.reads import get_scoped, public_mqprofiles
@@ -11,6 +11,7 @@ from ..query_filter import check_projection
 from ..rules import check_job_inputs
 from ..storage.collections import COLLECTIONS
 from .base import USERS, BaseHandler
+from .secrets import NO_KEY
 
 
 class WorkflowsHandler(BaseHandler):
@@ -22,6 +23,8 @@ class WorkflowsHandler(BaseHandler):
         body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
         self.deps.cfg.webhooks.check_url(body.get("notify_url"))
+        if self.deps.secrets_box is None and any(t.get("secrets") for t in body["tasks"]):
+            raise Unavailable(f"a task names secrets, but {NO_KEY}")
         created = await ops.create_workflow(
             self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
         )

@@ -21,6 +21,7 @@ from ..phases import IN_HTCONDOR, NOT_YET_IN_HTCONDOR, Phase
 from ..quotas import ADD_WORKERS, QuotaGate, Quotas
 from ..rules import check_location, check_workflow_request, with_defaults
 from ..storage.base import Change, DuplicateKey, Storage
+from . import secrets
 from .reads import get_scoped
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ async def create_workflow(
     quotas: QuotaGate = _NO_QUOTAS,
 ) -> dict[str, Any]:
     aliases = check_workflow_request(body, locations)
+    await secrets.check_named(store, caller.subject, [k for t in body["tasks"] for k in t.get("secrets", [])])
     n_taskforces = sum(len(task["cluster_locations"]) for task in body["tasks"])
     async with quotas.creating_workflow(store, caller, n_taskforces):
         for attempt in range(3):

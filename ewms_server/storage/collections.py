@@ -39,10 +39,17 @@ class CollectionSpec:
 
 
 def _spec(
-    name: str, id_field: str, prefix: str, component: str, queryable: bool, *extra: Index, **kinds: str
+    name: str,
+    id_field: str,
+    prefix: str,
+    component: str,
+    queryable: bool,
+    *extra: Index,
+    per_workflow: bool = True,
+    **kinds: str,
 ) -> CollectionSpec:
     base: tuple[Index, ...] = (Index((id_field,), unique=True), Index(("owner",)))
-    if id_field != "workflow_id":
+    if id_field != "workflow_id" and per_workflow:
         base += (Index(("workflow_id",)),)
     spec = CollectionSpec(name, id_field, prefix, component, queryable, base + extra, kinds)
     missing = set(spec.columns()) - set(kinds)
@@ -120,6 +127,19 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             False,
             workflow_id="string",
             owner="string",
+        ),
+        # users' secrets, encrypted (layout 4): one per (owner, key); never queryable
+        _spec(
+            "secrets",
+            "secret_id",
+            "SE",
+            "SecretObject",
+            False,
+            Index(("owner", "key"), unique=True),
+            per_workflow=False,
+            secret_id="string",
+            owner="string",
+            key="string",
         ),
         # the webhook outbox (webhooks/outbox.py): one row per event, claimed with a lease
         _spec(

@@ -86,6 +86,17 @@ def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
 
 
 def _v4(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `secrets` table (users' encrypted secrets; the other tables exist already), and
+    task directives with `secrets` (none on older ones), which every one shows from now on."""
+    make_tables(conn, specs)
+    if "task_directives" in {s.name for s in specs}:
+        conn.execute(
+            """UPDATE task_directives SET doc = json_set(doc, '$."secrets"', json('[]')) """
+            """WHERE json_type(doc, '$."secrets"') IS NULL"""
+        )
+
+
+def _v5(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
     """The `webhook_outbox` table and the workflows' `notify_watch` index (IF NOT EXISTS, as in
     _v3), and workflows with `notify_url` (null) and `notify_watch` (false)."""
     make_tables(conn, specs)
@@ -108,6 +119,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], N
     2: _v2,
     3: _v3,
     4: _v4,
+    5: _v5,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

@@ -19,7 +19,7 @@ import jwt
 import pytest
 
 from ewms_server.broker.rabbitmq import SETTINGS_DOCS
-from ewms_server.config import SETTINGS
+from ewms_server.config import SETTINGS, Config
 from tests.conftest import workflow_body
 
 SECRET = "s" * 40
@@ -57,6 +57,7 @@ def test_refuses_to_start_without_auth() -> None:
         ({"EWMS_CLUSTER_LOCATIONS": "[1]"}, "EWMS_CLUSTER_LOCATIONS"),
         ({"EWMS_CLUSTER_LOCATIONS": '{"a": {}}'}, "location 'a' needs a schedd"),
         ({"EWMS_DEV_MODE": "maybe"}, "EWMS_DEV_MODE"),
+        ({"EWMS_SECRETS_KEY": "not-base64-of-32-bytes"}, "EWMS_SECRETS_KEY: expected the base64"),
     ],
 )
 def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
@@ -74,6 +75,13 @@ def test_mint_token() -> None:
     assert 55 <= claims["exp"] - time.time() <= 61
     assert run("mint-token", "--sub", "x", "--role", "user").returncode == 2  # no secret
     assert run("mint-token", "--sub", "x", "--role", "root", env={"EWMS_AUTH_SECRET": SECRET}).returncode == 2
+
+
+def test_secrets_key_prints_a_new_usable_key() -> None:
+    keys = {run("secrets-key").stdout.strip() for _ in range(2)}
+    assert len(keys) == 2  # random
+    for key in keys:
+        assert Config.from_env({"EWMS_SECRETS_KEY": key}).secrets_key is not None
 
 
 def test_mint_token_for_a_tms_names_its_schedds() -> None:

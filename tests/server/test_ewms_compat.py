@@ -179,7 +179,8 @@ async def test_whole_objects_carry_documented_fields_only(
     wf_fields, td_fields = served.fields("WorkflowObject"), served.fields("TaskDirectiveObject")
     tf_fields = served.fields("TaskforceObject")
     assert wf_fields == EWMS_WORKFLOW | {"owner", "notify_url"} and td_fields == EWMS_TASK_DIRECTIVE | {
-        "owner"
+        "owner",
+        "secrets",
     }
     assert tf_fields == EWMS_TASKFORCE | OURS
 
