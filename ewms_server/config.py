@@ -14,6 +14,7 @@ from .autoscale.settings import AutoscaleSettings
 from .quotas import Quotas
 from .rules import JobLimits
 from .secrets_box import SecretsKeyError, parse_key
+from .webhooks.settings import WebhookSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -258,6 +259,41 @@ SETTINGS: tuple[Setting, ...] = (
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
     ),
     Setting(
+        "EWMS_WEBHOOK_ALLOWED_HOSTS",
+        None,
+        "Hosts a workflow's notify_url may name, comma-separated: `host` (any port), `host:port`, "
+        "`*.example.org` (its subdomains). Unset: webhooks are off and a notify_url is a 400.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_SECRET",
+        None,
+        "Key of the X-EWMS-Signature HMAC-SHA256 of every delivery (>= 16 bytes; required with "
+        "EWMS_WEBHOOK_ALLOWED_HOSTS). Never logged.",
+    ),
+    Setting("EWMS_WEBHOOK_TIMEOUT_S", "10", "Seconds one delivery attempt may take (connect and answer)."),
+    Setting(
+        "EWMS_WEBHOOK_RETRY_BASE_S",
+        "2",
+        "Delay before the first retry of a failed delivery; it doubles with each further attempt.",
+    ),
+    Setting("EWMS_WEBHOOK_RETRY_MAX_S", "600", "Longest delay between two attempts of one delivery."),
+    Setting(
+        "EWMS_WEBHOOK_MAX_ATTEMPTS",
+        "20",
+        "Attempts after which a delivery is given up (recorded as failed in the outbox).",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_MAX_AGE_S",
+        "86400",
+        "Seconds after its event when a delivery not yet made is given up.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_INPUT_CHECK_S",
+        "10",
+        "Seconds between checks (from the cached progress figures) of whether a running workflow "
+        "with a notify_url has consumed all its input.",
+    ),
+    Setting(
         "EWMS_SECRETS_KEY",
         None,
         "Key users' secrets are encrypted with at rest (AES-256-GCM): the base64 encoding of 32 "
@@ -376,6 +412,7 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     secrets_key: bytes | None = field(default=None, repr=False)
     secrets_max_value_bytes: int = 65536
     secrets_max_per_user: int = 100
@@ -477,6 +514,7 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=parsed(lambda: _quotas(get), Quotas()),
+            webhooks=parsed(lambda: _webhooks(get), WebhookSettings()),
             secrets_key=parsed(lambda: _secrets_key(get("EWMS_SECRETS_KEY")), None),
             secrets_max_value_bytes=num("EWMS_SECRETS_MAX_VALUE_BYTES", int, 1),
             secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
@@ -530,6 +568,13 @@ def _quotas(get: Callable[[str], str | None]) -> Quotas:
 def _autoscale(get: Callable[[str], str | None]) -> AutoscaleSettings:
     try:
         return AutoscaleSettings.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _webhooks(get: Callable[[str], str | None]) -> WebhookSettings:
+    try:
+        return WebhookSettings.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .broker.health import BrokerHealth
     from .metrics import ServerMetrics
     from .progress_cache import ProgressCache
+    from .webhooks.outbox import Notifier
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Deps:
     """None: no broker is configured (EWMS_BROKER_URL unset)."""
     fair_share: FairShare | None = None
     """Orders pending-starter by users' workers against their shares (None: priority only)."""
+    notifier: Notifier | None = None
+    """Writes webhook events to the outbox (webhooks/outbox.py)."""
 
     @cached_property
     def views(self) -> Views:

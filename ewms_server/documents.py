@@ -28,6 +28,8 @@ class Workflow(TypedDict):
     taskforces_stopped: bool
     queues_revoked: bool
     queues_deleted: bool
+    notify_url: str | None
+    notify_watch: bool
 
 
 class TaskDirective(TypedDict):
@@ -143,7 +145,7 @@ def log_entry(
     )
 
 
-def workflow(*, priority: int, owner: str) -> Workflow:
+def workflow(*, priority: int, owner: str, notify_url: str | None = None) -> Workflow:
     return Workflow(
         workflow_id=new_id("WF"),
         timestamp=time.time(),
@@ -154,6 +156,8 @@ def workflow(*, priority: int, owner: str) -> Workflow:
         taskforces_stopped=False,
         queues_revoked=False,
         queues_deleted=False,
+        notify_url=notify_url,
+        notify_watch=False,
     )
 
 

@@ -25,6 +25,7 @@ from .loops.autoscale import Autoscaler
 from .loops.base import LoopState, run_loop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
+from .loops.webhooks import WebhookDelivery
 from .metrics import MeteredBroker, ServerMetrics
 from .ops.fair_share import FairShare
 from .progress_cache import ProgressCache
@@ -35,6 +36,7 @@ from .storage import open_storage
 from .storage.base import Storage
 from .storage.checked import CheckedStorage
 from .storage.collections import COLLECTIONS
+from .webhooks.outbox import Notifier
 
 LOGGER = logging.getLogger("ewms_server")
 
@@ -128,6 +130,7 @@ class Server:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _activation: MQActivation | None = None
+    _webhooks: WebhookDelivery | None = None
 
     async def start(self) -> None:
         """Raises PortInUse before anything else is opened when the port cannot be bound."""
@@ -161,6 +164,13 @@ class Server:
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
             "autoscale": LoopState("autoscale", cfg.autoscale.interval_s),
         }
+        notifier = None  # webhooks off: no events are recorded, and the state changes cost nothing more
+        if cfg.webhooks.enabled:
+            loops["webhooks"] = LoopState("webhooks", cfg.loop_interval_s)
+            notifier = Notifier(store, wake=lambda: self.deps.wake("webhooks"))
+        progress = ProgressCache(
+            store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
+        )
         self.deps = Deps(
             cfg=cfg,
             store=store,
@@ -179,12 +189,11 @@ class Server:
                 max_in_items=cfg.query_max_in_items,
                 time_budget_s=cfg.query_time_budget_s,
             ),
-            progress=ProgressCache(
-                store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
-            ),
+            progress=progress,
             metrics=metrics,
             broker_health=BrokerHealth(broker, cfg.health_broker_cache_s) if cfg.broker_url else None,
             fair_share=FairShare(cfg.autoscale.share),
+            notifier=notifier,
         )
         self._activation = activation = MQActivation(
             store,
@@ -193,10 +202,11 @@ class Server:
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
+            notifier=notifier,
         )
-        launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
-        progress = self.deps.progress
-        assert progress is not None
+        launch = LaunchControl(
+            store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s, notifier=notifier
+        )
         autoscaler = Autoscaler(
             store,
             progress.backlogs,
@@ -209,6 +219,11 @@ class Server:
             "launch_control": launch.one_pass,
             "autoscale": autoscaler.one_pass,
         }
+        if notifier is not None:
+            self._webhooks = WebhookDelivery(
+                store, cfg.webhooks, notifier, progress, wake_self=lambda: self.deps.wake("webhooks")
+            )
+            passes["webhooks"] = self._webhooks.one_pass
         self._tasks = [
             asyncio.create_task(
                 run_loop(loops[name], metrics.timed_pass(name, one) if metrics else one, self._stop)
@@ -242,6 +257,8 @@ class Server:
             for t in pending:
                 t.cancel()
         await self._finish_broker_cleanups()
+        if self._webhooks is not None:
+            self._webhooks.close()
         if self.broker is not None:
             await self.broker.close()
         await self.deps.store.close()

@@ -84,14 +84,17 @@ class TMSCondorSubmitUUIDFailedHandler(_TaskforceReportHandler):
 
     async def post(self, taskforce_uuid: str) -> None:
         cfg = self.deps.cfg
-        await ops.condor_submit_failed(
+        error = self.body().get("error", "(no error given)")
+        n = await ops.condor_submit_failed(
             self.deps.store,
             taskforce_uuid,
-            self.body().get("error", "(no error given)"),
+            error,
             self.caller,
             cfg.max_submit_attempts,
             cfg.submit_retry_delay_s,
         )
+        if n >= cfg.max_submit_attempts and self.deps.notifier is not None:
+            await self.deps.notifier.submit_failed(taskforce_uuid, n, error)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -157,6 +160,8 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
             max_len=cfg.progress_history_len,
         )
         self.deps.wake("autoscale")  # workers started or ended: the autoscaler's figures moved
+        if self.deps.notifier is not None:
+            await self.deps.notifier.statuses_reported(body.get("compound_statuses_by_taskforce", {}))
         for uuid in refused:
             by_uuid[uuid] = {"uuid": uuid, "status": "failed", "error": "not at a schedd this token acts for"}
         results = [by_uuid[u] for u in uuids]

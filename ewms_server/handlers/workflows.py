@@ -22,6 +22,7 @@ class WorkflowsHandler(BaseHandler):
     async def post(self) -> None:
         body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
+        self.deps.cfg.webhooks.check_url(body.get("notify_url"))
         if self.deps.secrets_box is None and any(t.get("secrets") for t in body["tasks"]):
             raise Unavailable(f"a task names secrets, but {NO_KEY}")
         created = await ops.create_workflow(
@@ -55,7 +56,9 @@ class _DeactivateHandler(BaseHandler):
 
     async def post(self, workflow_id: str) -> None:
         self.body()  # no body is defined: reject junk rather than ignore it
-        n = await ops.deactivate_workflow(self.deps.store, workflow_id, self.KIND, self.caller)
+        n = await ops.deactivate_workflow(
+            self.deps.store, workflow_id, self.KIND, self.caller, notifier=self.deps.notifier
+        )
         self.deps.wake("mq_activation")
         self.send({"workflow_id": workflow_id, "n_taskforces": n})
 

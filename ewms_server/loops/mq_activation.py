@@ -21,6 +21,7 @@ from ..broker.base import BrokerAdapter, BrokerUnavailable, QueuesMissing
 from ..ops.workflows import stop_taskforces
 from ..phases import TERMINAL, Phase
 from ..storage.base import Change, Storage
+from ..webhooks.outbox import Event, Notifier
 
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
@@ -40,6 +41,7 @@ class MQActivation:
     revoke_max_wait_s: float = 600.0
     retry_s: float = 1.0
     _retry_after: float = 0.0
+    notifier: Notifier | None = None
 
     async def one_pass(self) -> bool:
         busy = await self._activate()
@@ -58,7 +60,7 @@ class MQActivation:
             if wf is None:
                 continue  # being created, or an orphan that launch control removes
             if wf["deactivated"] is not None:
-                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated", notifier=self.notifier)
                 continue
             lease = await self._lease(wid)
             if lease is None:
@@ -131,6 +133,8 @@ class MQActivation:
                     for mqid, a in access.items()
                 ],
             )
+        if self.notifier is not None:  # before the release: a crash in between re-runs all this
+            await self.notifier.emit(wid, Event.QUEUES_ACTIVATED, details={"n_queues": len(mqids)})
         # compare-and-set on the phase: a deactivation that got here first is never undone
         entry = documents.log_entry(
             target_phase=Phase.PRE_LAUNCH,

@@ -123,7 +123,8 @@ async def condor_submit(store: Storage, uuid: str, body: dict[str, Any], caller:
 
 async def condor_submit_failed(
     store: Storage, uuid: str, error: str, caller: Caller, max_attempts: int, retry_delay_s: float
-) -> None:
+) -> int:
+    """Record it; return the taskforce's failed submits so far (max_attempts: now submit-failed)."""
     for _ in range(20):  # compare-and-set on the counter; retried only under contention
         tf = await store.get(
             "taskforces",
@@ -157,7 +158,7 @@ async def condor_submit_failed(
             {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STARTER), "n_failed_submits": n - 1},
             Change(set=fields, push={"phase_change_log": entries}),
         ):
-            return
+            return n
     raise RuntimeError(f"taskforce {uuid}: too much contention recording a failed submit")
 
 

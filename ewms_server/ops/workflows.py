@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import documents
 from ..caller import Caller
@@ -23,6 +23,9 @@ from ..rules import check_location, check_workflow_request, with_defaults
 from ..storage.base import Change, DuplicateKey, Storage
 from . import secrets
 from .reads import get_scoped
+
+if TYPE_CHECKING:
+    from ..webhooks.outbox import Notifier
 
 _NO_QUOTAS = QuotaGate(Quotas(0, 0, 0, 0))
 
@@ -60,7 +63,9 @@ async def _insert_bundle(
     aliases: list[str],
     autoscaled_pilot_env: Mapping[str, str],
 ) -> dict[str, Any]:
-    wf = documents.workflow(priority=body.get("priority", 50), owner=caller.subject)
+    wf = documents.workflow(
+        priority=body.get("priority", 50), owner=caller.subject, notify_url=body.get("notify_url")
+    )
     wid = wf["workflow_id"]
     public = set(body.get("public_queue_aliases", []))
     profiles = {
@@ -110,7 +115,9 @@ async def _insert_bundle(
     return {"workflow": wf, "task_directives": tds, "taskforces": tfs}
 
 
-async def deactivate_workflow(store: Storage, workflow_id: str, kind: str, caller: Caller) -> int:
+async def deactivate_workflow(
+    store: Storage, workflow_id: str, kind: str, caller: Caller, *, notifier: Notifier | None = None
+) -> int:
     wf = await get_scoped(store, "workflows", workflow_id, caller, ["deactivated"])
     if wf is None:
         raise NotFound(f"no workflow {workflow_id}")
@@ -120,7 +127,9 @@ async def deactivate_workflow(store: Storage, workflow_id: str, kind: str, calle
             {"workflow_id": workflow_id, "deactivated": None},
             Change(set={"deactivated": kind, "deactivated_ts": time.time()}),
         )
-    return await stop_taskforces(store, workflow_id, caller.entity, f"workflow {kind.lower()}")
+    return await stop_taskforces(
+        store, workflow_id, caller.entity, f"workflow {kind.lower()}", notifier=notifier
+    )
 
 
 def _to(phase: Phase, entity: str, reason: str, **fields: Any) -> Change:
@@ -128,8 +137,12 @@ def _to(phase: Phase, entity: str, reason: str, **fields: Any) -> Change:
     return Change(set={"phase": str(phase), **fields}, push={"phase_change_log": [entry]})
 
 
-async def stop_taskforces(store: Storage, workflow_id: str, entity: str, reason: str) -> int:
-    """Cancel what never reached HTCondor; send the rest to pending-stopper. Idempotent."""
+async def stop_taskforces(
+    store: Storage, workflow_id: str, entity: str, reason: str, *, notifier: Notifier | None = None
+) -> int:
+    """Cancel what never reached HTCondor; send the rest to pending-stopper. Idempotent. With a
+    notifier, the workflow's end event is written before the stop is marked done, so a crash
+    in between leaves it to launch control's repair sweep (which passes its notifier)."""
     n = await store.update_where(
         "taskforces",
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in NOT_YET_IN_HTCONDOR]}},
@@ -140,6 +153,10 @@ async def stop_taskforces(store: Storage, workflow_id: str, entity: str, reason:
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in IN_HTCONDOR]}},
         _to(Phase.PENDING_STOPPER, entity, reason, lease_until=0.0),
     )
+    if notifier is not None:
+        wf = await store.get("workflows", {"workflow_id": workflow_id}, projection=["deactivated"])
+        if wf is not None and wf["deactivated"] is not None:
+            await notifier.workflow_ended(workflow_id, wf["deactivated"])
     await store.transition(
         "workflows", {"workflow_id": workflow_id}, Change(set={"taskforces_stopped": True})
     )

@@ -69,11 +69,13 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             # the loops' repair sweeps: ended workflows not yet fully stopped / retired
             Index(("taskforces_stopped", "deactivated")),
             Index(("queues_deleted", "deactivated")),
+            Index(("notify_watch",)),  # the webhook loop's input-consumed check
             workflow_id="string",
             owner="string",
             taskforces_stopped="boolean",
             deactivated="string|null",
             queues_deleted="boolean",
+            notify_watch="boolean",
         ),
         _spec(
             "task_directives",
@@ -138,6 +140,25 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             secret_id="string",
             owner="string",
             key="string",
+        ),
+        # the webhook outbox (webhooks/outbox.py): one row per event, claimed with a lease
+        _spec(
+            "webhook_outbox",
+            "delivery_id",
+            "WH",
+            "WebhookDeliveryObject",
+            False,
+            Index(("event_key",), unique=True),
+            Index(("status", "next_attempt_ts", "lease_until")),
+            Index(("workflow_id", "status", "created_ts")),
+            delivery_id="string",
+            owner="string",
+            workflow_id="string",
+            event_key="string",
+            status="string",
+            next_attempt_ts="number",
+            lease_until="number",
+            created_ts="number",
         ),
     )
 }
