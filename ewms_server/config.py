@@ -218,6 +218,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the workflow and taskforce counts of GET /metrics are reused (0: counted on every scrape).",
     ),
     Setting(
+        "EWMS_DASHBOARD_OIDC_CLIENT_ID",
+        None,
+        "With EWMS_AUTH_OPENID_URL: the issuer's public client (no secret; PKCE) through which "
+        "/dashboard/ signs users in. Its redirect URI is <server>/dashboard/. Unset: the "
+        "dashboard takes a pasted token only.",
+    ),
+    Setting("EWMS_DASHBOARD_OIDC_SCOPE", "openid", "Scopes the dashboard asks the OIDC issuer for."),
+    Setting(
         "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
         "100",
         "Most workflows one user may have active (not finished or aborted) at once; one more is "
@@ -300,6 +308,8 @@ class Config:
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
+    dashboard_oidc_client_id: str | None = None
+    dashboard_oidc_scope: str = "openid"
     quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
@@ -385,6 +395,8 @@ class Config:
             metrics_enabled=flag("EWMS_METRICS_ENABLED"),
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
+            dashboard_oidc_client_id=get("EWMS_DASHBOARD_OIDC_CLIENT_ID"),
+            dashboard_oidc_scope=get("EWMS_DASHBOARD_OIDC_SCOPE") or "openid",
             quotas=_quotas(get),
         )
 

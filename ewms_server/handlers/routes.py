@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
+from .pages import DashboardConfigHandler, DashboardHandler, SwaggerUIAssetHandler, SwaggerUIHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
@@ -59,4 +60,8 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
+    SwaggerUIHandler,
+    SwaggerUIAssetHandler,
+    DashboardConfigHandler,
+    DashboardHandler,
 )
