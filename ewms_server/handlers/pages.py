@@ -48,9 +48,12 @@ class _StaticHandler(BaseHandler):
             raise NotFound(f"no file {self.request.path}")
         self.set_header("Content-Type", found.content_type)
         self.set_header("Cache-Control", "no-cache")  # revalidated by its ETag: a new release shows at once
-        self.set_header("Etag", found.etag)
+        self._etag = found.etag
         self.set_status(200)
-        self.finish(found.body)
+        self.finish(found.body)  # tornado answers 304 when If-None-Match names compute_etag()
+
+    def compute_etag(self) -> str | None:
+        return getattr(self, "_etag", None)
 
 
 class DashboardHandler(_StaticHandler):

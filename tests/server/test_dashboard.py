@@ -18,6 +18,7 @@ from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, workflow_body
 from tests.server.browser import Tab, browser_tab
 from tests.server.helpers import create, error_of, submit, take_starter
+from tests.server.oidc_issuer import oidc_env, running_issuer
 
 
 @dataclass
@@ -279,3 +280,29 @@ async def test_swagger_ui_lists_every_operation(scene: Scene) -> None:
         assert sorted(map(tuple, shown)) == sorted(operations)
         await tab.screenshot("swagger-ui")
         assert tab.errors == []
+
+
+async def test_sign_in_through_the_oidc_issuer_with_pkce() -> None:
+    """Authorization code flow with PKCE: the browser goes to the issuer, comes back with a
+    code, exchanges it (with the verifier of its challenge) and uses the token it gets."""
+    with running_issuer() as issuer:
+        async with running_server(env=oidc_env(issuer)) as srv:
+            dana = RestClient(srv.url, token=issuer.token(), retries=0, timeout=30)
+            wid = (await create(dana, workflow_body(n_tasks=1)))["workflow"]["workflow_id"]
+            async with browser_tab() as tab:
+                await tab.page.goto(f"{srv.url}/dashboard/")
+                await tab.wait_ready("login")
+                await tab.page.click("#oidc-signin")
+                await tab.wait_ready("#/")
+                assert await tab.page.locator("#who").inner_text() == "dana"
+                ids = await tab.page.locator('[data-test="wf-row"]').evaluate_all(
+                    "rs => rs.map(r => r.dataset.workflowId)"
+                )
+                assert ids == [wid]
+                assert tab.page.url == f"{srv.url}/dashboard/#/"  # the code is gone from the address
+                await tab.screenshot("dashboard-oidc-signed-in")
+                assert tab.errors == []
+            (exchange,) = issuer.exchanged
+            assert (
+                exchange["redirect_uri"] == f"{srv.url}/dashboard/" and len(exchange["code_verifier"]) >= 43
+            )
