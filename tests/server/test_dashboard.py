@@ -240,6 +240,15 @@ async def test_admin_pages(scene: Scene) -> None:
                 if n:
                     seen[(str(schedd), str(phase))] = n
         assert seen == expected
+        columns = await table.locator("th").all_inner_texts()
+        assert columns == [
+            "Schedd",
+            "pending-starter",
+            "condor-submit",
+            "condor-complete",
+            "cancelled",
+            "Total",
+        ]
         assert {s for s, _ in seen} == {"test-schedd", "remote-schedd"}
         await tab.screenshot("dashboard-admin-taskforces")
 
@@ -255,6 +264,25 @@ async def test_admin_pages(scene: Scene) -> None:
                 == 1
             )
         await tab.screenshot("dashboard-admin-quarantine")
+        assert tab.errors == []
+
+
+async def test_long_lists_come_in_chunks_of_fifty(scene: Scene) -> None:
+    """Fifty rows (and fifty progress reads) at a time: 'More' shows the rest, in the API's order."""
+    for _ in range(50):
+        await create(scene.admin, workflow_body(n_tasks=1))  # admins have no creation quota
+    listed = await scene.admin.request(
+        "POST", "/v1/query/workflows", {"query": {}, "projection": ["workflow_id"]}
+    )
+    order = [w["workflow_id"] for w in listed["workflows"]]
+    assert len(order) == 53
+    async with browser_tab() as tab:
+        await tab.sign_in(scene.srv.url, scene.srv.token(role="admin", sub="root"))
+        rows = tab.page.locator('[data-test="wf-row"]')
+        assert await rows.evaluate_all("rs => rs.map(r => r.dataset.workflowId)") == order[:50]
+        await tab.page.click('[data-test="more"]')
+        await tab.page.wait_for_selector('[data-test="more"]', state="detached")
+        assert await rows.evaluate_all("rs => rs.map(r => r.dataset.workflowId)") == order
         assert tab.errors == []
 
 

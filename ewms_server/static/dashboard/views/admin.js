@@ -6,8 +6,11 @@ import { fmtNum, fmtTime, h, table } from "../dom.js";
 
 export async function taskforcesPage() {
   const root = h("section", { "data-test": "admin-taskforces" }, h("h1", {}, "Taskforces by schedd and phase"));
-  const tfs = await queryAll("taskforces", {}, ["schedd", "phase"]);
-  const phases = [...new Set(tfs.map((t) => t.phase))].sort();
+  const [tfs, schema] = await Promise.all([queryAll("taskforces", {}, ["schedd", "phase"]), call("GET", "/v1/schema/openapi")]);
+  // columns in the phases' life order (the schema's enum), for the phases present
+  const order = schema.components.schemas.TaskforceObject.properties.phase.enum;
+  const rank = (p) => (order.includes(p) ? order.indexOf(p) : order.length);
+  const phases = [...new Set(tfs.map((t) => t.phase))].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const bySchedd = new Map();
   for (const t of tfs) {
     const row = bySchedd.get(t.schedd) || new Map();

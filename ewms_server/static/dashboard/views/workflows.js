@@ -21,32 +21,40 @@ function row(wf, p) {
   );
 }
 
+const CHUNK = 50;  // rows shown (and progress answers fetched) per "More"
+
 export async function workflowsPage() {
-  const tbody = [];
   const root = h("section", { "data-test": "workflows" }, h("h1", {}, "Workflows"));
+  let buffered = [];  // the server's page, not yet shown
   let after = null;
-  async function loadPage() {
-    const page = await call("POST", "/v1/query/workflows", { query: {}, projection: PROJECTION, after });
-    after = page.next_after;
-    const progress = await mapLimited(page.workflows, 8, (wf) =>
+  let exhausted = false;
+  async function nextRows() {
+    while (buffered.length < CHUNK && !exhausted) {
+      const page = await call("POST", "/v1/query/workflows", { query: {}, projection: PROJECTION, after });
+      buffered.push(...page.workflows);
+      after = page.next_after;
+      exhausted = !after;
+    }
+    const shown = buffered.splice(0, CHUNK);
+    const progress = await mapLimited(shown, 8, (wf) =>
       call("GET", `/v1/workflows/${encodeURIComponent(wf.workflow_id)}/progress`).catch(() => null));
-    return page.workflows.map((wf, i) => row(wf, progress[i]));
+    return shown.map((wf, i) => row(wf, progress[i]));
   }
-  tbody.push(...(await loadPage()));
-  if (!tbody.length) {
+  const first = await nextRows();
+  if (!first.length) {
     root.append(h("p", { class: "muted", "data-test": "empty" }, "No workflows yet."));
     return root;
   }
-  const t = table(["Workflow", "Owner", "State", "Created", "Progress", "Succeeded", "Failed", "Pending", "Dead-lettered"]
-    .map((x) => x), tbody, { "data-test": "workflow-table" });
+  const t = table(["Workflow", "Owner", "State", "Created", "Progress", "Succeeded", "Failed", "Pending", "Dead-lettered"],
+    first, { "data-test": "workflow-table" });
   root.append(t);
-  if (after) {
+  if (buffered.length || !exhausted) {
     const more = h("button", { type: "button", "data-test": "more" }, "More");
     more.addEventListener("click", async () => {
       more.disabled = true;
-      t.tBodies[0].append(...(await loadPage()));
+      t.tBodies[0].append(...(await nextRows()));
       more.disabled = false;
-      if (!after) more.remove();
+      if (!buffered.length && exhausted) more.remove();
     });
     root.append(more);
   }
