@@ -22,6 +22,15 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def dashboard_oidc(deps: Deps) -> dict[str, str] | None:
+    """The issuer and client the dashboard signs in through; None: by a pasted token only."""
+    cfg = deps.cfg
+    endpoints = deps.auth.oidc_endpoints() if cfg.dashboard_oidc_client_id else None
+    if endpoints is None or cfg.dashboard_oidc_client_id is None:
+        return None
+    return {**endpoints, "client_id": cfg.dashboard_oidc_client_id, "scope": cfg.dashboard_oidc_scope}
+
+
 class _StaticHandler(BaseHandler):
     BUNDLE: ClassVar[StaticBundle]
     INDEX: ClassVar[str] = "index.html"
@@ -64,8 +73,8 @@ class DashboardHandler(_StaticHandler):
 
     def csp(self) -> str:
         # the browser exchanges an OIDC code at the issuer's token endpoint itself (PKCE)
-        endpoints = self.deps.auth.oidc_endpoints() if self.deps.cfg.dashboard_oidc_client_id else None
-        token_origin = " " + _origin(endpoints["token_endpoint"]) if endpoints else ""
+        oidc = dashboard_oidc(self.deps)
+        token_origin = " " + _origin(oidc["token_endpoint"]) if oidc else ""
         return f"{_COMMON_CSP}; style-src 'self'; connect-src 'self'{token_origin}; form-action 'none'"
 
     async def get(self, path: str) -> None:
@@ -100,9 +109,4 @@ class DashboardConfigHandler(BaseHandler):
     ROLES = {"GET": PUBLIC}
 
     async def get(self) -> None:
-        cfg = self.deps.cfg
-        endpoints = self.deps.auth.oidc_endpoints() if cfg.dashboard_oidc_client_id else None
-        oidc = None
-        if endpoints is not None:
-            oidc = {**endpoints, "client_id": cfg.dashboard_oidc_client_id, "scope": cfg.dashboard_oidc_scope}
-        self.send({"oidc": oidc})
+        self.send({"oidc": dashboard_oidc(self.deps)})
