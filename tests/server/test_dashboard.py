@@ -5,6 +5,7 @@ to $EWMS_TEST_ARTIFACTS (default test-artifacts/)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,10 +16,13 @@ import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer, running_server
-from tests.conftest import LOCATIONS, workflow_body
+from tests.broker.conftest import BROKER_URL
+from tests.conftest import LOCATIONS, wait_until, workflow_body
 from tests.server.browser import Tab, browser_tab
 from tests.server.helpers import create, error_of, submit, take_starter
 from tests.server.oidc_issuer import oidc_env, running_issuer
+from tests.server.test_progress_broker import cleanup, push_and_fail
+from tests.server.test_progress_broker import workflow as broker_workflow
 
 
 @dataclass
@@ -334,3 +338,53 @@ async def test_sign_in_through_the_oidc_issuer_with_pkce() -> None:
             assert (
                 exchange["redirect_uri"] == f"{srv.url}/dashboard/" and len(exchange["code_verifier"]) >= 43
             )
+
+
+async def test_queue_figures_on_the_real_broker() -> None:
+    """With RabbitMQ: the pending and dead-lettered figures the page shows are the broker's,
+    as the API answers them (4 messages waiting, 3 dead-lettered)."""
+    env = {
+        "EWMS_LOOP_INTERVAL_S": "0.5",
+        "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
+        "EWMS_BROKER_REVOKE_MAX_WAIT_S": "0",
+    }
+    broker_env = {"EWMS_BROKER_URL": BROKER_URL, "EWMS_BROKER_TASK_DELIVERY_LIMIT": "1"}
+    async with running_server(
+        cluster_locations={"local": "dashboard-schedd"}, broker_env=broker_env, env=env
+    ) as srv:
+        alice = RestClient(srv.url, token=srv.token(role="user", sub="alice"), retries=0, timeout=30)
+        wid = (await alice.request("POST", "/v1/workflows", broker_workflow()))["workflow"]["workflow_id"]
+        try:
+
+            async def activated() -> dict[str, Any] | None:
+                profiles = (await alice.request("GET", f"/v1/workflows/{wid}/mq-profiles/public"))[
+                    "mqprofiles"
+                ]
+                return next((p for p in profiles if p["alias"] == "in" and p["is_activated"]), None)
+
+            await asyncio.to_thread(
+                push_and_fail, await wait_until(activated, timeout=40, interval=0.3), 4, 3
+            )
+
+            async def settled() -> dict[str, Any] | None:
+                p = await alice.request("GET", f"/v1/workflows/{wid}/progress")
+                return p if (p["totals"]["pending"], p["totals"]["dead_lettered"]) == (4, 3) else None
+
+            progress = await wait_until(settled, timeout=40, interval=0.3)
+            async with browser_tab() as tab:
+                await tab.sign_in(srv.url, srv.token(role="user", sub="alice"))
+                row = tab.page.locator(f'[data-workflow-id="{wid}"]')
+                assert await row.locator('[data-test="pending"]').inner_text() == "4"
+                assert await row.locator('[data-test="dead-lettered"]').inner_text() == "3"
+                await tab.goto_hash(f"#/workflow/{wid}")
+                for alias, q in progress["queues"].items():
+                    shown = tab.page.locator(f'[data-test="queue"][data-alias="{alias}"]')
+                    assert await shown.locator('[data-test="q-pending"]').inner_text() == str(q["pending"])
+                    assert await shown.locator('[data-test="q-dead-lettered"]').inner_text() == str(
+                        q["dead_lettered"]
+                    )
+                assert await tab.page.locator('[data-test="broker-error"]').count() == 0
+                await tab.screenshot("dashboard-workflow-broker")
+                assert tab.errors == []
+        finally:
+            await asyncio.to_thread(cleanup, wid)
