@@ -340,9 +340,9 @@ async def test_sign_in_through_the_oidc_issuer_with_pkce() -> None:
             )
 
 
-async def test_queue_figures_on_the_real_broker() -> None:
+async def test_queue_figures_and_retry_on_the_real_broker() -> None:
     """With RabbitMQ: the pending and dead-lettered figures the page shows are the broker's,
-    as the API answers them (4 messages waiting, 3 dead-lettered)."""
+    as the API answers them (4 messages waiting, 3 dead-lettered); its retry button requeues 3."""
     env = {
         "EWMS_LOOP_INTERVAL_S": "0.5",
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S": "0",
@@ -385,6 +385,24 @@ async def test_queue_figures_on_the_real_broker() -> None:
                     )
                 assert await tab.page.locator('[data-test="broker-error"]').count() == 0
                 await tab.screenshot("dashboard-workflow-broker")
+                # the retry button: the API moves the 3 dead letters back, the page says so
+                await tab.page.click('[data-test="retry"]')
+                flash = await tab.page.wait_for_selector('[data-test="flash"]')
+                assert flash is not None and await flash.inner_text() == "requeued 3 dead letters"
+
+                async def requeued() -> dict[str, Any] | None:
+                    p = await alice.request("GET", f"/v1/workflows/{wid}/progress")
+                    return p if (p["totals"]["pending"], p["totals"]["dead_lettered"]) == (7, 0) else None
+
+                await wait_until(requeued, timeout=40, interval=0.3)
+                renders = await tab.page.locator("main").get_attribute("data-renders")
+                await tab.page.click('[data-test="refresh"]')
+                await tab.page.wait_for_function(
+                    f"document.querySelector('main').dataset.renders > {renders}"
+                )
+                assert await tab.page.locator('.cards [data-test="pending"]').inner_text() == "7"
+                assert await tab.page.locator('.cards [data-test="dead-lettered"]').inner_text() == "0"
+                assert await tab.page.locator('[data-test="retry"]').count() == 0  # nothing left to retry
                 assert tab.errors == []
         finally:
             await asyncio.to_thread(cleanup, wid)

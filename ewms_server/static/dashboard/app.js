@@ -52,7 +52,9 @@ function showWho() {
   document.getElementById("signout").hidden = !token();
 }
 
-async function render(loginMessage) {
+let renders = 0;
+
+async function render(loginMessage, flash) {
   showWho();
   if (!token()) {
     main.replaceChildren(loginPage(loginMessage));
@@ -65,7 +67,7 @@ async function render(loginMessage) {
   main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
   try {
     const page = route ? await route[1](route[0]) : h("p", { class: "error" }, `no page ${hash}`);
-    main.replaceChildren(page);
+    main.replaceChildren(flash ? h("p", { class: "notice", "data-test": "flash" }, flash) : "", page);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
       setToken(null);
@@ -74,7 +76,8 @@ async function render(loginMessage) {
     }
     main.replaceChildren(h("p", { class: "error", "data-test": "page-error" }, e.message || String(e)));
   }
-  main.dataset.ready = hash;  // browser tests wait on this
+  main.dataset.ready = hash;  // browser tests wait on these
+  main.dataset.renders = String(++renders);
 }
 
 document.getElementById("signout").addEventListener("click", () => {
@@ -83,6 +86,8 @@ document.getElementById("signout").addEventListener("click", () => {
   render();
 });
 window.addEventListener("hashchange", () => render());
+// a page asks to be drawn again (after an action, or "Refresh"), with a message to show
+document.addEventListener("ewms:refresh", (ev) => render(undefined, ev.detail && ev.detail.flash));
 
 async function start() {
   try {

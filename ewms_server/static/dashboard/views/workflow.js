@@ -5,6 +5,29 @@ import { call, queryAll } from "../api.js";
 import { fmtDuration, fmtNum, fmtTime, h, progressBar, stateOf, table } from "../dom.js";
 import { tasksPlot } from "../plot.js";
 
+function refresh(flash) {
+  document.dispatchEvent(new CustomEvent("ewms:refresh", { detail: { flash } }));
+}
+
+/** Refresh, and (while dead letters wait and the workflow is active) move them back to their queues. */
+function actions(path, wf, totals) {
+  const bar = h("p", {}, h("button", { type: "button", "data-test": "refresh", onclick: () => refresh() }, "Refresh"));
+  if (!wf.deactivated && totals.dead_lettered > 0) {
+    const retry = h("button", { type: "button", "data-test": "retry" }, `Retry ${totals.dead_lettered} dead letters`);
+    retry.addEventListener("click", async () => {
+      retry.disabled = true;
+      try {
+        const r = await call("POST", `${path}/actions/retry-dead-letters`);
+        refresh(`requeued ${r.requeued} dead letters`);
+      } catch (e) {
+        refresh(`retry failed: ${e.message}`);
+      }
+    });
+    bar.append(" ", retry);
+  }
+  return bar;
+}
+
 function card(label, value, test) {
   return h("div", { class: "card" }, h("div", { class: "n", "data-test": test }, value), h("div", { class: "k" }, label));
 }
@@ -73,6 +96,7 @@ export async function workflowPage(id) {
       h("strong", { class: `state-${stateOf(wf)}`, "data-test": "state" }, stateOf(wf)),
       ` · priority ${wf.priority} · created ${fmtTime(wf.timestamp)}`),
     progressBar(t),
+    actions(path, wf, t),
     h("div", { class: "cards" },
       card("succeeded", fmtNum(t.succeeded), "succeeded"),
       card("failed", fmtNum(t.failed), "failed"),
