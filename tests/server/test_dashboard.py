@@ -21,7 +21,7 @@ from tests.conftest import LOCATIONS, wait_until, workflow_body
 from tests.server.browser import Tab, browser_tab
 from tests.server.helpers import create, error_of, submit, take_starter
 from tests.server.oidc_issuer import oidc_env, running_issuer
-from tests.server.test_progress_broker import cleanup, push_and_fail
+from tests.server.test_progress_broker import activated_profile, cleanup, push_and_fail
 from tests.server.test_progress_broker import workflow as broker_workflow
 
 
@@ -355,16 +355,7 @@ async def test_queue_figures_and_retry_on_the_real_broker() -> None:
         alice = RestClient(srv.url, token=srv.token(role="user", sub="alice"), retries=0, timeout=30)
         wid = (await alice.request("POST", "/v1/workflows", broker_workflow()))["workflow"]["workflow_id"]
         try:
-
-            async def activated() -> dict[str, Any] | None:
-                profiles = (await alice.request("GET", f"/v1/workflows/{wid}/mq-profiles/public"))[
-                    "mqprofiles"
-                ]
-                return next((p for p in profiles if p["alias"] == "in" and p["is_activated"]), None)
-
-            await asyncio.to_thread(
-                push_and_fail, await wait_until(activated, timeout=40, interval=0.3), 4, 3
-            )
+            await asyncio.to_thread(push_and_fail, await activated_profile(alice, wid, "in"), 4, 3)
 
             async def settled() -> dict[str, Any] | None:
                 p = await alice.request("GET", f"/v1/workflows/{wid}/progress")
