@@ -388,8 +388,9 @@ async def test_queue_figures_and_retry_on_the_real_broker() -> None:
                 await wait_until(requeued, timeout=40, interval=0.3)
                 renders = await tab.page.locator("main").get_attribute("data-renders")
                 await tab.page.click('[data-test="refresh"]')
+                # a function, not an expression: Playwright evals expressions, which the CSP refuses
                 await tab.page.wait_for_function(
-                    f"document.querySelector('main').dataset.renders > {renders}"
+                    "n => Number(document.querySelector('main').dataset.renders) > n", arg=int(renders or 0)
                 )
                 assert await tab.page.locator('.cards [data-test="pending"]').inner_text() == "7"
                 assert await tab.page.locator('.cards [data-test="dead-lettered"]').inner_text() == "0"
