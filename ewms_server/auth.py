@@ -111,6 +111,15 @@ class Authenticator:
         # a token -> its Caller, or why it is refused; and until when
         self._cache: OrderedDict[str, tuple[Caller | str, float]] = OrderedDict()
 
+    def oidc_endpoints(self) -> dict[str, str] | None:
+        """The issuer's authorization and token endpoints, from its discovery document
+        (fetched at start); None without an issuer or when discovery did not name them."""
+        info = getattr(self._oidc, "provider_info", None) or {}
+        out = {k: info.get(k) for k in ("issuer", "authorization_endpoint", "token_endpoint")}
+        if not all(isinstance(v, str) and v for v in out.values()):
+            return None
+        return {k: str(v) for k, v in out.items()}
+
     def _decode(self, token: str) -> dict[str, Any]:
         if self._secret:
             return jwt.decode(

@@ -236,6 +236,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the workflow and taskforce counts of GET /metrics are reused (0: counted on every scrape).",
     ),
     Setting(
+        "EWMS_DASHBOARD_OIDC_CLIENT_ID",
+        None,
+        "With EWMS_AUTH_OPENID_URL: the issuer's public client (no secret; PKCE) through which "
+        "/dashboard/ signs users in. Its redirect URI is <server>/dashboard/. Unset: the "
+        "dashboard takes a pasted token only.",
+    ),
+    Setting("EWMS_DASHBOARD_OIDC_SCOPE", "openid", "Scopes the dashboard asks the OIDC issuer for."),
+    Setting(
         "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
         "100",
         "Most workflows one user may have active (not finished or aborted) at once; one more is "
@@ -411,6 +419,8 @@ class Config:
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
+    dashboard_oidc_client_id: str | None = None
+    dashboard_oidc_scope: str = "openid"
     quotas: Quotas = field(default_factory=Quotas)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     secrets_key: bytes | None = field(default=None, repr=False)
@@ -521,6 +531,8 @@ class Config:
             broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
             health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
             autoscale=parsed(lambda: _autoscale(get), AutoscaleSettings()),
+            dashboard_oidc_client_id=get("EWMS_DASHBOARD_OIDC_CLIENT_ID"),
+            dashboard_oidc_scope=get("EWMS_DASHBOARD_OIDC_SCOPE") or "openid",
         )
         if problems:
             raise ConfigError("; ".join(problems))

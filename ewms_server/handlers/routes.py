@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
+from .pages import DashboardConfigHandler, DashboardIDHandler, DocsHandler, DocsIDHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
 from .secrets import PilotSecretsHandler, SecretsHandler, SecretsIDHandler
 from .task_directives import (
@@ -63,4 +64,8 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     SecretsHandler,
     SecretsIDHandler,
     PilotSecretsHandler,
+    DocsHandler,
+    DocsIDHandler,
+    DashboardConfigHandler,
+    DashboardIDHandler,
 )

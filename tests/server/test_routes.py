@@ -42,9 +42,8 @@ def test_every_route_has_a_body_limit_setting() -> None:
 def _path_words(openapi_path: str) -> list[str]:
     """`/v1/workflows/{workflow_id}/mq-profiles/public` -> workflows, id, mq, profiles, public."""
     words = []
-    for segment in (
-        openapi_path.strip("/").split("/")[1:] if openapi_path.startswith("/v1") else [openapi_path]
-    ):
+    segments = openapi_path.strip("/").split("/")
+    for segment in segments[1:] if segments[0] == "v1" else segments:
         if segment.startswith("{"):
             words.append("uuid" if segment.endswith("uuid}") else "id")
         else:

@@ -100,6 +100,10 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("DELETE", "/v1/secrets/{key}"):                                     (401, 401, 401, 200, 404, 403, 403, 403, 404),
     # a pilot's secrets fetch token only (tests/server/test_secrets.py): no JWT opens it
     ("GET",  "/v1/pilot/secrets"):                                       (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    ("GET",  "/v1/docs"):                                                (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/docs/{asset}"):                                        (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/dashboard/config"):                                    (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/dashboard/{path}"):                                       (200, 200, 200, 200, 200, 200, 200, 200, 200),
 }
 # fmt: on
 
@@ -534,6 +538,19 @@ async def _check_metrics(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
     assert {"ewms_workflows", "ewms_taskforces", "ewms_http_request_duration_seconds"} <= names
 
 
+def _check_page(expected: str) -> Check:
+    """A public page: the same file for everyone (its data is behind the API)."""
+
+    async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+        assert isinstance(body, str) and expected in body
+
+    return check
+
+
+async def _check_dashboard_config(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"oidc": None}  # a local secret: sign-in by a pasted token only
+
+
 def _static(path: str) -> Prepare:
     async def prepare(ctx: Ctx) -> Req:
         return Req(path)
@@ -629,6 +646,10 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("PUT", "/v1/secrets/{key}"): (_put_secret, _check_put_secret),
     ("DELETE", "/v1/secrets/{key}"): (_alice_secret, _check_deleted_secret),
     ("GET", "/v1/pilot/secrets"): (_static("/v1/pilot/secrets"), _nothing),
+    ("GET", "/v1/docs"): (_static("/v1/docs"), _check_page("swagger-ui-bundle.js")),
+    ("GET", "/v1/docs/{asset}"): (_static("/v1/docs/init.js"), _check_page("SwaggerUIBundle")),
+    ("GET", "/v1/dashboard/config"): (_static("/v1/dashboard/config"), _check_dashboard_config),
+    ("GET", "/dashboard/{path}"): (_static("/dashboard/"), _check_page("<title>EWMS dashboard</title>")),
 }
 
 
@@ -723,7 +744,7 @@ async def test_unscoped_tms_token_with_the_legacy_setting(backend: str) -> None:
     ) as srv:
         ctx = Ctx(srv)
         ops = [op for op, row in MATRIX.items() if row[IDENTITIES.index("tms")] == 200]
-        assert len(ops) == 13  # every TMS route and taskforce read, /v1/, health, schema
+        assert len(ops) == 17  # every TMS route and taskforce read, /v1/, health, schema, the pages
         for method, path in ops:
             prepare, check = ROWS[(method, path)]
             req = await prepare(ctx)
