@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .quarantine_rules import QuarantinePolicy
 from .quotas import Quotas
 from .rules import JobLimits
 
@@ -240,6 +241,29 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
     ),
+    Setting(
+        "EWMS_QUARANTINE_WINDOW_S",
+        "600",
+        "Quarantine: seconds over which each machine's failures (tasks failed, pilots in "
+        "FatalError, jobs held) and successes are counted.",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_THRESHOLD",
+        "5",
+        "Quarantine: failures in the window that quarantine a machine (with the ratio below); "
+        "0 = never automatically.",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_FAILURE_RATIO",
+        "0.9",
+        "Quarantine: least share of a machine's outcomes in the window that are failures "
+        "(1 = no success at all).",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_COOLDOWN_S",
+        "3600",
+        "Quarantine: seconds an automatic entry lasts (admins lift entries at any time).",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -301,6 +325,7 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
     quotas: Quotas = field(default_factory=Quotas)
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -386,6 +411,7 @@ class Config:
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
             quotas=_quotas(get),
+            quarantine=_quarantine(get),
         )
 
     @property
@@ -414,6 +440,13 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
 def _quotas(get: Callable[[str], str | None]) -> Quotas:
     try:
         return Quotas.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _quarantine(get: Callable[[str], str | None]) -> QuarantinePolicy:
+    try:
+        return QuarantinePolicy.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

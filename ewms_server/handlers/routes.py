@@ -6,6 +6,7 @@ from .base import BaseHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
+from .quarantine import QuarantineHandler, QuarantineMachineHandler, TMSQuarantineHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
     TaskDirectiveIDActionsAddWorkersHandler,
@@ -56,6 +57,9 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     TMSCondorRmUUIDFailedHandler,
     TMSCondorCompleteUUIDHandler,
     TMSStatusesTaskforcesHandler,
+    TMSQuarantineHandler,
+    QuarantineHandler,
+    QuarantineMachineHandler,
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,

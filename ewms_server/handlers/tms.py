@@ -8,7 +8,7 @@ that does not exist is left to the route: 404). The bulk statuses report answers
 from __future__ import annotations
 
 from ..auth import TMSCaller
-from ..ops import task_counts
+from ..ops import quarantine, task_counts
 from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
@@ -17,6 +17,7 @@ REPORT_FIELDS = (
     "top_task_errors_by_taskforce",
     "task_counts_by_taskforce",
     "diagnosis_by_taskforce",
+    "machine_failures_by_taskforce",
 )
 
 
@@ -45,7 +46,10 @@ class TMSPendingStarterHandler(_ScheddHandler):
 
     async def get(self) -> None:
         found = await ops.next_pending_starter(
-            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
+            self.deps.store,
+            self.query["schedd"],
+            self.deps.cfg.starter_lease_s,
+            paused=await quarantine.paused_locations(self.deps.store),
         )
         self.send(self.deps.views.pending_starter(found))
 
@@ -69,6 +73,7 @@ class TMSCondorSubmitUUIDHandler(_TaskforceReportHandler):
 
     async def post(self, taskforce_uuid: str) -> None:
         await ops.condor_submit(self.deps.store, taskforce_uuid, self.body(), self.caller)
+        await quarantine.record_submit(self.deps.store, taskforce_uuid, True, self.deps.cfg.quarantine)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -87,6 +92,7 @@ class TMSCondorSubmitUUIDFailedHandler(_TaskforceReportHandler):
             cfg.max_submit_attempts,
             cfg.submit_retry_delay_s,
         )
+        await quarantine.record_submit(self.deps.store, taskforce_uuid, False, cfg.quarantine)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -143,6 +149,7 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
             body = {k: {u: v for u, v in part.items() if u not in refused} for k, part in body.items()}
         prior = await task_counts.before(self.deps.store, body)
         by_uuid = {r["uuid"]: r for r in await ops.update_statuses(self.deps.store, body)}
+        await quarantine.record_report(self.deps.store, body, cfg.quarantine)
         await task_counts.after(
             self.deps.store,
             body,

@@ -57,11 +57,21 @@ async def _transition(
     return await store.transition("taskforces", filter, change)
 
 
-async def next_pending_starter(store: Storage, schedd: str, lease_s: float) -> dict[str, Any] | None:
+async def next_pending_starter(
+    store: Storage, schedd: str, lease_s: float, paused: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The next taskforce to start at `schedd`, leased; none at a `paused` location."""
     now = time.time()
+    filt: dict[str, Any] = {
+        "schedd": schedd,
+        "phase": str(Phase.PENDING_STARTER),
+        "lease_until": {"$lte": now},
+    }
+    if paused:
+        filt["cluster_location"] = {"$nin": paused}
     tf = await store.claim(
         "taskforces",
-        {"schedd": schedd, "phase": str(Phase.PENDING_STARTER), "lease_until": {"$lte": now}},
+        filt,
         sort=STARTER_ORDER,
         change=Change(set={"lease_until": now + lease_s}),
     )
@@ -224,7 +234,8 @@ async def update_statuses(store: Storage, body: dict[str, Any]) -> list[dict[str
         "diagnosis": body.get("diagnosis_by_taskforce", {}),
     }
     now = time.time()
-    uuids = list(dict.fromkeys(u for by_uuid in sources.values() for u in by_uuid))
+    machines = body.get("machine_failures_by_taskforce", {})  # ops/quarantine.py stores these
+    uuids = list(dict.fromkeys(u for by_uuid in [*sources.values(), machines] for u in by_uuid))
     updates = []
     for uuid in uuids:
         fields: dict[str, Any] = {"statuses_ts": now}

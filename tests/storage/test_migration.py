@@ -59,11 +59,39 @@ async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_pa
     store = SQLiteStorage(path)
     try:
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 3
+        assert await store.migrate() == SCHEMA_VERSION >= 3
         assert await store.get("workflows", {"workflow_id": "WF-1"}) == {"workflow_id": "WF-1"}
         doc = {"workflow_id": "WF-1", "owner": "a", "last_ts": 1.0, "samples": [], "task_samples": {}}
         await store.insert("workflow_progress", [doc])
         assert await store.get("workflow_progress", {"workflow_id": "WF-1"}) == doc
+    finally:
+        await store.close()
+
+
+async def test_v4_a_sqlite_store_gains_the_quarantine_tables(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    older = [spec for name, spec in COLLECTIONS.items() if name not in ("quarantine", "machine_stats")]
+    conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_schema._v1(conn, older)
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    store = SQLiteStorage(path)
+    try:
+        assert await store.migrate() == SCHEMA_VERSION >= 4
+        entry = {
+            "quarantine_id": "QR-1",
+            "owner": None,
+            "workflow_id": None,
+            "machine": "m2",
+            "location": "local",
+            "reason": "r",
+            "since": 1.0,
+            "until": 2.0,
+            "source": "auto",
+        }
+        await store.insert("quarantine", [entry])
+        assert await store.get("quarantine", {"location": "local", "machine": "m2"}) == entry
+        assert await store.find("machine_stats", {"location": "local", "machine": "m2"}) == []
     finally:
         await store.close()
 

@@ -44,7 +44,13 @@ class RecordingClient:
         self.calls.append(("fail_rm", (uuid, error)))
 
     async def send_statuses(
-        self, compound: dict, errors: dict, *, task_counts: dict | None = None, diagnosis: dict | None = None
+        self,
+        compound: dict,
+        errors: dict,
+        *,
+        task_counts: dict | None = None,
+        diagnosis: dict | None = None,
+        machines: dict | None = None,
     ) -> None:
         self.calls.append(("send_statuses", (compound, errors)))
         self.calls.append(("send_statuses_extra", (task_counts, diagnosis)))

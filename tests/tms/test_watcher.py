@@ -34,6 +34,13 @@ class RecordingBackend:
     async def remove(self, cluster_id: int, reason: str, proc: int | None = None) -> None:
         self.calls.append(("remove", cluster_id, proc))
 
+    async def resubmit(self, cluster_id: int, proc: int, memory_bytes: int) -> None:
+        self.calls.append(("resubmit", cluster_id, proc))
+        self.memory = memory_bytes
+
+    async def set_quarantine(self, machines: set[str]) -> None:
+        self.quarantined = machines
+
     async def poll(self) -> None:
         self.calls.append(("poll", 0, None))
 
