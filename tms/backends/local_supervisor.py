@@ -155,7 +155,7 @@ class Supervisor:
         if job.machine is not None:
             env[mc.MACHINE_ENV] = job.machine.name
             if job.machine.broken:  # a black-hole node: every task the pilot starts fails at once
-                env["EWMS_PILOT_TASK_IMAGE"], env["EWMS_PILOT_TASK_ARGS"] = mc.BROKEN_TASK
+                env["EWMS_PILOT_TASK_IMAGE"], env["EWMS_PILOT_TASK_ARGS"] = job.machine.broken_task()
         return env
 
     def _job_key(self, job: Job) -> str:

@@ -21,9 +21,7 @@ from . import local_users
 
 MACHINE_ENV = "EWMS_MACHINE"
 """The job's machine name in its environment (HTCondor's machine ad has it as ``Machine``)."""
-BROKEN_TASK = ("/bin/false", "")
-"""(EWMS_PILOT_TASK_IMAGE, EWMS_PILOT_TASK_ARGS) of every job on a broken machine: each task
-the pilot runs there exits non-zero at once, as on a black-hole node."""
+_MAX_FAIL_AFTER_S = 3600.0
 ANY_MACHINE = "*"
 """A quarantine entry naming every machine of a location (the whole location is paused)."""
 NO_FREE_SLOT = "no free slot"
@@ -39,6 +37,15 @@ class Machine:
     name: str
     slots: int
     broken: bool = False
+    fail_after_s: float = 0.0
+    """On a broken machine: seconds each task runs before it fails (0: at once)."""
+
+    def broken_task(self) -> tuple[str, str]:
+        """(EWMS_PILOT_TASK_IMAGE, EWMS_PILOT_TASK_ARGS) of every job on a broken machine:
+        each task the pilot runs there exits non-zero, as on a black-hole node."""
+        if not self.fail_after_s:
+            return "/bin/false", ""
+        return "/bin/sh", f"-c 'sleep {self.fail_after_s:g}; exit 1'"
 
 
 def default_machines() -> tuple[Machine, ...]:
@@ -58,14 +65,18 @@ def parse_machines(value: str) -> tuple[Machine, ...]:
     for name, conf in raw.items():
         if not name or name == ANY_MACHINE or not all(c.isalnum() or c in "-_." for c in name):
             raise ValueError(f"machine name {name[:40]!r}: letters, digits, '-', '_' and '.' only")
-        if not isinstance(conf, dict) or set(conf) - {"slots", "broken"}:
-            raise ValueError(f"machine {name}: expected {{'slots': N, 'broken': true|false}}")
-        slots, broken = conf.get("slots"), conf.get("broken", False)
+        if not isinstance(conf, dict) or set(conf) - {"slots", "broken", "fail_after_s"}:
+            raise ValueError(
+                f"machine {name}: expected {{'slots': N, 'broken': true|false, 'fail_after_s': S}}"
+            )
+        slots, broken, after = conf.get("slots"), conf.get("broken", False), conf.get("fail_after_s", 0)
         if type(slots) is not int or not 1 <= slots <= _MAX_SLOTS:
             raise ValueError(f"machine {name}: slots must be a whole number 1-{_MAX_SLOTS}")
         if type(broken) is not bool:
             raise ValueError(f"machine {name}: broken must be true or false")
-        out.append(Machine(name, slots, broken))
+        if type(after) not in (int, float) or not 0 <= after <= _MAX_FAIL_AFTER_S:
+            raise ValueError(f"machine {name}: fail_after_s must be 0-{_MAX_FAIL_AFTER_S:g} seconds")
+        out.append(Machine(name, slots, broken, float(after)))
     return tuple(out)
 
 
