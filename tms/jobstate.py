@@ -67,17 +67,23 @@ def is_memory_hold(code: int | None, reason: str) -> bool:
     return code == MEMORY_HOLD_CODE or bool(_MEMORY_HOLD.search(reason))
 
 
+_NOT_A_NAME = re.compile(r'[\x00-\x1f"\\*]')
+MAX_MACHINES: Final = 500
+"""Machines reported per taskforce (those with the most failures first)."""
+
+
 def machine_of(slot_name: str | None, execute_host: str | None) -> str:
     """The machine an execute event names: its ``SlotName`` (``slot1_3@node17``), else the
-    ``alias=`` or address of its ``ExecuteHost`` sinful string."""
-    if slot_name and "@" in slot_name:
-        return slot_name.rpartition("@")[2][:255]
+    ``alias=`` or address of its ``ExecuteHost`` sinful string; "" when none is readable."""
+    name = ""
     host = execute_host or ""
-    alias = re.search(r"[?&]alias=([^&>]+)", host)
-    if alias:
-        return alias[1][:255]
-    address = re.match(r"<\[?([^\]>]+?)\]?(?::\d+)?[?>]", host)
-    return address[1][:255] if address else ""
+    if slot_name and "@" in slot_name:
+        name = slot_name.rpartition("@")[2]
+    elif alias := re.search(r"[?&]alias=([^&>]+)", host):
+        name = alias[1]
+    elif address := re.match(r"<\[?([^\]>]+?)\]?(?::\d+)?[?>]", host):
+        name = address[1]
+    return "" if _NOT_A_NAME.search(name) else name.strip()[:255]
 
 
 CHIRP_PREFIX: Final = "HTChirpEWMSPilot"
@@ -318,7 +324,8 @@ class ClusterState:
                 c["succeeded"] += job.tasks_success
                 c["tasks_failed"] += job.tasks_failed
         keys = ("tasks_failed", "fatal", "held", "succeeded")
-        return {m: {k: c[k] for k in keys} for m, c in sorted(out.items())}
+        worst = sorted(out.items(), key=lambda mc: (-(mc[1]["tasks_failed"] + mc[1]["fatal"] + mc[1]["held"]), mc[0]))
+        return {m: {k: c[k] for k in keys} for m, c in sorted(worst[:MAX_MACHINES])}
 
     def jobs_by_state(self) -> dict[str, int]:
         """idle / running / held / ended, as the diagnosis counts them."""

@@ -18,6 +18,7 @@ from tms.backends.local import LocalBackend
 from tms.config import ConfigError, from_env
 from tms.jobstate import EVICTED, EXECUTE, HELD, RECONNECT_FAILED, SHADOW_EXCEPTION, ClusterState, machine_of
 from tms.submit import build_spec, prepare_job_dir
+from tms.watcher import HoldPolicy
 
 from .conftest import make_cfg, pending
 from .fakes import FakeSchedd, RecordingClient
@@ -84,20 +85,17 @@ def _executions(log: str) -> list[tuple[int, str]]:
     ]
 
 
-def _job_env(uuid: str, proc: int) -> dict[str, str]:
+def _job_pid(uuid: str, proc: int) -> int | None:
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = dict(
-                    kv.split("=", 1) for kv in f.read().decode(errors="replace").split("\0") if "=" in kv
-                )
-        except OSError:
-            continue
+        env = _environ(name) if name.isdigit() else {}
         if env.get("EWMS_TASKFORCE_UUID") == uuid and env.get("PROC_ID") == str(proc):
-            return env
-    return {}
+            return int(name)
+    return None
+
+
+def _job_env(uuid: str, proc: int) -> dict[str, str]:
+    pid = _job_pid(uuid, proc)
+    return {} if pid is None else _environ(str(pid))
 
 
 async def test_jobs_are_placed_on_free_slots_skip_quarantined_machines_and_leave_them(tmp_path: Path) -> None:
@@ -282,3 +280,66 @@ def test_memory_holds_grow_by_half_up_to_the_cap_then_remove() -> None:
         "Error from slot1@n: Job has gone over cgroup memory limit of 512 megabytes.",
     )
     assert policy.next_action(job, 0) == ("remove", None)  # memory unknown: nothing to grow
+
+
+async def test_a_memory_hold_in_the_log_is_resubmitted_at_the_schedd_with_more_memory(tmp_path: Path) -> None:
+    schedd = FakeSchedd()
+    schedd.jobs[(9, 0)] = {"ClusterId": 9, "ProcId": 0, "JobStatus": 5, "RequestMemory": "512"}
+    backend = HTCondorBackend("s", schedd_factory=lambda name: schedd)
+    log = tmp_path / "tf.log"
+    write(log, w.submit(9, 0), w.execute(9, 0, slot_name="slot1@n1"))
+    write(log, w.held(9, 0, "Job has gone over cgroup memory limit of 512 megabytes.", 34, 0, ts=1000.0))
+    client = RecordingClient()
+    watcher, reg = watcher_for(client, backend, HoldPolicy(max_releases=2, delay=60, memory_cap=1 << 30))
+    reg.track("TF-9", 9, 1, str(log), memory_bytes=512 << 20)
+    await watcher.read_logs()
+    await watcher.apply_hold_policy()
+    assert schedd.edits == [("9.0", "RequestMemory", "768")]
+    assert [a[:2] for a in schedd.actions] == [(htcondor2.JobAction.Release, "9.0")]
+    # held again at 768 MiB: next 1.5x is past the 1 GiB cap, so the cap
+    write(log, w.released(9, 0), w.execute(9, 0, slot_name="slot1@n1"))
+    write(log, w.held(9, 0, "memory usage exceeded request_memory", 34, 0, ts=2000.0))
+    await watcher.read_logs()
+    await watcher.apply_hold_policy()
+    assert schedd.edits[-1] == ("9.0", "RequestMemory", "1024")
+    await watcher.send_statuses()
+    _, diagnoses = client.named("send_statuses_extra")[-1]
+    assert [(d["action"], d["memory_mb"]) for d in diagnoses["TF-9"]["hold_decisions"]] == [
+        ("resubmit", 768),
+        ("resubmit", 1024),
+    ]
+    # the held job counts against its machine
+    assert client.named("send_statuses_machines")[-1]["TF-9"]["n1"]["held"] == 2
+
+
+async def test_the_local_backend_runs_a_resubmitted_job_with_its_new_memory(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    p = pending(uuid="TF-R", n_workers=1, max_worker_runtime=1)
+    p["taskforce"]["pilot_config"]["environment"]["FAKE_PILOT_MODE"] = "sleep"
+    spec, secrets = build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner="process", chirp="file"
+    )
+    prepare_job_dir(spec, secrets)
+    backend = LocalBackend.from_config(cfg)
+    cluster = await backend.submit(spec)
+    log = Path(spec.job_event_log_fpath)
+    try:  # held for its runtime (the only hold a local job gets), then resubmitted with 1 GiB
+        await wait_until(lambda: _async("Job was held" in log.read_text()), timeout=20)
+        await backend.resubmit(cluster, 0, 1 << 30)
+        await wait_until(lambda: _async(len(_executions(str(log))) == 2), timeout=15)
+        await wait_until(lambda: _async(bool(_job_env("TF-R", 0))), timeout=10)
+        pid = _job_pid("TF-R", 0)
+        with open(f"/proc/{pid}/limits") as f:
+            limit = next(line for line in f if line.startswith("Max address space")).split()[3]
+        assert int(limit) == 1 << 30
+    finally:
+        await backend.remove(cluster, "test")
+        await wait_until(lambda: _async(not backend.live_supervisors()), timeout=20)
+
+
+def _environ(pid: str) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return dict(kv.split("=", 1) for kv in f.read().decode(errors="replace").split("\0") if "=" in kv)
+    except OSError:
+        return {}
