@@ -18,7 +18,6 @@ import contextlib
 import json
 import re
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from ewms_server.testing import RunningServer, running_server
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
     BROKER_URL,
-    EXAMPLES,
     SCHEDD,
     broker_queue_depths,
     delete_broker_leftovers,
@@ -41,8 +39,9 @@ from tests.test_e2e_workflow import (
     poll,
     start_tms,
     supervisor_pids,
+    workflow_request,
 )
-from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, readable
+from tests.tms.isolation import job_root
 
 N_MESSAGES = 60
 N_WORKERS = 4
@@ -115,24 +114,16 @@ async def machines_system(
 
 
 def square_workflow(n_workers: int) -> dict[str, Any]:
-    """One task (square.py) from the examples, runnable here, its pilots up until finished."""
-    body = json.loads((EXAMPLES / "square-then-add-one.json").read_text())
+    """The e2e workflow's first task alone (square.py, numbers -> results), one task at a time
+    per pilot, counts chirped often."""
+    body = workflow_request()
     task = body["tasks"][0]
     task["output_queue_aliases"] = ["results"]
-    task["task_image"] = JOB_PYTHON if ISOLATED else sys.executable
-    task["task_args"] = f"-S {readable('resources/examples/' + task['task_args'])}"
     task["n_workers"] = n_workers
     task["pilot_config"]["environment"].update(
-        {
-            "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "300",  # only the finish stops them
-            "EWMS_PILOT_MAX_CONCURRENT_TASKS": "1",
-            "EWMS_PILOT_CHIRP_INTERVAL": "0.2",
-            "EWMS_PILOT_STOP_GRACE": "2",
-        }
+        {"EWMS_PILOT_MAX_CONCURRENT_TASKS": "1", "EWMS_PILOT_CHIRP_INTERVAL": "0.2"}
     )
-    task["worker_config"]["worker_memory"] = "2G"
     body["tasks"] = [task]
-    body["public_queue_aliases"] = ["numbers", "results"]
     return body
 
 

@@ -324,7 +324,9 @@ class ClusterState:
                 c["succeeded"] += job.tasks_success
                 c["tasks_failed"] += job.tasks_failed
         keys = ("tasks_failed", "fatal", "held", "succeeded")
-        worst = sorted(out.items(), key=lambda mc: (-(mc[1]["tasks_failed"] + mc[1]["fatal"] + mc[1]["held"]), mc[0]))
+        worst = sorted(
+            out.items(), key=lambda mc: (-(mc[1]["tasks_failed"] + mc[1]["fatal"] + mc[1]["held"]), mc[0])
+        )
         return {m: {k: c[k] for k in keys} for m, c in sorted(worst[:MAX_MACHINES])}
 
     def jobs_by_state(self) -> dict[str, int]:

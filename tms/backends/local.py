@@ -32,22 +32,12 @@ if TYPE_CHECKING:
 _RLIM_MAX = resource.RLIM_INFINITY - 1 if resource.RLIM_INFINITY > 0 else 2**63 - 2
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _supervisor_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return b"local_supervisor" in f.read()
     except OSError:
-        return _pid_alive(pid) if not os.path.isdir("/proc") else False
+        return mc.pid_alive(pid) if not os.path.isdir("/proc") else False
 
 
 def setup_problems(cfg: TmsConfig) -> list[str]:

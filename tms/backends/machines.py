@@ -84,7 +84,7 @@ def machines_json(machines: Iterable[Machine]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(m) for m in machines]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,7 +111,7 @@ class SlotTable:
             busy = {}
         # {machine: {slot: [job, supervisor pid]}}; a dead supervisor's slots are free
         return {
-            m: {s: held for s, held in slots.items() if _alive(int(held[1]))}
+            m: {s: held for s, held in slots.items() if pid_alive(int(held[1]))}
             for m, slots in busy.items()
             if isinstance(slots, dict)
         }
