@@ -205,7 +205,12 @@ class Watcher:
                 {t.taskforce_uuid: r["errors"] for t, r in changed},
                 task_counts={t.taskforce_uuid: r["counts"] for t, r in changed},
                 diagnosis={t.taskforce_uuid: r["diagnosis"] for t, r in changed},
-                machines={t.taskforce_uuid: r["machines"] for t, r in changed if r["machines"]},
+                # only what changed: the server weighs each machine's counts on arrival
+                machines={
+                    t.taskforce_uuid: r["machines"]
+                    for t, r in changed
+                    if r["machines"] and r["machines"] != t.sent_machines
+                },
             )
         except ServerRejected as e:
             LOGGER.error("statuses rejected: %s", e)
