@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .autoscale.settings import AutoscaleSettings
+from .quarantine_rules import QuarantinePolicy
 from .quotas import Quotas
 from .rules import JobLimits
 from .secrets_box import SecretsKeyError, parse_key
@@ -359,6 +360,29 @@ SETTINGS: tuple[Setting, ...] = (
         'Most workers the autoscaler sizes to at a cluster location, JSON {"location": n}, '
         "counting every live taskforce there; absent locations: no cap.",
     ),
+    Setting(
+        "EWMS_QUARANTINE_WINDOW_S",
+        "600",
+        "Quarantine: seconds over which each machine's failures (tasks failed, pilots in "
+        "FatalError, jobs held) and successes are counted.",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_THRESHOLD",
+        "5",
+        "Quarantine: failures in the window that quarantine a machine (with the ratio below); "
+        "0 = never automatically.",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_FAILURE_RATIO",
+        "0.9",
+        "Quarantine: least share of a machine's outcomes in the window that are failures "
+        "(1 = no success at all).",
+    ),
+    Setting(
+        "EWMS_QUARANTINE_COOLDOWN_S",
+        "3600",
+        "Quarantine: seconds an automatic entry lasts (admins lift entries at any time).",
+    ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -429,6 +453,7 @@ class Config:
     broker_cleanup_on_stop_s: float = 10.0
     health_broker_cache_s: float = 5.0
     autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -533,6 +558,7 @@ class Config:
             autoscale=parsed(lambda: _autoscale(get), AutoscaleSettings()),
             dashboard_oidc_client_id=get("EWMS_DASHBOARD_OIDC_CLIENT_ID"),
             dashboard_oidc_scope=get("EWMS_DASHBOARD_OIDC_SCOPE") or "openid",
+            quarantine=parsed(lambda: _quarantine(get), QuarantinePolicy()),
         )
         if problems:
             raise ConfigError("; ".join(problems))
@@ -587,6 +613,13 @@ def _autoscale(get: Callable[[str], str | None]) -> AutoscaleSettings:
 def _webhooks(get: Callable[[str], str | None]) -> WebhookSettings:
     try:
         return WebhookSettings.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _quarantine(get: Callable[[str], str | None]) -> QuarantinePolicy:
+    try:
+        return QuarantinePolicy.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -108,6 +108,8 @@ def start_tms(
         "EWMS_TMS_WATCHER_INTERVAL": "0.2",
         "EWMS_TMS_TRACKER_INTERVAL": "1",
         "EWMS_TMS_LOG_LEVEL": "DEBUG",
+        # a pool with room for every job of a test at once (the default: a slot per CPU)
+        "EWMS_TMS_LOCAL_MACHINES": json.dumps({"e2e-host": {"slots": 64}}),
         **local,
         **(extra_env or {}),
     }

@@ -9,6 +9,7 @@ from . import housekeeping, loops, starter, stopper, tracking, watcher
 from .backends.base import Backend
 from .client import TmsClient
 from .config import TmsConfig
+from .quarantine import QuarantineView
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,19 +54,21 @@ async def run(
             client.close()
             return f"EWMS_TMS_METRICS_PORT: cannot listen on {cfg.metrics_host}:{cfg.metrics_port}: {e.strerror or e}"
         client.metrics = metrics
+    quarantine = QuarantineView(client, backend, cfg.schedd, cfg.quarantine_interval)
     watch = watcher.Watcher(
         watcher.WatcherDeps(
             client,
             backend,
             registry,
             cfg.watcher_interval,
-            watcher.HoldPolicy(cfg.hold_max_releases, cfg.hold_release_delay),
+            watcher.HoldPolicy(cfg.hold_max_releases, cfg.hold_release_delay, cfg.hold_memory_cap),
             diagnosis_interval=cfg.diagnosis_interval,
             metrics=metrics,
+            quarantine=quarantine,
         )
     )
     tracker = tracking.TrackerDeps(client, registry, cfg.schedd, cfg.tracker_interval)
-    start = starter.StarterDeps(cfg, client, backend, registry)
+    start = starter.StarterDeps(cfg, client, backend, registry, quarantine)
     stops = stopper.StopperDeps(client, backend, registry, cfg.schedd, cfg.stopper_interval)
     keep = housekeeping.HousekeepingDeps(
         registry, cfg.job_event_log_dir, cfg.compress_after, cfg.delete_after, cfg.housekeeping_interval

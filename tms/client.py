@@ -141,6 +141,7 @@ class TmsClient:
         *,
         task_counts: dict[str, dict[str, int]] | None = None,
         diagnosis: dict[str, dict[str, Any]] | None = None,
+        machines: dict[str, dict[str, dict[str, int]]] | None = None,
     ) -> Any:
         body: dict[str, Any] = {
             "top_task_errors_by_taskforce": top_task_errors,
@@ -150,7 +151,14 @@ class TmsClient:
             body["task_counts_by_taskforce"] = task_counts
         if diagnosis:
             body["diagnosis_by_taskforce"] = diagnosis
+        if machines:
+            body["machine_failures_by_taskforce"] = machines
         return await self.request("POST", "/v1/tms/statuses/taskforces", body)
+
+    async def quarantine(self, schedd: str) -> list[dict[str, Any]]:
+        """The quarantine entries in force at this schedd's locations."""
+        resp = await self.request("GET", "/v1/tms/quarantine", {"schedd": schedd})
+        return list(resp.get("machines", []))
 
     async def confirm_complete(self, uuid: str, ts: int) -> None:
         await self.request("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": ts})
@@ -158,7 +166,14 @@ class TmsClient:
     async def watched_taskforces(self, schedd: str) -> list[dict[str, Any]]:
         """Taskforces at this schedd whose clusters may still be in HTCondor."""
         query = {"schedd": schedd, "phase": {"$in": ["condor-submit", "pending-stopper", "condor-rm"]}}
-        projection = ["taskforce_uuid", "cluster_id", "n_workers", "job_event_log_fpath", "phase"]
+        projection = [
+            "taskforce_uuid",
+            "cluster_id",
+            "n_workers",
+            "job_event_log_fpath",
+            "phase",
+            "submit_dict",
+        ]
         found: list[dict[str, Any]] = []
         after: str | None = None
         while True:

@@ -96,6 +96,21 @@ def _uid_range(value: str) -> tuple[int, int]:
     return first, last
 
 
+def _machines(value: str) -> tuple[Any, ...]:
+    from .backends.machines import parse_machines
+
+    return parse_machines(value)
+
+
+def _bytes(value: str) -> int:
+    from .job_inputs import BadInput, parse_size
+
+    try:
+        return parse_size(value, field="size")
+    except BadInput as e:
+        raise ValueError(str(e)) from None
+
+
 def _names(value: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in value.split(",") if n.strip())
     if bad := [n for n in names if n.upper().startswith("EWMS_")]:
@@ -193,6 +208,14 @@ SETTINGS: tuple[Setting, ...] = (
         "times a held job is released before it is removed (0: remove at once)",
     ),
     Setting(
+        "EWMS_TMS_HOLD_MEMORY_CAP",
+        "hold_memory_cap",
+        _bytes,
+        16 << 30,
+        "most memory (e.g. 16G) a job held for exceeding its memory is resubmitted with: each "
+        "such hold resubmits it with 1.5x its memory; a job held at the cap is removed",
+    ),
+    Setting(
         "EWMS_TMS_HOLD_RELEASE_DELAY",
         "hold_release_delay",
         _positive,
@@ -206,6 +229,15 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "seconds between asking the backend why idle jobs are idle (htcondor: one schedd query "
         "for all idle EWMS jobs); the diagnosis goes to the server with the statuses",
+    ),
+    Setting(
+        "EWMS_TMS_QUARANTINE_INTERVAL",
+        "quarantine_interval",
+        _positive,
+        10.0,
+        "seconds between reading the server's quarantine (GET /v1/tms/quarantine) for this "
+        "schedd's locations: quarantined machines are excluded from submits and their pilots "
+        "sent away (also read before every submit)",
     ),
     Setting(
         "EWMS_TMS_METRICS_PORT",
@@ -303,6 +335,16 @@ SETTINGS: tuple[Setting, ...] = (
         "get (comma-separated; never an EWMS_* setting)",
     ),
     Setting(
+        "EWMS_TMS_LOCAL_MACHINES",
+        "local_machines",
+        _machines,
+        (),
+        'local backend: simulated machines, a JSON object such as {"m1": {"slots": 4}, '
+        '"m2": {"slots": 4, "broken": true}}: jobs are placed on free slots (the rest stay idle), '
+        "never on a quarantined machine; every task on a broken machine fails at once "
+        "(default: one machine named after this host, a slot per CPU)",
+    ),
+    Setting(
         "EWMS_TMS_LOCAL_STATE_DIR",
         "local_state_dir",
         str,
@@ -334,7 +376,9 @@ class TmsConfig:
     delete_after: float = 14 * 86400.0
     hold_max_releases: int = 2
     hold_release_delay: float = 60.0
+    hold_memory_cap: int = 16 << 30
     diagnosis_interval: float = 60.0
+    quarantine_interval: float = 10.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     backoff_max: float = 60.0
@@ -348,6 +392,8 @@ class TmsConfig:
     local_uid_range: tuple[int, int] = (200000, 299999)
     local_single_tenant: bool = False
     local_pass_env: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
+    local_machines: tuple[Any, ...] = ()
+    """tms.backends.machines.Machine values; empty: the default machine."""
     local_state_dir: str = ""
     log_level: str = "INFO"
 
@@ -411,6 +457,8 @@ def _shown(default: Any) -> str:
         return "required"
     if default == "":
         return "default: unset"
+    if default == ():
+        return "default: see above"
     if isinstance(default, tuple) and all(isinstance(d, str) for d in default):
         return f"default: {','.join(default)}"
     if isinstance(default, tuple):

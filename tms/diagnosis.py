@@ -37,16 +37,18 @@ def idle_reason(last_rejection: str | None, n_matches: int) -> str:
     return MATCHED if n_matches > 0 else NOT_YET
 
 
-def held_jobs(state: ClusterState, policy: HoldPolicy) -> list[dict[str, Any]]:
+def held_jobs(state: ClusterState, policy: HoldPolicy, memory_bytes: int = 0) -> list[dict[str, Any]]:
     out = []
     for proc, job in sorted(state.held_jobs())[:MAX_HELD]:
+        memory = None
         if job.acted:
             action, at = "none", None
         else:
-            action = "release" if job.n_released < policy.max_releases else "remove"
+            action, memory = policy.next_action(job, memory_bytes)
             at = float(job.held_ts) + policy.delay
         out.append(
             {
+                "next_memory_mb": None if memory is None else memory >> 20,
                 "proc": proc,
                 "reason": job.hold_reason[:MAX_TEXT],
                 "code": job.hold_code if isinstance(job.hold_code, int) and job.hold_code >= 0 else None,
@@ -61,7 +63,12 @@ def held_jobs(state: ClusterState, policy: HoldPolicy) -> list[dict[str, Any]]:
 
 
 def diagnosis(
-    state: ClusterState, policy: HoldPolicy, backend: str, report: IdleReport | None, now: float
+    state: ClusterState,
+    policy: HoldPolicy,
+    backend: str,
+    report: IdleReport | None,
+    now: float,
+    memory_bytes: int = 0,
 ) -> dict[str, Any]:
     jobs = state.jobs_by_state()
     reasons = dict(report.reasons) if report is not None and jobs["idle"] else {}
@@ -70,7 +77,8 @@ def diagnosis(
         "backend": backend[:64],
         "jobs": jobs,
         "idle_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:50]),
-        "held": held_jobs(state, policy),
+        "held": held_jobs(state, policy, memory_bytes),
+        "hold_decisions": list(state.hold_decisions),
         "n_evictions": state.n_evictions,
         "matches": (
             {"ever_matched": report.matches[0], "never_matched": report.matches[1]}

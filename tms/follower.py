@@ -11,7 +11,7 @@ import time
 
 import htcondor2
 
-from .jobstate import GENERIC, HELD, ClusterState
+from .jobstate import EXECUTE, GENERIC, HELD, ClusterState, machine_of
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class LogFollower:
                                 hold_code=ev.get("HoldReasonCode"),
                                 hold_subcode=ev.get("HoldReasonSubCode"),
                             )
+                        elif etype == EXECUTE:
+                            machine = machine_of(ev.get("SlotName"), ev.get("ExecuteHost"))
+                            cs.apply(EXECUTE, ev.proc, machine=machine)
                         else:
                             cs.apply(etype, ev.proc)
                     if n >= max_events:

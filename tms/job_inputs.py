@@ -131,6 +131,11 @@ def parse_requirements(text: str, field: str) -> str:
     return _layout_free(_parse_whole(text, field)).strip()
 
 
+def classad_string(text: str) -> str:
+    """``text`` as the inside of a ClassAd string literal (backslashes and quotes escaped)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def combine_requirements(site: str, user: str, field: str = "condor_requirements") -> str:
     """``(site) && (user)`` built from the parsed expressions; '' when neither is set."""
     trees = [

@@ -53,6 +53,38 @@ _STATUS_AFTER: Final = {
 
 _PILOT_STOPS: Final = frozenset({EVICTED, SHADOW_EXCEPTION, RECONNECT_FAILED, HELD})
 """Events after which the job's pilot, if it runs again, is a new process."""
+RESCHEDULES: Final = frozenset({EVICTED, SHADOW_EXCEPTION, RECONNECT_FAILED})
+"""The job left its machine and goes back to idle: a reschedule, never a failure."""
+FATAL: Final = "FatalError"
+
+MAX_DECISIONS: Final = 20
+MEMORY_HOLD_CODE: Final = 34
+"""HTCondor's HoldReasonCode for a job over its memory limit."""
+_MEMORY_HOLD = re.compile(r"memory usage exceeded|over .{0,40}memory limit|exceeded .{0,20}memory", re.I)
+
+
+def is_memory_hold(code: int | None, reason: str) -> bool:
+    return code == MEMORY_HOLD_CODE or bool(_MEMORY_HOLD.search(reason))
+
+
+_NOT_A_NAME = re.compile(r'[\x00-\x1f"\\*]')
+MAX_MACHINES: Final = 500
+"""Machines reported per taskforce (those with the most failures first)."""
+
+
+def machine_of(slot_name: str | None, execute_host: str | None) -> str:
+    """The machine an execute event names: its ``SlotName`` (``slot1_3@node17``), else the
+    ``alias=`` or address of its ``ExecuteHost`` sinful string; "" when none is readable."""
+    name = ""
+    host = execute_host or ""
+    if slot_name and "@" in slot_name:
+        name = slot_name.rpartition("@")[2]
+    elif alias := re.search(r"[?&]alias=([^&>]+)", host):
+        name = alias[1]
+    elif address := re.match(r"<\[?([^\]>]+?)\]?(?::\d+)?[?>]", host):
+        name = address[1]
+    return "" if _NOT_A_NAME.search(name) else name.strip()[:255]
+
 
 CHIRP_PREFIX: Final = "HTChirpEWMSPilot"
 _CHIRP_PREFIX_LEN: Final = len(CHIRP_PREFIX)
@@ -87,10 +119,13 @@ class JobState:
 
     __slots__ = (
         "acted",
+        "fatal_counted",
         "held_ts",
         "hold_code",
         "hold_reason",
         "hold_subcode",
+        "machine",
+        "memory_bytes",
         "n_released",
         "pilot_error",
         "pilot_status",
@@ -111,6 +146,9 @@ class JobState:
         self.tasks_success = 0  # the running pilot's totals (TasksSuccess / TasksFailed chirps)
         self.tasks_failed = 0
         self.acted = False  # the hold policy acted on the current hold
+        self.machine = ""  # where it runs or last ran ("": not yet known)
+        self.memory_bytes = 0  # 0: the cluster's; more once a memory hold was resubmitted
+        self.fatal_counted = False  # this pilot's FatalError is in the machine counts
 
     def job_key(self) -> str:
         if self.status == HELD_STATUS:
@@ -129,7 +167,9 @@ class ClusterState:
         self.ended_counts: Counter[tuple[str, str]] = Counter()
         self.ended_errors: Counter[str] = Counter()
         self.banked_tasks = [0, 0]  # succeeded, failed: by pilots no longer running
-        self.n_evictions = 0
+        self.n_evictions = 0  # evictions, shadow exceptions, failed reconnects: reschedules
+        self.machine_bank: dict[str, Counter[str]] = {}  # counts of pilots no longer running
+        self.hold_decisions: list[dict[str, object]] = []  # the hold policy's last acts
         self.removed = False  # saw HTCondor's cluster-removed event
         self.dirty = True  # changed since statuses were last computed
 
@@ -153,8 +193,10 @@ class ClusterState:
         ts: int = 0,
         hold_code: int | None = None,
         hold_subcode: int | None = None,
+        machine: str | None = None,
     ) -> None:
-        """Apply one event. ``info`` is a generic event's text; ``hold_*`` a hold's reason and codes."""
+        """Apply one event. ``info`` is a generic event's text; ``hold_*`` a hold's reason and
+        codes; ``machine`` an execute event's machine."""
         self.dirty = True
         if etype == CLUSTER_REMOVE:
             self.removed = True
@@ -169,6 +211,9 @@ class ClusterState:
                     attr, value = chirp
                     if attr == "Status":
                         job.pilot_status = value
+                        if value == FATAL and job.machine and not job.fatal_counted:
+                            job.fatal_counted = True
+                            self._machine(job.machine)["fatal"] += 1
                     elif attr == "Error":
                         job.pilot_error = value
                     elif attr == "TasksSuccess" and value.isdigit():
@@ -183,6 +228,8 @@ class ClusterState:
         if etype in _PILOT_STOPS:
             self._bank(job)  # a restarted pilot counts its tasks from zero again
         if etype == HELD:
+            if job.machine:
+                self._machine(job.machine)["held"] += 1
             job.status = HELD_STATUS
             job.hold_reason = hold_reason or ""
             job.hold_code, job.hold_subcode = hold_code, hold_subcode
@@ -191,15 +238,25 @@ class ClusterState:
             return
         if etype == RELEASED:
             job.n_released += 1
-        elif etype == EVICTED:
+        elif etype in RESCHEDULES:
             self.n_evictions += 1
+        elif etype == EXECUTE:
+            job.machine = machine or job.machine
+            job.fatal_counted = False  # a new pilot process
         status = _STATUS_AFTER.get(etype)
         if status is not None:
             job.status = status
 
+    def _machine(self, name: str) -> Counter[str]:
+        return self.machine_bank.setdefault(name, Counter())
+
     def _bank(self, job: JobState) -> None:
         self.banked_tasks[0] += job.tasks_success
         self.banked_tasks[1] += job.tasks_failed
+        if job.machine:
+            bank = self._machine(job.machine)
+            bank["succeeded"] += job.tasks_success
+            bank["tasks_failed"] += job.tasks_failed
         job.tasks_success = job.tasks_failed = 0
 
     def _end(self, proc: int, job: JobState) -> None:
@@ -243,6 +300,34 @@ class ClusterState:
             succeeded += job.tasks_success
             failed += job.tasks_failed
         return {"succeeded": succeeded, "failed": failed}
+
+    def record_decision(self, proc: int, action: str, reason: str, memory: int | None, ts: float) -> None:
+        """What the hold policy did to a held job (the diagnosis shows the last ones)."""
+        self.hold_decisions.append(
+            {
+                "proc": proc,
+                "action": action,
+                "reason": reason[:1024],
+                "memory_mb": None if memory is None else memory >> 20,
+                "ts": float(ts),
+            }
+        )
+        del self.hold_decisions[:-MAX_DECISIONS]
+        self.dirty = True
+
+    def machine_counts(self) -> dict[str, dict[str, int]]:
+        """{machine: {tasks_failed, fatal, held, succeeded}} since the cluster started."""
+        out = {m: Counter(c) for m, c in self.machine_bank.items()}
+        for job in self.live.values():
+            if job.machine:
+                c = out.setdefault(job.machine, Counter())
+                c["succeeded"] += job.tasks_success
+                c["tasks_failed"] += job.tasks_failed
+        keys = ("tasks_failed", "fatal", "held", "succeeded")
+        worst = sorted(
+            out.items(), key=lambda mc: (-(mc[1]["tasks_failed"] + mc[1]["fatal"] + mc[1]["held"]), mc[0])
+        )
+        return {m: {k: c[k] for k in keys} for m, c in sorted(worst[:MAX_MACHINES])}
 
     def jobs_by_state(self) -> dict[str, int]:
         """idle / running / held / ended, as the diagnosis counts them."""

@@ -10,6 +10,7 @@ from typing import Any
 from .backends.base import Backend, BackendError
 from .client import ServerRejected, TmsClient
 from .config import TmsConfig
+from .quarantine import QuarantineView
 from .submit import InvalidTaskforce, build_spec, prepare_job_dir
 from .tracking import Registry
 
@@ -22,6 +23,7 @@ class StarterDeps:
     client: TmsClient
     backend: Backend
     registry: Registry
+    quarantine: QuarantineView | None = None
 
 
 def _runner_and_chirp(deps: StarterDeps) -> tuple[str, str]:
@@ -46,6 +48,7 @@ async def start_one(deps: StarterDeps) -> bool:
     taskforce: dict[str, Any] = found["taskforce"]
     uuid = taskforce["taskforce_uuid"]
     runner, chirp = _runner_and_chirp(deps)
+    excluded = await deps.quarantine.refresh(force=True) if deps.quarantine is not None else set()
     try:
         spec, secrets = build_spec(
             deps.cfg,
@@ -55,6 +58,7 @@ async def start_one(deps: StarterDeps) -> bool:
             runner=runner,
             chirp=chirp,
             secrets_fetch_token=found.get("secrets_fetch_token"),
+            exclude_machines=excluded,
         )
         cluster_id = await deps.backend.find_cluster(uuid)
         if cluster_id is not None:
@@ -69,7 +73,7 @@ async def start_one(deps: StarterDeps) -> bool:
         LOGGER.error("could not submit taskforce %s: %s", uuid, e)
         await deps.client.fail_submit(uuid, f"{type(e).__name__}: {e}")
         return True
-    deps.registry.track(uuid, cluster_id, spec.n_workers, spec.job_event_log_fpath)
+    deps.registry.track(uuid, cluster_id, spec.n_workers, spec.job_event_log_fpath, spec.memory_bytes)
     body = {
         "cluster_id": cluster_id,
         "n_workers": spec.n_workers,

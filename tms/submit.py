@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from . import job_inputs as inputs
@@ -22,6 +23,19 @@ TASKFORCE_ATTR = "EWMSTaskforceUUID"
 
 class InvalidTaskforce(ValueError):
     """The taskforce cannot be turned into a cluster (reported to the server as /failed)."""
+
+
+def exclusion_clause(requirements: str, machines: Iterable[str]) -> str:
+    """``requirements`` && one ``(Machine =!= "<name>")`` per quarantined machine, combined as
+    parsed ClassAd expressions."""
+    names = sorted({m for m in machines if m and m != "*"})
+    if not names:
+        return requirements
+    clause = " && ".join(f'(Machine =!= "{inputs.classad_string(m)}")' for m in names)
+    try:
+        return inputs.combine_requirements(requirements, clause, "quarantine")
+    except inputs.BadInput as e:
+        raise InvalidTaskforce(str(e)) from None
 
 
 def taskforce_dir(cfg: TmsConfig, taskforce_uuid: str) -> str:
@@ -135,6 +149,7 @@ def build_spec(
     runner: str,
     chirp: str,
     secrets_fetch_token: str | None = None,
+    exclude_machines: Iterable[str] = (),
 ) -> tuple[ClusterSpec, dict[str, dict[str, Any]]]:
     """The cluster spec and the secrets to write into its auth file (kept apart on purpose)."""
     uuid = taskforce["taskforce_uuid"]
@@ -151,6 +166,7 @@ def build_spec(
         memory = inputs.parse_size(wc.get("worker_memory", "512M"), field="worker_memory")
         disk = inputs.parse_size(wc.get("worker_disk", "1G"), field="worker_disk")
         reqs = inputs.combine_requirements(cfg.site_requirements, str(wc.get("condor_requirements") or ""))
+        reqs = exclusion_clause(reqs, exclude_machines)
         transfer = ",".join([auth_file, *pc.get("input_files", [])])
         for field, text in (("transfer_input_files", transfer), ("requirements", reqs)):
             inputs.check_submit_text(text, field)

@@ -24,6 +24,9 @@ class Tracked:
     sent_errors: dict[str, int] | None = None
     sent_counts: dict[str, int] | None = None
     sent_diagnosis: dict[str, Any] | None = None
+    sent_machines: dict[str, dict[str, int]] | None = None
+    memory_bytes: int = 0
+    """What its jobs were submitted with (0: not known; the hold policy then removes)."""
 
 
 class Registry:
@@ -33,10 +36,13 @@ class Registry:
         self.by_uuid: dict[str, Tracked] = {}
         self.restored = False  # the server's list was read at least once (housekeeping waits for it)
 
-    def track(self, uuid: str, cluster_id: int, n_workers: int, log_path: str) -> Tracked:
+    def track(
+        self, uuid: str, cluster_id: int, n_workers: int, log_path: str, memory_bytes: int = 0
+    ) -> Tracked:
         tracked = self.by_uuid.get(uuid)
         if tracked is None or tracked.cluster_id != cluster_id:
-            tracked = Tracked(uuid, cluster_id, log_path, ClusterState(cluster_id, n_workers))
+            state = ClusterState(cluster_id, n_workers)
+            tracked = Tracked(uuid, cluster_id, log_path, state, memory_bytes=memory_bytes)
             self.by_uuid[uuid] = tracked
             LOGGER.info("watching cluster %s of taskforce %s (%s)", cluster_id, uuid, log_path)
         return tracked
@@ -56,6 +62,12 @@ class TrackerDeps:
     interval: float
 
 
+def submitted_memory(submit_dict: Any) -> int:
+    """``request_memory`` of a submit description (``<n>M``, as the TMS writes it) in bytes."""
+    text = str((submit_dict or {}).get("request_memory", "")) if isinstance(submit_dict, dict) else ""
+    return int(text[:-1]) << 20 if text.endswith("M") and text[:-1].isdigit() else 0
+
+
 def restore(registry: Registry, taskforces: list[dict[str, Any]]) -> int:
     n = 0
     for tf in taskforces:
@@ -67,6 +79,7 @@ def restore(registry: Registry, taskforces: list[dict[str, Any]]) -> int:
                 int(tf["cluster_id"]),
                 int(tf.get("n_workers") or 0),
                 tf["job_event_log_fpath"],
+                submitted_memory(tf.get("submit_dict")),
             )
             n += 1
     registry.restored = True

@@ -12,7 +12,8 @@ from .backends.base import Backend, BackendError, IdleReport
 from .client import ServerRejected, TmsClient
 from .diagnosis import diagnosis, without_ts
 from .follower import LogFollower
-from .jobstate import IDLE, RUNNING, ClusterState
+from .jobstate import IDLE, RUNNING, ClusterState, JobState, is_memory_hold
+from .quarantine import QuarantineView
 from .tracking import Registry, Tracked
 
 if TYPE_CHECKING:
@@ -23,10 +24,24 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class HoldPolicy:
-    """Release a held job up to ``max_releases`` times, then remove it; act after ``delay`` s."""
+    """Release a held job up to ``max_releases`` times, then remove it; act after ``delay`` s.
+    A job held for exceeding its memory is resubmitted with ``memory_factor`` times its memory,
+    up to ``memory_cap`` bytes (removed when already there): released unchanged it would only
+    be held again."""
 
     max_releases: int = 2
     delay: float = 60.0
+    memory_cap: int = 16 << 30
+    memory_factor: float = 1.5
+
+    def next_action(self, job: JobState, memory_bytes: int) -> tuple[str, int | None]:
+        """("release" | "resubmit" | "remove", the memory to resubmit with)."""
+        if is_memory_hold(job.hold_code, job.hold_reason):
+            current = job.memory_bytes or memory_bytes
+            if 0 < current < self.memory_cap:
+                return "resubmit", min(self.memory_cap, int(current * self.memory_factor))
+            return "remove", None
+        return ("release" if job.n_released < self.max_releases else "remove"), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +57,7 @@ class WatcherDeps:
     metrics: TmsMetrics | None = None
     report_chunk: int = 500
     """Taskforces per statuses POST (a report must stay under the server's body limit)."""
+    quarantine: QuarantineView | None = None
 
 
 class Watcher:
@@ -95,20 +111,30 @@ class Watcher:
             for proc, job in t.state.held_jobs():
                 if job.acted or now - job.held_ts < policy.delay:
                     continue
+                action, memory = policy.next_action(job, t.memory_bytes)
                 try:
-                    if job.n_released < policy.max_releases:
+                    if action == "resubmit" and memory is not None:
+                        LOGGER.info(
+                            "resubmitting job %s.%s with %d MiB (%s)",
+                            t.cluster_id,
+                            proc,
+                            memory >> 20,
+                            job.hold_reason,
+                        )
+                        await self.deps.backend.resubmit(t.cluster_id, proc, memory)
+                        job.memory_bytes = memory
+                    elif action == "release":
                         LOGGER.info("releasing held job %s.%s (%s)", t.cluster_id, proc, job.hold_reason)
                         await self.deps.backend.release(t.cluster_id, proc)
                     else:
-                        LOGGER.info(
-                            "removing job %s.%s: held again after %d releases",
-                            t.cluster_id,
-                            proc,
-                            job.n_released,
+                        why = (
+                            f"held at the memory cap ({policy.memory_cap >> 20} MiB)"
+                            if is_memory_hold(job.hold_code, job.hold_reason)
+                            else f"held {job.n_released + 1} times"
                         )
-                        await self.deps.backend.remove(
-                            t.cluster_id, f"EWMS: held {job.n_released + 1} times: {job.hold_reason}", proc
-                        )
+                        LOGGER.info("removing job %s.%s: %s", t.cluster_id, proc, why)
+                        await self.deps.backend.remove(t.cluster_id, f"EWMS: {why}: {job.hold_reason}", proc)
+                    t.state.record_decision(proc, action, job.hold_reason, memory, now)
                     job.acted = True
                     t.state.dirty = True  # the diagnosis says what the policy did
                 except BackendError as e:
@@ -150,13 +176,16 @@ class Watcher:
                     self.deps.backend.name,
                     self.idle_reports.get(t.cluster_id),
                     now,
+                    t.memory_bytes,
                 ),
+                "machines": t.state.machine_counts(),
             }
             if (
                 report["statuses"] != t.sent_statuses
                 or report["errors"] != t.sent_errors
                 or report["counts"] != t.sent_counts
                 or without_ts(report["diagnosis"]) != t.sent_diagnosis
+                or report["machines"] != t.sent_machines
             ):
                 changed.append((t, report))
         step = self.deps.report_chunk
@@ -176,12 +205,19 @@ class Watcher:
                 {t.taskforce_uuid: r["errors"] for t, r in changed},
                 task_counts={t.taskforce_uuid: r["counts"] for t, r in changed},
                 diagnosis={t.taskforce_uuid: r["diagnosis"] for t, r in changed},
+                # only what changed: the server weighs each machine's counts on arrival
+                machines={
+                    t.taskforce_uuid: r["machines"]
+                    for t, r in changed
+                    if r["machines"] and r["machines"] != t.sent_machines
+                },
             )
         except ServerRejected as e:
             LOGGER.error("statuses rejected: %s", e)
         for t, r in changed:
             t.sent_statuses, t.sent_errors, t.sent_counts = r["statuses"], r["errors"], r["counts"]
             t.sent_diagnosis = without_ts(r["diagnosis"])
+            t.sent_machines = r["machines"]
 
     async def complete_gone(self) -> list[str]:
         done = []
@@ -207,6 +243,8 @@ class Watcher:
         await self.explain_idle()
         await self.send_statuses()
         await self.complete_gone()
+        if self.deps.quarantine is not None:
+            await self.deps.quarantine.refresh()
         if self.deps.metrics is not None:
             self.deps.metrics.observe_watch(self.deps.registry, self.lag)
         return False

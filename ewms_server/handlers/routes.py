@@ -7,6 +7,7 @@ from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .pages import DashboardConfigHandler, DashboardIDHandler, DocsHandler, DocsIDHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
+from .quarantine import QuarantineHandler, QuarantineMachineHandler, TMSQuarantineHandler
 from .secrets import PilotSecretsHandler, SecretsHandler, SecretsIDHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
@@ -58,6 +59,9 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     TMSCondorRmUUIDFailedHandler,
     TMSCondorCompleteUUIDHandler,
     TMSStatusesTaskforcesHandler,
+    TMSQuarantineHandler,
+    QuarantineHandler,
+    QuarantineMachineHandler,
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,

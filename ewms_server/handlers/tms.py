@@ -8,7 +8,7 @@ that does not exist is left to the route: 404). The bulk statuses report answers
 from __future__ import annotations
 
 from ..auth import TMSCaller
-from ..ops import task_counts
+from ..ops import quarantine, task_counts
 from ..ops import taskforces as ops
 from .base import TMS, BaseHandler
 
@@ -17,6 +17,7 @@ REPORT_FIELDS = (
     "top_task_errors_by_taskforce",
     "task_counts_by_taskforce",
     "diagnosis_by_taskforce",
+    "machine_failures_by_taskforce",
 )
 
 
@@ -45,7 +46,11 @@ class TMSPendingStarterHandler(_ScheddHandler):
 
     async def get(self) -> None:
         found = await ops.next_pending_starter(
-            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s, self.deps.fair_share
+            self.deps.store,
+            self.query["schedd"],
+            self.deps.cfg.starter_lease_s,
+            self.deps.fair_share,
+            paused=await quarantine.paused_locations(self.deps.store),
         )
         answer = self.deps.views.pending_starter(found)
         if (answer.get("task_directive") or {}).get("secrets"):  # the pilots fetch their values
@@ -74,6 +79,7 @@ class TMSCondorSubmitUUIDHandler(_TaskforceReportHandler):
 
     async def post(self, taskforce_uuid: str) -> None:
         await ops.condor_submit(self.deps.store, taskforce_uuid, self.body(), self.caller)
+        await quarantine.record_submit(self.deps.store, taskforce_uuid, True, self.deps.cfg.quarantine)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -95,6 +101,7 @@ class TMSCondorSubmitUUIDFailedHandler(_TaskforceReportHandler):
         )
         if n >= cfg.max_submit_attempts and self.deps.notifier is not None:
             await self.deps.notifier.submit_failed(taskforce_uuid, n, error)
+        await quarantine.record_submit(self.deps.store, taskforce_uuid, False, cfg.quarantine)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -151,6 +158,7 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
             body = {k: {u: v for u, v in part.items() if u not in refused} for k, part in body.items()}
         prior = await task_counts.before(self.deps.store, body)
         by_uuid = {r["uuid"]: r for r in await ops.update_statuses(self.deps.store, body)}
+        await quarantine.record_report(self.deps.store, body, cfg.quarantine)
         await task_counts.after(
             self.deps.store,
             body,

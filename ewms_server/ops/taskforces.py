@@ -59,12 +59,23 @@ async def _transition(
 
 
 async def next_pending_starter(
-    store: Storage, schedd: str, lease_s: float, fair: FairShare | None = None
+    store: Storage,
+    schedd: str,
+    lease_s: float,
+    fair: FairShare | None = None,
+    paused: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """The next taskforce for `schedd`: with `fair`, of the owner holding the fewest workers for
-    their share (ops/fair_share.py); then by priority, fewest failed submits, age."""
+    """The next taskforce for `schedd`, leased, none at a `paused` location: with `fair`, of the
+    owner holding the fewest workers for their share (ops/fair_share.py); then by priority,
+    fewest failed submits, age."""
     now = time.time()
-    waiting = {"schedd": schedd, "phase": str(Phase.PENDING_STARTER), "lease_until": {"$lte": now}}
+    waiting: dict[str, Any] = {
+        "schedd": schedd,
+        "phase": str(Phase.PENDING_STARTER),
+        "lease_until": {"$lte": now},
+    }
+    if paused:
+        waiting["cluster_location"] = {"$nin": paused}
     change = Change(set={"lease_until": now + lease_s})
     tf = None
     for owners in await fair.ranked_owners(store, schedd, waiting) if fair else []:
@@ -235,7 +246,8 @@ async def update_statuses(store: Storage, body: dict[str, Any]) -> list[dict[str
         "diagnosis": body.get("diagnosis_by_taskforce", {}),
     }
     now = time.time()
-    uuids = list(dict.fromkeys(u for by_uuid in sources.values() for u in by_uuid))
+    machines = body.get("machine_failures_by_taskforce", {})  # ops/quarantine.py stores these
+    uuids = list(dict.fromkeys(u for by_uuid in [*sources.values(), machines] for u in by_uuid))
     updates = []
     for uuid in uuids:
         fields: dict[str, Any] = {"statuses_ts": now}

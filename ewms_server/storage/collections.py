@@ -160,5 +160,38 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             lease_until="number",
             created_ts="number",
         ),
+        # machines (or whole locations, machine "*") quarantined: ops/quarantine.py
+        _spec(
+            "quarantine",
+            "quarantine_id",
+            "QR",
+            "QuarantineObject",
+            False,
+            Index(("location", "machine"), unique=True),
+            Index(("until",)),
+            quarantine_id="string",
+            owner="null",
+            workflow_id="null",
+            location="string",
+            machine="string",
+            until="number",
+        ),
+        # one per (taskforce, machine it ran on): the counts the TMS reported, and recent changes
+        _spec(
+            "machine_stats",
+            "stat_id",
+            "MS",
+            "MachineStatsObject",
+            False,
+            Index(("taskforce_uuid", "machine"), unique=True),
+            Index(("location", "machine", "updated")),
+            stat_id="string",
+            owner="string",
+            workflow_id="string",
+            taskforce_uuid="string",
+            location="string",
+            machine="string",
+            updated="number",
+        ),
     )
 }

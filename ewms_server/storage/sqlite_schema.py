@@ -114,12 +114,18 @@ def _v5(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
     )
 
 
+def _v6(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `quarantine` and `machine_stats` tables (every statement is IF NOT EXISTS)."""
+    make_tables(conn, specs)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
     1: _v1,
     2: _v2,
     3: _v3,
     4: _v4,
     5: _v5,
+    6: _v6,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

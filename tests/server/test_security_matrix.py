@@ -104,6 +104,10 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("GET",  "/v1/docs/{asset}"):                                        (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",  "/v1/dashboard/config"):                                    (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",  "/dashboard/{path}"):                                       (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/tms/quarantine"):                                      (401, 401, 401, 403, 403, 200, 403, 403, 200),
+    ("GET",  "/v1/quarantine"):                                          (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("POST", "/v1/quarantine"):                                          (401, 401, 401, 403, 403, 403, 403, 403, 200),
+    ("DELETE", "/v1/quarantine/{machine}"):                              (401, 401, 401, 403, 403, 403, 403, 403, 200),
 }
 # fmt: on
 
@@ -551,6 +555,83 @@ async def _check_dashboard_config(ctx: Ctx, ident: str, req: Req, body: Any) -> 
     assert body == {"oidc": None}  # a local secret: sign-in by a pasted token only
 
 
+_NODES = iter(range(10**6))
+
+
+async def _quarantined(ctx: Ctx) -> str:
+    """A fresh machine quarantined at "local", where alice's shared taskforce ran (and failed)."""
+    from ewms_server.ops import quarantine
+
+    created = await ctx.shared()
+    uuid = created["taskforces"][1]["taskforce_uuid"]
+    machine = f"node-{next(_NODES)}"
+    failed = {"tasks_failed": 9, "fatal": 0, "held": 0, "succeeded": 0}
+    policy = ctx.srv.deps.cfg.quarantine
+    await quarantine.record_report(
+        ctx.store, {"machine_failures_by_taskforce": {uuid: {machine: failed}}}, policy
+    )
+    assert [e["machine"] for e in await quarantine.active(ctx.store, ["local"]) if e["machine"] == machine]
+    return machine
+
+
+async def _tms_quarantine(ctx: Ctx) -> Req:
+    machine = await _quarantined(ctx)
+    return Req("/v1/tms/quarantine", query={"schedd": SCHEDD}, ids={"machine": machine})
+
+
+async def _get_quarantine(ctx: Ctx) -> Req:
+    from ewms_server.ops import quarantine
+
+    machine = await _quarantined(ctx)
+    other = f"node-{next(_NODES)}"  # where no workflow of alice ran
+    await quarantine.put(
+        ctx.store, machine=other, location="local", reason="x", until=1e12, source="auto", now=1.0
+    )
+    return Req("/v1/quarantine", ids={"machine": machine, "other": other})
+
+
+async def _check_get_quarantine(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    seen = {e["machine"] for e in body["machines"]}
+    if ident == "admin":
+        assert {req.ids["machine"], req.ids["other"]} <= seen
+    elif ident == "alice":  # where her taskforces ran, nothing else
+        assert req.ids["machine"] in seen and req.ids["other"] not in seen
+    else:
+        assert seen == set(), f"{ident} sees {seen}"
+
+
+async def _check_tms_quarantine(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    entry = next(e for e in body["machines"] if e["machine"] == req.ids["machine"])
+    assert (
+        entry["location"] == "local" and entry["until"] > entry["since"] and "9 failures" in entry["reason"]
+    )
+
+
+async def _post_quarantine(ctx: Ctx) -> Req:
+    machine = f"node-{next(_NODES)}"
+    return Req(
+        "/v1/quarantine",
+        body={"machine": machine, "location": "remote", "reason": "disk"},
+        ids={"machine": machine},
+    )
+
+
+async def _check_post_quarantine(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert (body["machine"], body["location"], body["reason"]) == (req.ids["machine"], "remote", "disk")
+    doc = await ctx.store.get("quarantine", {"machine": req.ids["machine"]})
+    assert doc is not None and doc["source"] == f"admin:{SUBJECT_ROLE[ident][0]}"
+
+
+async def _delete_quarantine(ctx: Ctx) -> Req:
+    machine = await _quarantined(ctx)
+    return Req(f"/v1/quarantine/{machine}", query={"location": "local"}, ids={"machine": machine})
+
+
+async def _check_delete_quarantine(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"machine": req.ids["machine"], "location": "local", "lifted": 1}
+    assert await ctx.store.get("quarantine", {"machine": req.ids["machine"]}) is None
+
+
 def _static(path: str) -> Prepare:
     async def prepare(ctx: Ctx) -> Req:
         return Req(path)
@@ -650,6 +731,10 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("GET", "/v1/docs/{asset}"): (_static("/v1/docs/init.js"), _check_page("SwaggerUIBundle")),
     ("GET", "/v1/dashboard/config"): (_static("/v1/dashboard/config"), _check_dashboard_config),
     ("GET", "/dashboard/{path}"): (_static("/dashboard/"), _check_page("<title>EWMS dashboard</title>")),
+    ("GET", "/v1/tms/quarantine"): (_tms_quarantine, _check_tms_quarantine),
+    ("GET", "/v1/quarantine"): (_get_quarantine, _check_get_quarantine),
+    ("POST", "/v1/quarantine"): (_post_quarantine, _check_post_quarantine),
+    ("DELETE", "/v1/quarantine/{machine}"): (_delete_quarantine, _check_delete_quarantine),
 }
 
 
@@ -744,7 +829,9 @@ async def test_unscoped_tms_token_with_the_legacy_setting(backend: str) -> None:
     ) as srv:
         ctx = Ctx(srv)
         ops = [op for op, row in MATRIX.items() if row[IDENTITIES.index("tms")] == 200]
-        assert len(ops) == 17  # every TMS route and taskforce read, /v1/, health, schema, the pages
+        assert (
+            len(ops) == 18
+        )  # every TMS route and taskforce read, /v1/, health, schema, the pages, the TMS's quarantine
         for method, path in ops:
             prepare, check = ROWS[(method, path)]
             req = await prepare(ctx)

@@ -141,9 +141,10 @@ async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) ->
 
 
 def _older_specs(version: int) -> list[CollectionSpec]:
-    """The collection table as this older layout had it: before 5 no outbox and workflows
-    without `notify_watch`, before 4 no secrets, before 3 no progress history."""
-    since = {"workflow_progress": 3, "secrets": 4, "webhook_outbox": 5}
+    """The collection table as this older layout had it: before 6 no quarantine, before 5 no
+    outbox and workflows without `notify_watch`, before 4 no secrets, before 3 no progress
+    history."""
+    since = {"workflow_progress": 3, "secrets": 4, "webhook_outbox": 5, "quarantine": 6, "machine_stats": 6}
     wf = COLLECTIONS["workflows"]
     old_wf = replace(wf, indexes=tuple(ix for ix in wf.indexes if "notify_watch" not in ix.fields))
     return [
@@ -193,3 +194,27 @@ async def test_v5_workflows_show_a_notify_url(store: Storage) -> None:
     two = await store.get("workflows", {"workflow_id": "WF-2"})
     assert one is not None and (one["notify_url"], one["notify_watch"]) == (None, False)
     assert two is not None and two["notify_url"] == "https://x/"  # left as it was
+
+
+async def test_v6_a_sqlite_store_of_layout_5_gains_the_quarantine_tables(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    _old_sqlite_store(path, _older_specs(5), 5)
+    store = SQLiteStorage(path)
+    try:
+        assert await store.migrate() == SCHEMA_VERSION >= 6
+        entry = {
+            "quarantine_id": "QR-1",
+            "owner": None,
+            "workflow_id": None,
+            "machine": "m2",
+            "location": "local",
+            "reason": "r",
+            "since": 1.0,
+            "until": 2.0,
+            "source": "auto",
+        }
+        await store.insert("quarantine", [entry])
+        assert await store.get("quarantine", {"location": "local", "machine": "m2"}) == entry
+        assert await store.find("machine_stats", {"location": "local", "machine": "m2"}) == []
+    finally:
+        await store.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tms.backends.machines import Machine
 from tms.config import TmsConfig
 
 from .isolation import ISOLATED, JOB_PYTHON, job_root, readable, uid_range
@@ -32,6 +33,7 @@ def make_cfg(tmp_path: Any, **kw: Any) -> TmsConfig:
         local_state_dir=os.path.join(jobs, ".local-schedd"),
         local_uid_range=uid_range(),
         local_single_tenant=not ISOLATED,
+        local_machines=(Machine("test-host", 64),),  # every job at once (default: a slot per CPU)
     )
     base.update(kw)
     return TmsConfig(**base)

@@ -44,10 +44,17 @@ class RecordingClient:
         self.calls.append(("fail_rm", (uuid, error)))
 
     async def send_statuses(
-        self, compound: dict, errors: dict, *, task_counts: dict | None = None, diagnosis: dict | None = None
+        self,
+        compound: dict,
+        errors: dict,
+        *,
+        task_counts: dict | None = None,
+        diagnosis: dict | None = None,
+        machines: dict | None = None,
     ) -> None:
         self.calls.append(("send_statuses", (compound, errors)))
         self.calls.append(("send_statuses_extra", (task_counts, diagnosis)))
+        self.calls.append(("send_statuses_machines", machines))
 
     async def confirm_complete(self, uuid: str, ts: int) -> None:
         self.calls.append(("confirm_complete", uuid))
@@ -66,6 +73,7 @@ class FakeSchedd:
         self.history_jobs: dict[tuple[int, int], dict[str, Any]] = {}
         self.submitted: list[htcondor2.Submit] = []
         self.actions: list[tuple[Any, str, str | None]] = []
+        self.edits: list[tuple[str, str, str]] = []
         self.fail_next: Exception | None = None
 
     def _maybe_fail(self) -> None:
@@ -121,6 +129,14 @@ class FakeSchedd:
         return [ad for ad in self.history_jobs.values() if self._match(constraint or "", ad)][
             : None if match < 0 else match
         ]
+
+    def edit(self, job_spec: str, attr: str, value: str) -> None:
+        self._maybe_fail()
+        self.edits.append((job_spec, attr, value))
+        cluster, _, proc = job_spec.partition(".")
+        for k, ad in self.jobs.items():
+            if k[0] == int(cluster) and (not proc or k[1] == int(proc)):
+                ad[attr] = value
 
     def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict:
         self._maybe_fail()

@@ -44,6 +44,8 @@ async def test_every_bad_setting_named_at_once_exit_2() -> None:
             EWMS_TMS_WATCHER_INTERVAL="-1",
             EWMS_TMS_SITE_REQUIREMENTS="false) || (true",
             EWMS_TMS_LOG_LEVEL="loud",
+            EWMS_TMS_LOCAL_MACHINES='{"m1": {"slots": 0}}',
+            EWMS_TMS_HOLD_MEMORY_CAP="lots",
         )
     )
     assert out.returncode == 2, out
@@ -56,6 +58,8 @@ async def test_every_bad_setting_named_at_once_exit_2() -> None:
         "EWMS_TMS_WATCHER_INTERVAL",
         "EWMS_TMS_SITE_REQUIREMENTS",
         "EWMS_TMS_LOG_LEVEL",
+        "EWMS_TMS_LOCAL_MACHINES: machine m1: slots must be a whole number",
+        "EWMS_TMS_HOLD_MEMORY_CAP",
     ):
         assert name in line, line
     assert out.stdout == ""

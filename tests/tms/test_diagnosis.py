@@ -84,23 +84,29 @@ async def test_held_jobs_say_what_the_hold_policy_does_next(tmp_path: Path) -> N
     write(log, w.held(9, 0, MEMORY, 34, 2, ts=1000.0), w.held(9, 1, "runtime", 47, 0, ts=1000.0))
     client, backend = RecordingClient(), RecordingBackend()
     watcher, reg = watcher_for(client, backend, HoldPolicy(max_releases=1, delay=60))
-    tracked = reg.track("TF-H", 9, 3, str(log))
+    tracked = reg.track("TF-H", 9, 3, str(log), memory_bytes=512 << 20)
     tracked.state.job(1).n_released = 1  # released once already: next time it is removed  # type: ignore[union-attr]
     await watcher.read_logs()
     await watcher.send_statuses()
     held = last_report(client)[1]["TF-H"]["held"]
-    assert [(h["proc"], h["code"], h["subcode"], h["next_action"]) for h in held] == [
-        (0, 34, 2, "release"),
-        (1, 47, 0, "remove"),
+    # over its memory: resubmitted with 1.5x (not released unchanged); the other: removed
+    assert [(h["proc"], h["code"], h["subcode"], h["next_action"], h["next_memory_mb"]) for h in held] == [
+        (0, 34, 2, "resubmit", 768),
+        (1, 47, 0, "remove", None),
     ]
     assert held[0]["reason"] == MEMORY and held[0]["next_action_ts"] == pytest.approx(held[0]["since"] + 60)
     assert held[1]["n_released"] == 1
     # the policy acts (its delay is long past): the diagnosis says it did
     await watcher.apply_hold_policy()
-    assert ("release", 9, 0) in backend.calls and ("remove", 9, 1) in backend.calls
+    assert ("resubmit", 9, 0) in backend.calls and ("remove", 9, 1) in backend.calls
+    assert backend.memory == 768 << 20
     await watcher.send_statuses()
-    held = last_report(client)[1]["TF-H"]["held"]
-    assert [(h["next_action"], h["next_action_ts"]) for h in held] == [("none", None), ("none", None)]
+    diag = last_report(client)[1]["TF-H"]
+    assert [(h["next_action"], h["next_action_ts"]) for h in diag["held"]] == [("none", None), ("none", None)]
+    assert sorted((d["proc"], d["action"], d["memory_mb"]) for d in diag["hold_decisions"]) == [
+        (0, "resubmit", 768),
+        (1, "remove", None),
+    ]
 
 
 async def test_statuses_are_sent_in_chunks(tmp_path: Path) -> None:
@@ -157,7 +163,8 @@ async def test_local_backend_knows_its_slots_and_supervisors(tmp_path: Path) -> 
     backend = LocalBackend(str(tmp_path / "state"), "true")
     (Path(backend.clusters_dir) / "5.pid").write_text(str(os.getpid()))  # not a supervisor
     reports = await backend.explain_idle({5: [0, 1]}, n_running=3)
-    assert reports[5] == IdleReport({"supervisor not running": 2}, slots=(os.cpu_count() or 1, 3))
+    # the default machine: a slot per CPU, none taken in its slot table
+    assert reports[5] == IdleReport({"supervisor not running": 2}, slots=(os.cpu_count() or 1, 0))
 
 
 def test_diagnosis_of_a_quiet_cluster_is_small_and_valid() -> None:

@@ -63,6 +63,7 @@ def local_settings(jobs: str, uids: tuple[int, int]) -> dict[str, str]:
         "EWMS_TMS_LOCAL_JOB_COMMAND": f"{JOB_PYTHON} {FAKE_PILOT}",
         "EWMS_TMS_LOCAL_UID_RANGE": f"{uids[0]}-{uids[1]}",
         "EWMS_TMS_LOCAL_SINGLE_TENANT": "false" if ISOLATED else "true",
+        "EWMS_TMS_LOCAL_MACHINES": json.dumps({"test-host": {"slots": 64}}),  # every job at once
     }
 
 

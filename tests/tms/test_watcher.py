@@ -34,6 +34,13 @@ class RecordingBackend:
     async def remove(self, cluster_id: int, reason: str, proc: int | None = None) -> None:
         self.calls.append(("remove", cluster_id, proc))
 
+    async def resubmit(self, cluster_id: int, proc: int, memory_bytes: int) -> None:
+        self.calls.append(("resubmit", cluster_id, proc))
+        self.memory = memory_bytes
+
+    async def set_quarantine(self, machines: set[str]) -> None:
+        self.quarantined = machines
+
     async def poll(self) -> None:
         self.calls.append(("poll", 0, None))
 
@@ -156,7 +163,7 @@ async def test_rotation_is_noticed_per_pass(tmp_path: Any) -> None:
 async def test_hold_policy_releases_then_removes(tmp_path: Any) -> None:
     log = str(tmp_path / "h.log")
     with open(log, "w") as f:
-        f.write(w.submit(5, 0) + w.execute(5, 0) + w.held(5, 0, "oom", 34, 0, ts=1000))
+        f.write(w.submit(5, 0) + w.execute(5, 0) + w.held(5, 0, "transfer failed", 13, 0, ts=1000))
     client, backend = RecordingClient(), RecordingBackend()
     watcher, reg = make_watcher(client, backend, HoldPolicy(max_releases=1, delay=60))
     reg.track("TF-H", 5, 1, log)
@@ -167,7 +174,7 @@ async def test_hold_policy_releases_then_removes(tmp_path: Any) -> None:
     await watcher.apply_hold_policy(now=1062)  # acted once per hold
     assert backend.calls == [("release", 5, 0)]
     with open(log, "a") as f:
-        f.write(w.released(5, 0) + w.execute(5, 0) + w.held(5, 0, "oom", 34, 0, ts=2000))
+        f.write(w.released(5, 0) + w.execute(5, 0) + w.held(5, 0, "transfer failed", 13, 0, ts=2000))
     await watcher.read_logs()
     await watcher.apply_hold_policy(now=2061)
     assert backend.calls == [("release", 5, 0), ("remove", 5, 0)]

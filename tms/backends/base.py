@@ -58,6 +58,13 @@ class Backend(Protocol):
     async def release(self, cluster_id: int, proc: int) -> None:
         """Release one held job. Raises BackendError."""
 
+    async def resubmit(self, cluster_id: int, proc: int, memory_bytes: int) -> None:
+        """Run one held job again with ``memory_bytes`` of memory. Raises BackendError."""
+
+    async def set_quarantine(self, machines: set[str]) -> None:
+        """The machines (``*``: all) the server quarantined at this schedd's locations: no new
+        job starts there, and pilots there stop and give back their tasks. Raises BackendError."""
+
     async def poll(self) -> None:
         """The backend's own duty each watcher pass (the local backend ends the clusters of
         supervisors that died). Raises BackendError."""

@@ -33,8 +33,14 @@ def submit(cluster: int, proc: int, host: str = "127.0.0.1", ts: float | None = 
     return _head(0, cluster, proc, ts) + f"Job submitted from host: <{host}:9618?addrs={host}-9618>\n...\n"
 
 
-def execute(cluster: int, proc: int, host: str = "127.0.0.1", ts: float | None = None) -> str:
-    return _head(1, cluster, proc, ts) + f"Job executing on host: <{host}:9618?addrs={host}-9618>\n...\n"
+def execute(
+    cluster: int, proc: int, host: str = "127.0.0.1", ts: float | None = None, slot_name: str = ""
+) -> str:
+    """``slot_name``: ``slot<N>@<machine>``, the line HTCondor adds naming the slot and machine."""
+    slot = f"\tSlotName: {_one_line(slot_name)}\n" if slot_name else ""
+    return (
+        _head(1, cluster, proc, ts) + f"Job executing on host: <{host}:9618?addrs={host}-9618>\n{slot}...\n"
+    )
 
 
 def evicted(cluster: int, proc: int, ts: float | None = None) -> str:

@@ -74,6 +74,37 @@ class HTCondorBackend:
             "act", htcondor2.JobAction.Release, f"{cluster_id}.{proc}", reason="EWMS hold policy"
         )
 
+    async def resubmit(self, cluster_id: int, proc: int, memory_bytes: int) -> None:
+        """The job again, with more memory: its RequestMemory (MiB) edited, then released."""
+        job = f"{cluster_id}.{proc}"
+        await self._call("edit", job, "RequestMemory", str(max(1, -(-memory_bytes >> 20))))
+        await self._call("act", htcondor2.JobAction.Release, job, reason="EWMS hold policy: more memory")
+
+    async def set_quarantine(self, machines: set[str]) -> None:
+        """Running EWMS jobs on a quarantined machine get a requirements clause excluding it,
+        then are vacated (their pilots get SIGTERM, return their tasks, and the job goes back
+        to idle to match elsewhere). New submits carry the clause from the starter."""
+        from ..jobstate import machine_of
+        from ..submit import exclusion_clause
+
+        if not machines or "*" in machines:
+            return  # a paused location: the server offers it no new taskforce; jobs run out
+        ads = await self._call(
+            "query",
+            constraint=f"JobStatus == 2 && {TASKFORCE_ATTR} =!= undefined",
+            projection=["ClusterId", "ProcId", "RemoteHost", "Requirements"],
+        )
+        for ad in ads:
+            machine = machine_of(str(ad.get("RemoteHost") or ""), None)
+            if machine not in machines:
+                continue
+            job = f"{int(ad['ClusterId'])}.{int(ad['ProcId'])}"
+            reqs = exclusion_clause(str(ad.get("Requirements") or ""), [machine])
+            await self._call("edit", job, "Requirements", reqs)
+            await self._call(
+                "act", htcondor2.JobAction.Vacate, job, reason=f"EWMS: machine {machine} quarantined"
+            )
+
     async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
         """One query for every idle EWMS job at the schedd: what its ad says about matching."""
         from ..diagnosis import UNREACHABLE, idle_reason

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import local_users
+from . import machines as mc
 from .base import BackendError, ClusterSpec, IdleReport
 
 if TYPE_CHECKING:
@@ -31,22 +32,12 @@ if TYPE_CHECKING:
 _RLIM_MAX = resource.RLIM_INFINITY - 1 if resource.RLIM_INFINITY > 0 else 2**63 - 2
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _supervisor_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return b"local_supervisor" in f.read()
     except OSError:
-        return _pid_alive(pid) if not os.path.isdir("/proc") else False
+        return mc.pid_alive(pid) if not os.path.isdir("/proc") else False
 
 
 def setup_problems(cfg: TmsConfig) -> list[str]:
@@ -85,6 +76,7 @@ class LocalBackend:
         uid_range: tuple[int, int] | None = None,
         pass_env: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH"),
         submit_timeout: float = 30.0,
+        machines: tuple[mc.Machine, ...] = (),
     ) -> None:
         self.state_dir = os.path.abspath(state_dir)
         self.clusters_dir = os.path.join(self.state_dir, "clusters")
@@ -93,6 +85,8 @@ class LocalBackend:
         self._uid_range = uid_range
         self._base_env = local_users.allowed_environment(os.environ, pass_env)
         self._submit_timeout = submit_timeout
+        self.machines = machines or mc.default_machines()
+        self.slots = mc.SlotTable(self.state_dir, self.machines)
 
     @classmethod
     def from_config(cls, cfg: TmsConfig) -> LocalBackend:
@@ -107,6 +101,7 @@ class LocalBackend:
             cfg.local_job_command,
             uid_range=cfg.local_uid_range if isolated else None,
             pass_env=cfg.local_pass_env,
+            machines=cfg.local_machines,
         )
 
     @property
@@ -166,6 +161,8 @@ class LocalBackend:
                 "gid": uid,
                 "work_dir": os.path.join(spec.job_dir, f"work.{cluster_id}"),
                 "base_env": self._base_env,
+                "machines": mc.machines_json(self.machines),
+                "state_dir": self.state_dir,
             }
             fd = os.open(self._base(cluster_id, ".spec"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -253,6 +250,18 @@ class LocalBackend:
     async def release(self, cluster_id: int, proc: int) -> None:
         await asyncio.to_thread(self._command_file, cluster_id, "release", proc, "via condor_release")
 
+    async def resubmit(self, cluster_id: int, proc: int, memory_bytes: int) -> None:
+        await asyncio.to_thread(self._command_file, cluster_id, "resubmit", proc, str(int(memory_bytes)))
+
+    async def set_quarantine(self, machines: set[str]) -> None:
+        """Supervisors skip these machines and send their pilots away from them."""
+        await asyncio.to_thread(
+            mc.write_quarantine, self.state_dir, machines & {*self.names(), mc.ANY_MACHINE}
+        )
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.machines]
+
     def _pid(self, cluster_id: int) -> int | None:
         try:
             with open(self._base(cluster_id, ".pid")) as f:
@@ -289,17 +298,25 @@ class LocalBackend:
             raise BackendError(f"local backend: reaping dead supervisors: {e}") from None
 
     async def explain_idle(self, idle: dict[int, list[int]], n_running: int) -> dict[int, IdleReport]:
-        """A local job waits for no slot: its supervisor starts every job at once (and again
-        at a release), so an idle job is one being started, or one whose supervisor died."""
+        """An idle local job waits for a free slot on a machine not quarantined, is being
+        started, or belongs to a supervisor that died."""
 
         def alive(cluster_id: int) -> bool:
             pid = self._pid(cluster_id)
             return pid is not None and _supervisor_alive(pid)
 
-        states = await asyncio.to_thread(lambda: {c: alive(c) for c in idle})
-        slots = (os.cpu_count() or 1, n_running)
+        def look() -> tuple[dict[int, bool], set[str], dict[str, int]]:
+            return {c: alive(c) for c in idle}, mc.read_quarantine(self.state_dir), self.slots.busy()
+
+        states, quarantined, busy = await asyncio.to_thread(look)
+        usable = [m for m in self.machines if m.name not in quarantined and mc.ANY_MACHINE not in quarantined]
+        total = sum(m.slots for m in usable)
+        in_use = sum(busy.get(m.name, 0) for m in usable)
+        waiting = mc.QUARANTINED if not usable else mc.NO_FREE_SLOT if in_use >= total else "starting"
         return {
-            c: IdleReport({"starting" if states[c] else "supervisor not running": len(procs)}, slots=slots)
+            c: IdleReport(
+                {waiting if states[c] else "supervisor not running": len(procs)}, slots=(total, in_use)
+            )
             for c, procs in idle.items()
         }
 

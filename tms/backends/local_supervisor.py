@@ -25,6 +25,7 @@ from typing import Any
 
 from . import eventlog_writer as ev
 from . import local_users
+from . import machines as mc
 
 POLL = 0.1
 KILL_GRACE = 5.0
@@ -87,6 +88,9 @@ class Job:
         self.chirp_pos = 0
         self.chirp_partial = b""
         self.state = "idle"  # idle | running | held | ended
+        self.machine: mc.Machine | None = None  # while it holds a slot
+        self.slot = 0
+        self.memory_bytes = 0  # 0: the spec's; more after a memory hold was resubmitted
 
 
 class Supervisor:
@@ -108,6 +112,12 @@ class Supervisor:
         self.log = ev.EventLogWriter(self.spec["job_event_log_fpath"])
         self.jobs = [Job(p) for p in range(int(self.spec["n_workers"]))]
         self.stopping = False
+        machines = [
+            mc.Machine(**m) for m in record.get("machines") or mc.machines_json(mc.default_machines())
+        ]
+        self.state_dir = record.get("state_dir") or os.path.dirname(os.path.dirname(spec_path))
+        self.slots = mc.SlotTable(self.state_dir, machines)
+        self.quarantined = mc.read_quarantine(self.state_dir)
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -115,7 +125,7 @@ class Supervisor:
         """In the child (already the job's uid): the requested memory, disk (per file) and
         cores, where the OS allows."""
         for rlimit, value in (
-            (resource.RLIMIT_AS, self.spec["memory_bytes"]),
+            (resource.RLIMIT_AS, self.jobs[proc].memory_bytes or self.spec["memory_bytes"]),
             (resource.RLIMIT_FSIZE, self.spec["disk_bytes"]),
         ):
             with contextlib.suppress(ValueError, OSError, OverflowError):
@@ -142,12 +152,51 @@ class Supervisor:
                 "PROC_ID": str(job.proc),
             }
         )
+        if job.machine is not None:
+            env[mc.MACHINE_ENV] = job.machine.name
+            if job.machine.broken:  # a black-hole node: every task the pilot starts fails at once
+                env["EWMS_PILOT_TASK_IMAGE"], env["EWMS_PILOT_TASK_ARGS"] = job.machine.broken_task()
         return env
+
+    def _job_key(self, job: Job) -> str:
+        return f"{self.cluster_id}.{job.proc}"
+
+    def _place(self, job: Job) -> bool:
+        """A slot for an idle job, on a machine not quarantined; False: it stays idle."""
+        got = self.slots.acquire(self._job_key(job), os.getpid(), self.quarantined)
+        if isinstance(got, str):
+            return False
+        job.machine, job.slot = self.slots.machines[got[0]], got[1]
+        return True
+
+    def _free_slot(self, job: Job) -> None:
+        if job.machine is not None:
+            self.slots.release(self._job_key(job))
+            job.machine = None
+
+    def _evict_quarantined(self) -> None:
+        """Pilots on a machine just quarantined stop (SIGTERM: they return their in-flight
+        messages) and their jobs go back to idle, to be placed on another machine."""
+        self.quarantined = mc.read_quarantine(self.state_dir)
+        for job in self.jobs:
+            if (
+                job.state == "running"
+                and job.machine is not None
+                and (job.machine.name in self.quarantined or mc.ANY_MACHINE in self.quarantined)
+            ):
+                self._kill(job)
+                self.log.write(ev.evicted(self.cluster_id, job.proc))
+                self._free_slot(job)
+                job.state = "idle"
 
     def _chirp(self, proc: int) -> str:
         return _chirp_path(self.spec, self.cluster_id, proc)
 
     def _start(self, job: Job) -> None:
+        if job.machine is None and not self._place(job):
+            job.state = "idle"
+            return
+        assert job.machine is not None
         job_dir = self.spec["job_dir"]
         job.chirp_path = self._chirp(job.proc)
         job.chirp_pos, job.chirp_partial = 0, b""
@@ -163,7 +212,8 @@ class Supervisor:
                     fds.append(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             else:
                 fds += [os.open(os.devnull, os.O_WRONLY)] * 2
-            self.log.write(ev.execute(self.cluster_id, job.proc))
+            slot_name = f"slot{job.slot}@{job.machine.name}"
+            self.log.write(ev.execute(self.cluster_id, job.proc, slot_name=slot_name))
             drop: dict[str, Any] = {}
             if self.uid is not None:
                 drop = {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": 0o077}
@@ -182,6 +232,7 @@ class Supervisor:
             reason = f"Failed to execute '{shlex.join(self.command)}': {type(e).__name__}: {e}"
             self.log.write(ev.held(self.cluster_id, job.proc, reason, 6, 2))
             job.state = "held"
+            self._free_slot(job)
         else:
             job.state = "running"
             job.started = time.monotonic()
@@ -248,7 +299,10 @@ class Supervisor:
                     self._kill(job)
                     self.log.write(ev.aborted(self.cluster_id, job.proc, reason or "via condor_rm"))
                     job.state = "ended"
-                elif verb == "release" and job.state == "held":
+                    self._free_slot(job)
+                elif verb in ("release", "resubmit") and job.state == "held":
+                    if verb == "resubmit":  # the reason is the memory (bytes) to run it with
+                        job.memory_bytes = int(reason)
                     self.log.write(ev.released(self.cluster_id, job.proc))
                     self._start(job)
 
@@ -265,11 +319,13 @@ class Supervisor:
             else:
                 self.log.write(ev.terminated(self.cluster_id, job.proc, exit_code=rc))
             job.state = "ended"
+            self._free_slot(job)
         elif time.monotonic() - job.started > max_runtime:
             self._kill(job)
             reason = f"The job exceeded allowed execute duration of {int(max_runtime)}s"
             self.log.write(ev.held(self.cluster_id, job.proc, reason, HOLD_CODE_DURATION))
             job.state = "held"
+            self._free_slot(job)
 
     def _loop(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
@@ -285,11 +341,15 @@ class Supervisor:
                             ev.aborted(self.cluster_id, job.proc, "via condor_rm (supervisor stopped)")
                         )
                         job.state = "ended"
+                        self._free_slot(job)
                 break
             self._commands()
+            self._evict_quarantined()
             for job in self.jobs:
                 if job.state == "running":
                     self._poll_job(job, max_runtime)
+                elif job.state == "idle":
+                    self._start(job)  # when a slot is free
             time.sleep(POLL)
 
     def run(self) -> None:
@@ -313,6 +373,9 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     self._kill(job)
         finally:
+            for job in self.jobs:
+                with contextlib.suppress(Exception):
+                    self._free_slot(job)
             self.log.close()
             finish_cluster(self.record, self.base, reason)
 
