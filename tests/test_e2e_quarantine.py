@@ -28,6 +28,7 @@ from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.broker.rabbitmq import dead_letter_queue
 from ewms_server.testing import RunningServer, running_server
+from tests.conftest import wait_until
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
     BROKER_URL,
@@ -36,7 +37,6 @@ from tests.test_e2e_workflow import (
     delete_broker_leftovers,
     job_processes,
     kill_pids,
-    poll,
     start_tms,
     supervisor_pids,
     workflow_request,
@@ -152,12 +152,13 @@ async def test_black_hole_machine_is_quarantined_and_every_result_comes_out_once
         assert await call(queues.push, push_q, (str(n).encode() for n in numbers)) == N_MESSAGES
 
         # the pilots are spread over both machines: m2's fail every task they take
-        first = await poll(
+        first = await wait_until(
             lambda: asyncio.to_thread(
                 lambda: executions(log)[:N_WORKERS] if len(executions(log)) >= N_WORKERS else None
             ),
-            "4 jobs started",
             40,
+            0.25,
+            what="4 jobs started",
         )
         assert Counter(m for _, m in first) == {"m1": 2, "m2": 2}
 
@@ -165,7 +166,7 @@ async def test_black_hole_machine_is_quarantined_and_every_result_comes_out_once
         # the deliveries of a few messages (RabbitMQ returns a failed message to the head of
         # its queue, and m2 fails it again within milliseconds): those are dead-lettered,
         # never lost, and come back once retried
-        entries = await poll(system.quarantine, "a quarantine entry", 30)
+        entries = await wait_until(system.quarantine, 30, 0.25, what="a quarantine entry")
         results: list[bytes] = []
 
         async def all_accounted() -> bool:
@@ -173,7 +174,7 @@ async def test_black_hole_machine_is_quarantined_and_every_result_comes_out_once
             depths = await call(broker_queue_depths, wf_id, mqids)
             return len(results) + depths[dead_letter_queue(push_q.mqid)] == N_MESSAGES
 
-        await poll(all_accounted, "every message as a result or a dead letter", 60)
+        await wait_until(all_accounted, 60, 0.25, what="every message as a result or a dead letter")
         n_dead = N_MESSAGES - len(results)
         if n_dead:
             r = await call(c.request, "POST", f"/v1/workflows/{wf_id}/actions/retry-dead-letters")
@@ -193,21 +194,23 @@ async def test_black_hole_machine_is_quarantined_and_every_result_comes_out_once
         assert await system.quarantine("user", "bob") == []
 
         # m2's jobs left it (evicted: a reschedule, not a failure) and ran again on m1 only
-        await poll(
+        await wait_until(
             lambda: asyncio.to_thread(
                 lambda: Counter(m for _, m in executions(log)[N_WORKERS:]) == {"m1": 2}
             ),
-            "m2's jobs to run again on m1",
             30,
+            0.25,
+            what="m2's jobs to run again on m1",
         )
         text = log.read_text()
         assert text.count("Job was evicted") == 2
-        server_tf = await poll(
+        server_tf = await wait_until(
             lambda: _tf_when(
                 c, call, tf["taskforce_uuid"], lambda t: (t.get("diagnosis") or {}).get("n_evictions") == 2
             ),
-            "the evictions in the diagnosis",
             20,
+            0.25,
+            what="the evictions in the diagnosis",
         )
         assert server_tf["diagnosis"]["jobs"]["running"] == N_WORKERS
 
@@ -219,16 +222,22 @@ async def test_black_hole_machine_is_quarantined_and_every_result_comes_out_once
             {"cluster_location": "local", "n_workers": 2},
         )
         new_log = system.jobs / added["taskforce_uuid"] / "job-events.log"
-        await poll(
-            lambda: asyncio.to_thread(lambda: len(executions(new_log)) == 2), "the added jobs to start", 30
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: len(executions(new_log)) == 2),
+            30,
+            0.25,
+            what="the added jobs to start",
         )
         assert {m for _, m in executions(new_log)} == {"m1"}
         new_tf = await _tf_when(c, call, added["taskforce_uuid"], lambda t: t["phase"] == "condor-submit")
         assert new_tf is not None and 'Machine isnt "m2"' in new_tf["submit_dict"]["requirements"]
 
         await call(c.finish, wf_id)
-        await poll(
-            lambda: asyncio.to_thread(lambda: not supervisor_pids(system.jobs)), "the clusters to end", 30
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: not supervisor_pids(system.jobs)),
+            30,
+            0.25,
+            what="the clusters to end",
         )
         assert system.tms.poll() is None, "the TMS died"
 
