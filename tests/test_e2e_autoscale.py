@@ -201,10 +201,10 @@ async def test_autoscaling_end_to_end(tmp_path: Path) -> None:
 
 async def test_autoscaling_around_a_black_hole_machine(tmp_path: Path) -> None:
     """Issue 12's run: m1 (6 slots) and m2 (6 slots, broken: every task started there fails at
-    once). RabbitMQ 3.10 hands a returned message straight
-    back to the head of its queue, so the black hole can spend a few messages' 10 deliveries
-    before its quarantine: those are dead-lettered, and moved back once as a user would. Every
-    result once, the peak within the user's cap, m2 quarantined and m1 not."""
+    once). RabbitMQ 3.10 hands a returned message straight back to the head of its queue, so
+    the black hole can spend a few messages' 10 deliveries before its quarantine: those are
+    dead-lettered, and moved back once as a user would. Every result once, the peak within
+    the user's cap, m2 quarantined and m1 not."""
     machines = {"m1": {"slots": 6}, "m2": {"slots": 6, "broken": True}}
     got = await run_autoscale_e2e(
         tmp_path, {"EWMS_TMS_LOCAL_MACHINES": json.dumps(machines)}, retry_dead_letters=True
