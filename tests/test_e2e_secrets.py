@@ -32,6 +32,7 @@ from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.testing import running_server
 from tests.client.cli import cli_env, ewms
+from tests.conftest import wait_until
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
     BROKER_URL,
@@ -39,7 +40,6 @@ from tests.test_e2e_workflow import (
     delete_broker_leftovers,
     job_processes,
     kill_pids,
-    poll,
     start_tms,
     supervisor_pids,
 )
@@ -224,17 +224,19 @@ async def test_a_secret_reaches_the_task_and_nothing_else(tmp_path: Path) -> Non
 
                     # the end: pilots gone, and the fetch token revoked
                     await call(client.finish, wf_id)
-                    await poll(
+                    await wait_until(
                         lambda: call(
                             lambda: all(tf["phase"] == "condor-complete" for tf in client.taskforces(wf_id))
                         ),
-                        "condor-complete",
                         30,
+                        0.25,
+                        what="condor-complete",
                     )
-                    await poll(
+                    await wait_until(
                         lambda: call(lambda: not job_processes(uuids) and not supervisor_pids(jobs)),
-                        "the pilots to be gone",
                         15,
+                        0.25,
+                        what="the pilots to be gone",
                     )
                     r = await call(raw, "GET", "/v1/pilot/secrets", fetch_token)
                     assert r.status_code == 403, r.text

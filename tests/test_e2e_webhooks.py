@@ -15,6 +15,7 @@ from typing import Any
 from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.testing import running_server
+from tests.conftest import wait_until
 from tests.processes import stop_process
 from tests.server.webhook_receiver import Receiver, fail_first, signed_by
 from tests.test_e2e_progress import workflow_request
@@ -23,7 +24,6 @@ from tests.test_e2e_workflow import (
     delete_broker_leftovers,
     job_processes,
     kill_pids,
-    poll,
     start_tms,
     supervisor_pids,
 )
@@ -74,13 +74,13 @@ async def test_webhooks_of_a_real_workflow(tmp_path: Path) -> None:
                 async def consumed() -> bool:
                     return "input-consumed" in receiver.events()
 
-                await poll(consumed, "the input-consumed webhook", 60)
+                await wait_until(consumed, 60, 0.25, what="the input-consumed webhook")
                 await call(alice.finish, wf_id)
 
                 async def finished() -> bool:
                     return "workflow-finished" in receiver.events()
 
-                await poll(finished, "the workflow-finished webhook", 30)
+                await wait_until(finished, 30, 0.25, what="the workflow-finished webhook")
                 assert receiver.events() == EVENTS
                 assert Counter(h.delivery_id for h in receiver.hits) == {
                     h.delivery_id: 2 for h in receiver.delivered()
