@@ -25,7 +25,7 @@ class QuarantineHandler(BaseHandler):
         self.send(entry)
 
 
-class QuarantineMachineHandler(BaseHandler):
+class QuarantineIDHandler(BaseHandler):
     ROUTE = r"/v1/quarantine/(?P<machine>[^/]+)"
     OPENAPI_PATH = "/v1/quarantine/{machine}"
     ROLES = {"DELETE": ADMIN}

@@ -7,7 +7,7 @@ from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .pages import DashboardConfigHandler, DashboardIDHandler, DocsHandler, DocsIDHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
-from .quarantine import QuarantineHandler, QuarantineMachineHandler, TMSQuarantineHandler
+from .quarantine import QuarantineHandler, QuarantineIDHandler, TMSQuarantineHandler
 from .secrets import PilotSecretsHandler, SecretsHandler, SecretsIDHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
@@ -61,7 +61,7 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     TMSStatusesTaskforcesHandler,
     TMSQuarantineHandler,
     QuarantineHandler,
-    QuarantineMachineHandler,
+    QuarantineIDHandler,
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
