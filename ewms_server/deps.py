@@ -13,6 +13,7 @@ from .query_limits import QueryLimits
 from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
 from .storage.base import Storage
+from .storage.files_base import FileStore
 from .views import Views
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class Deps:
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+    files: FileStore | None = None
+    """The file cache of jobs (issue 13)."""
 
     @cached_property
     def views(self) -> Views:

@@ -21,6 +21,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.connections import HTTPServer
 from .handlers.routes import HANDLERS
 from .loops.base import LoopState, run_loop
+from .loops.jobs import JobsLoop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
 from .metrics import MeteredBroker, ServerMetrics
@@ -28,7 +29,7 @@ from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
 from .quotas import QuotaGate
 from .schema import OpenAPI
-from .storage import open_storage
+from .storage import open_file_store, open_storage
 from .storage.base import Storage
 from .storage.checked import CheckedStorage
 from .storage.collections import COLLECTIONS
@@ -130,7 +131,9 @@ class Server:
         loops = {
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
+            "jobs": LoopState("jobs", cfg.loop_interval_s),
         }
+        files = open_file_store(cfg, self.storage)
         self.deps = Deps(
             cfg=cfg,
             store=store,
@@ -153,17 +156,23 @@ class Server:
                 store, broker, ttl_s=cfg.progress_cache_s, window_s=cfg.progress_rate_window_s
             ),
             metrics=metrics,
+            files=files,
         )
         activation = MQActivation(
             store,
             broker,
-            wake_launch=lambda: self.deps.wake("launch_control"),
+            wake_launch=self._queues_activated,
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
         )
         launch = LaunchControl(store, cfg.orphan_age_s, sweep_interval_s=cfg.loop_interval_s)
-        passes = {"mq_activation": activation.one_pass, "launch_control": launch.one_pass}
+        jobs = JobsLoop(store, files, broker, self._jobs_server_url, cfg.jobs_retention_s)
+        passes = {
+            "mq_activation": activation.one_pass,
+            "launch_control": launch.one_pass,
+            "jobs": jobs.one_pass,
+        }
         self._tasks = [
             asyncio.create_task(
                 run_loop(loops[name], metrics.timed_pass(name, one) if metrics else one, self._stop)
@@ -185,6 +194,13 @@ class Server:
         self.port = sockets[0].getsockname()[1]
         LOGGER.info("listening on http://%s:%d", cfg.rest_host, self.port)
 
+    def _queues_activated(self) -> None:
+        self.deps.wake("launch_control")
+        self.deps.wake("jobs")  # a job's message goes out once its queues exist
+
+    def _jobs_server_url(self) -> str:
+        return self.cfg.jobs_server_url or f"http://{self.cfg.rest_host}:{self.port}"
+
     async def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         if self._http is not None:
@@ -199,4 +215,6 @@ class Server:
                 t.cancel()
         if self.broker is not None:
             await self.broker.close()
+        if self.deps.files is not None:
+            await self.deps.files.close()
         await self.deps.store.close()

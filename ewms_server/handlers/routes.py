@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .base import BaseHandler
+from .job_runner import (
+    JobIDRunnerInputsHandler,
+    JobIDRunnerInputsPathHandler,
+    JobIDRunnerOutputsPathHandler,
+    JobIDRunnerStatusHandler,
+)
+from .jobs import JobIDFilesHandler, JobIDFilesPathHandler, JobIDHandler, JobsHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
@@ -59,4 +66,12 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
+    JobsHandler,
+    JobIDHandler,
+    JobIDFilesHandler,
+    JobIDFilesPathHandler,
+    JobIDRunnerInputsHandler,
+    JobIDRunnerInputsPathHandler,
+    JobIDRunnerOutputsPathHandler,
+    JobIDRunnerStatusHandler,
 )

@@ -19,9 +19,9 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The store layout this code writes; `migrate` brings older stores up to it (2: taskforces
-in EWMS's form; 3: the `workflow_progress` collection)."""
+in EWMS's form; 3: the `workflow_progress` collection; 4: the `jobs` collection)."""
 
 
 @dataclass(frozen=True)

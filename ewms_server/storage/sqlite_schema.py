@@ -73,10 +73,19 @@ def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
         )
 
 
+def _v4(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `jobs` table (script-and-files jobs; every statement is IF NOT EXISTS, so only the
+    new table is made)."""
+    for spec in specs:
+        for stmt in table_ddl(spec):
+            conn.execute(stmt)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
     1: _v1,
     2: _v2,
     3: _v3,
+    4: _v4,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

@@ -48,7 +48,7 @@ async def test_v2_taskforces_in_ewms_form(store: Storage) -> None:
 
 async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_path: Path) -> None:
     path = str(tmp_path / "ewms.sqlite3")
-    older = [spec for name, spec in COLLECTIONS.items() if name != "workflow_progress"]
+    older = [spec for name, spec in COLLECTIONS.items() if name not in ("workflow_progress", "jobs")]
     conn = sqlite3.connect(path, isolation_level=None)
     sqlite_schema._v1(conn, older)
     conn.execute("PRAGMA user_version = 2")
@@ -59,7 +59,7 @@ async def test_v3_a_sqlite_store_without_progress_history_gains_its_table(tmp_pa
     store = SQLiteStorage(path)
     try:
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 3
+        assert await store.migrate() == SCHEMA_VERSION == 4
         assert await store.get("workflows", {"workflow_id": "WF-1"}) == {"workflow_id": "WF-1"}
         doc = {"workflow_id": "WF-1", "owner": "a", "last_ts": 1.0, "samples": [], "task_samples": {}}
         await store.insert("workflow_progress", [doc])
@@ -77,3 +77,19 @@ async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) ->
     two = await store.get("taskforces", {"taskforce_uuid": _tf(2)["taskforce_uuid"]})
     assert one is not None and (one["task_counts"], one["diagnosis"]) == ({"succeeded": 0, "failed": 0}, None)
     assert two is not None and two["task_counts"] == counted  # left as it was
+
+
+async def test_v4_adds_the_jobs_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    older = [spec for name, spec in COLLECTIONS.items() if name != "jobs"]
+    conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_schema._v1(conn, older)
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    store = SQLiteStorage(path)
+    try:
+        assert await store.migrate() == SCHEMA_VERSION == 4
+        await store.insert("jobs", [{"job_id": "JB-1", "owner": "a"}])
+        assert await store.count("jobs", {"owner": "a"}) == 1
+    finally:
+        await store.close()
