@@ -14,6 +14,7 @@ from .broker import BrokerLost, BrokerRefused, BrokerSession, connection_url
 from .chirp import Chirper, PilotStatus
 from .config import PilotConfig, QueueAuth
 from .consumer import Consumer, Counts, StopReason
+from .job_runner import JobRunner
 from .runner import Runner, TaskFailed
 from .warm_runner import WarmRunner
 
@@ -33,9 +34,11 @@ class Pilot:
         self.cfg = cfg
         self.chirper = chirper
         self.stop = stop
-        self.runner = (
+        self.runner: Runner = (
             WarmRunner(cfg.runner, cfg.work_dir, cfg.warm_start_timeout)
             if cfg.task_mode == "warm"
+            else JobRunner(cfg.runner, cfg.work_dir)
+            if cfg.task_mode == "job"
             else Runner(cfg.runner, cfg.work_dir)
         )
         self.counts = Counts()
