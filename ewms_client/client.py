@@ -45,6 +45,7 @@ class EWMSClient:
         if not token:
             raise ClientError("EWMS_TOKEN is not set")
         self.url = url.rstrip("/")
+        self.token = token
         self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
 
     def close(self) -> None:

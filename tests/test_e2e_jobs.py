@@ -18,6 +18,7 @@ from typing import Any
 from ewms_client.client import ClientError
 from ewms_client.jobs import JobsClient, Part
 from ewms_server.testing import running_server
+from tests.client.cli import cli_env, ewms
 from tests.conftest import wait_until
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
@@ -142,6 +143,21 @@ async def test_jobs_zip_listing_failure_cancel_quota_and_isolation(tmp_path: Pat
 
                 await wait_until(pilots_gone, 60, 0.3)
                 assert [j["id"] for j in await call(alice.jobs)] == ids[:2]
+
+                # the CLI: upload with a progress line, wait, the zip written
+                (tmp_path / "cli").mkdir()
+                (tmp_path / "cli" / "count.sh").write_text("wc -c < big.bin > size.txt\n")
+                (tmp_path / "cli" / "big.bin").write_bytes(b"z" * 5_000_000)
+                code, out, err = await ewms(
+                    cli_env(srv), "job", "run", "count.sh", "big.bin", "--wait", "--out", "r.zip",
+                    "--progress", "--poll", "0.3", timeout=90, cwd=tmp_path / "cli",
+                )  # fmt: skip
+                assert code == 0, err
+                assert out.strip().startswith("JB-") and "upload: 100.0%" in err and "Completed" in err
+                z = zipfile.ZipFile(tmp_path / "cli" / "r.zip")
+                assert z.read("size.txt") == b"5000000\n" and len(z.read("big.bin")) == 5_000_000
+                wf_ids.append((await call(alice.status, out.strip()))["workflow_id"])
+
                 # no runner token in any file the TMS, its jobs or the server wrote
                 for root in (jobs_dir, tmp_path, Path(srv.server.cfg.data_dir)):
                     for f in root.rglob("*"):

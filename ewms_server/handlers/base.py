@@ -93,8 +93,8 @@ class BaseHandler(StreamedBodyHandler):
         """Who asks, from the token (none needed when `roles` is PUBLIC); 401/403 otherwise."""
         if not roles:
             return Caller(subject="anonymous", role="none")
-        caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
-        if caller.role not in roles:
+        caller = self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
+        if caller.role not in roles:  # the log line of the refusal names who asked
             raise Forbidden(f"role {caller.role!r} may not {method} {self.OPENAPI_PATH}")
         self.deps.auth.check_schedds_claim(caller)
         return caller

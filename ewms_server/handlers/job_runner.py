@@ -4,10 +4,11 @@ opens nothing else (ops/jobs.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from ..caller import Caller
-from ..errors import NotFound
+from ..errors import NotFound, Unauthenticated
 from ..job_rules import check_path
 from ..ops import jobs as ops
 from ..storage.files_base import FileMissing, FileWriter
@@ -21,9 +22,13 @@ class _RunnerHandler(BaseHandler):
     job: dict[str, object]
 
     async def identify(self, method: str, roles: frozenset[str]) -> Caller:
-        self.job = await ops.runner_job(
-            self.deps.store, self.path_kwargs["job_id"], self.request.headers.get("Authorization")
-        )
+        header = self.request.headers.get("Authorization")
+        try:
+            self.job = await ops.runner_job(self.deps.store, self.path_kwargs["job_id"], header)
+        except Unauthenticated:
+            with contextlib.suppress(Unauthenticated):  # a user's or TMS's token: name it in the log
+                self.caller = await self.deps.auth.authenticate(header)
+            raise
         return Caller(subject=str(self.job["owner"]), role=ops.RUNNER)
 
 
