@@ -33,12 +33,16 @@ def _private_dir(path: str) -> None:
 
 
 class DirectoryWriter:
+    """Batches of BATCH bytes go to a thread that hashes and writes them (os.writev, no
+    joining copy); the next batch is gathered meanwhile, and waits for the previous one."""
+
     def __init__(self, directory: str, name: str) -> None:
         self._dir = directory
         self._name = name
         self._digest = Digest()
         self._pending: list[bytes] = []
         self._pending_n = 0
+        self._writing: asyncio.Future[None] | None = None
         self._fd: int | None = None
         self._tmp: str | None = None
         self._done = False
@@ -47,28 +51,38 @@ class DirectoryWriter:
         _private_dir(self._dir)
         self._fd, self._tmp = tempfile.mkstemp(prefix=".part-", dir=self._dir)  # 0600
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, batch: list[bytes]) -> None:
         if self._fd is None:
             self._open()
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        for data in batch:
+            self._digest.update(data)  # hashlib lets the event loop run meanwhile
+        views = [memoryview(d) for d in batch if d]
+        while views:
+            n = os.writev(self._fd, views[:512])
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
 
     async def write(self, data: bytes) -> None:
-        self._digest.update(data)
-        self._pending.append(bytes(data))
+        self._pending.append(data)
         self._pending_n += len(data)
         if self._pending_n >= BATCH:
             await self._flush()
 
     async def _flush(self) -> None:
-        data = b"".join(self._pending)
-        self._pending, self._pending_n = [], 0
-        await asyncio.to_thread(self._write, data)
+        """Hand the pending batch to the writer thread, once the previous one is written."""
+        batch, self._pending, self._pending_n = self._pending, [], 0
+        if self._writing is not None:
+            await self._writing
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
 
     async def commit(self) -> StoredFile:
         await self._flush()
+        assert self._writing is not None
+        await self._writing
         await asyncio.to_thread(self._commit)
         self._done = True
         return self._digest.result()
@@ -91,6 +105,9 @@ class DirectoryWriter:
             return
         self._done = True
         self._pending = []
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
         await asyncio.to_thread(self._discard)
 
     def _discard(self) -> None:
