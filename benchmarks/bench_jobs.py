@@ -36,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def transfers(mb: int, rounds: int) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def med(k: str) -> float:
-        return round(sorted(out[k])[len(out[k]) // 2], 1)
+        return round(statistics.median(out[k]), 1)
 
     return {
         "bare_upload_mb_per_s": med("bare_up"),
