@@ -21,6 +21,7 @@ from ..config import Config
 from ..errors import Invalid, NotFound, Unauthenticated, Unprocessable
 from ..job_rules import RUN_SCRIPT, job_request, workflow_body
 from ..quotas import QuotaGate
+from ..rules import check_job_inputs
 from ..storage.base import Change, Storage
 from ..storage.files_base import FileStore
 from .reads import get_scoped
@@ -57,6 +58,12 @@ async def create_job(
     if RUN_SCRIPT not in {f["path"] for f in inputs}:
         raise Invalid(f"a file part named {RUN_SCRIPT!r} is required (the script the job runs)")
     body = workflow_body(req, task_image=cfg.jobs_task_image, idle_timeout_s=cfg.jobs_pilot_idle_s)
+    try:  # the server's limits on what a task may ask for hold for jobs too
+        check_job_inputs(body, cfg.job_limits)
+    except Invalid as e:
+        field = str(e).replace("body.tasks[0].worker_config.", "").split(":")[0]
+        name = {"n_cores": "n_cores", "worker_memory": "memory"}.get(field, field)
+        raise Invalid(f"form field {name}:{str(e).split(':', 1)[1]}") from None
     async with quotas.creating_job(store, caller, cfg.jobs_user_max_active):
         created = await create_workflow(store, cfg.cluster_locations, caller, body)
         job = documents.job(

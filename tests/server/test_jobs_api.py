@@ -20,6 +20,7 @@ from ewms_client.jobs import JobsClient, MultipartBody, Part
 from ewms_server.ops.jobs import new_runner_token
 from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
+from tests.conftest import wait_until
 
 SCRIPT = b"#!/bin/bash\necho hi > out.txt\n"
 
@@ -104,6 +105,8 @@ async def test_bad_file_names_are_400_and_store_nothing(srv: RunningServer, name
         (parts(n_cores="many"), "n_cores"),
         (parts(n_cores="0"), "n_cores"),
         (parts(memory="lots"), "memory"),
+        (parts(memory="2T"), "form field memory: must be between"),
+        (parts(n_cores="300"), "form field n_cores: at most 256 (EWMS_MAX_WORKER_CORES)"),
         (parts(secrets="GOOD,bad-key"), "secret key"),
         (parts(cluster_location="mars"), "cluster_location"),
         (parts(colour="blue"), "unknown form field"),
@@ -243,3 +246,83 @@ async def test_delete_cancels_removes_every_byte_then_404(srv: RunningServer) ->
     r = await asyncio.to_thread(client(srv).session.get, f"{srv.url}/v1/jobs/{jid}")
     assert r.status_code == 404
     assert json.loads(r.text)["error"].startswith("no job")
+
+
+async def test_runner_bad_output_path_is_400_and_too_large_413(srv: RunningServer) -> None:
+    jid = await submit(srv)
+    run = runner(srv, await runner_token(srv, jid))
+    base = f"{srv.url}/v1/jobs/{jid}/runner/outputs"
+    r = await asyncio.to_thread(run.put, base + "/a/../../x", data=b"x")
+    assert r.status_code in (400, 404), r.text  # clients may normalize '..' away: never stored
+    r = await asyncio.to_thread(run.put, base + "/a%00b", data=b"x")
+    assert r.status_code == 400 and "NUL" in r.json()["error"]
+    r = await asyncio.to_thread(run.put, base + "/big", data=b"x" * (2 << 20))
+    assert r.status_code == 413
+    assert (await srv.deps.store.get("jobs", {"job_id": jid}) or {})["outputs"] == []
+    assert not [
+        p for p in (Path(srv.server.cfg.data_dir) / "files" / jid).iterdir() if p.name.startswith(".part")
+    ]
+
+
+async def test_an_aborted_workflow_shows_the_job_cancelled(srv: RunningServer) -> None:
+    jid = await submit(srv)
+    c = client(srv)
+    wid = (await asyncio.to_thread(c.status, jid))["workflow_id"]
+    r = await asyncio.to_thread(c.session.post, f"{srv.url}/v1/workflows/{wid}/actions/abort", json={})
+    assert r.status_code == 200
+    st = await asyncio.to_thread(c.status, jid)
+    assert st["status"] == "Cancelled" and "aborted" in st["message"]
+
+
+async def test_retention_deletes_a_finished_jobs_files(tmp_path: Path) -> None:
+    env = {
+        "EWMS_DATA_DIR": str(tmp_path / "data"),
+        "EWMS_JOBS_RETENTION_S": "0",
+        "EWMS_LOOP_INTERVAL_S": "0.1",
+    }
+    async with running_server(env=env) as s:
+        jid = await submit(s)
+        run = runner(s, await runner_token(s, jid))
+        base = f"{s.url}/v1/jobs/{jid}/runner"
+        assert (await asyncio.to_thread(run.put, base + "/outputs/o.txt", data=b"o")).status_code == 200
+        files_dir = Path(s.server.cfg.data_dir) / "files" / jid
+        assert files_dir.is_dir()  # unfinished: kept whatever the retention
+        r = await asyncio.to_thread(run.post, base + "/status", json={"state": "Failed", "exit_code": 3})
+        assert r.status_code == 200
+
+        async def expired() -> bool:
+            job = await s.deps.store.get("jobs", {"job_id": jid})
+            return job is not None and job["files_deleted"]
+
+        await wait_until(expired, 10)
+        assert not files_dir.exists()
+        st = await asyncio.to_thread(client(s).status, jid)
+        assert (st["status"], st["exit_code"], st["outputs"], st["files_deleted"]) == ("Failed", 3, [], True)
+        r = await asyncio.to_thread(client(s).session.get, f"{s.url}/v1/jobs/{jid}")
+        assert r.headers["Content-Type"] == "application/json"  # the status, no zip
+
+
+async def test_an_upload_cut_off_by_the_client_leaves_nothing(srv: RunningServer) -> None:
+    body = b"".join(MultipartBody([*parts(), Part("file", "big", data=b"x" * 600_000)]))
+    boundary = body[2 : body.index(b"\r\n")].decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.port)
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Authorization: Bearer {srv.token(sub='alice')}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    )
+    writer.write(head.encode() + body[: len(body) // 2])
+    await writer.drain()
+    root = Path(srv.server.cfg.data_dir) / "files"
+
+    async def stored_some() -> bool:
+        return any(p.is_file() for p in root.rglob("*"))
+
+    await wait_until(stored_some, 10)  # run.sh is in, big.bin on its way
+    writer.close()
+
+    async def cleaned() -> bool:
+        return not any(p.is_file() for p in root.rglob("*"))
+
+    await wait_until(cleaned, 10)
+    await nothing_stored(srv)
