@@ -35,12 +35,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -53,6 +51,9 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from tests.processes import PeakRSS  # noqa: E402
+from tests.server.server_process import free_port  # noqa: E402
+
 MIB = 1 << 20
 SECRET = "bench-jobs-secret-" + "x" * 32
 TARGET_RATIO = 0.7
@@ -60,20 +61,6 @@ TARGET_RATIO = 0.7
 
 def log(*a: Any) -> None:
     print("[bench_jobs]", *a, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # -- the servers (subprocesses of this script) --------------------------------------------
@@ -113,34 +100,16 @@ def serve_bare(port: int, directory: str) -> None:
 
 
 def serve_ewms(port: int, directory: str, messages: str) -> None:
-    from ewms_server.broker.base import QueueAccess
+    from ewms_server.broker.null import NullBrokerAdapter
     from ewms_server.config import Config
     from ewms_server.server import Server
 
-    class RecordingBroker:
+    class RecordingBroker(NullBrokerAdapter):
         """Queues that exist; each published message appended to `messages`, one per line."""
-
-        async def activate_workflow(self, workflow_id: str, mqids: list[str]) -> dict[str, QueueAccess]:
-            return {m: QueueAccess(m, None, None, None) for m in mqids}
-
-        async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None:
-            return None
-
-        async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None:
-            return None
-
-        async def queue_depths(self, workflow_id: str, mqids: list[str]) -> Any:
-            return {}
-
-        async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
-            return 0
 
         async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
             with open(messages, "ab") as f:
                 f.write(payload + b"\n")
-
-        async def close(self) -> None:
-            return None
 
     async def main() -> None:
         cfg = Config.from_env(
@@ -156,7 +125,7 @@ def serve_ewms(port: int, directory: str, messages: str) -> None:
                 "EWMS_LOG_LEVEL": "WARNING",
             }
         )
-        server = Server(cfg, broker=RecordingBroker())  # type: ignore[arg-type]
+        server = Server(cfg, broker=RecordingBroker())
         await server.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -291,23 +260,11 @@ TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 def ewms_round(url: str, auth: dict[str, str], mb: int, pid: int, messages: str) -> dict[str, float]:
     """One job through the EWMS server: upload (with the server's RSS sampled), the runner's
     output upload, the single-file download and the zip; MB/s of each, and the RSS growth."""
-    rest, peak, done = rss_mb(pid), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mb(pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     hdrs = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    try:
+    with PeakRSS(pid) as rss:
         dt_up, r = timed(
             lambda: requests.post(url + "/v1/jobs", data=Payload(mb, HEAD, TAIL), headers=hdrs, timeout=600)
         )
-    finally:
-        done.set()
-        sampler.join()
     assert r.status_code == 201, r.text
     jid = r.json()["id"]
     runner = {"Authorization": f"Bearer {wait_message(messages, jid)}"}
@@ -330,7 +287,7 @@ def ewms_round(url: str, auth: dict[str, str], mb: int, pid: int, messages: str)
         "runner_up": mb / dt_runner,
         "down": mb / dt_down,
         "zip": 2 * mb / dt_zip,  # the zip holds the input and the output
-        "growth": peak[0] - rest,
+        "growth": rss.growth,
     }
 
 

@@ -305,7 +305,7 @@ async def test_retention_deletes_a_finished_jobs_files(tmp_path: Path) -> None:
 async def test_an_upload_cut_off_by_the_client_leaves_nothing(srv: RunningServer) -> None:
     body = b"".join(MultipartBody([*parts(), Part("file", "big", data=b"x" * 600_000)]))
     boundary = body[2 : body.index(b"\r\n")].decode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.port)
     head = (
         f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
         f"Authorization: Bearer {srv.token(sub='alice')}\r\n"

@@ -4,26 +4,17 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import requests
 
+from tests.processes import PeakRSS
 from tests.server.server_process import ServerProcess, free_port, token
 
 GB = 1 << 30
 PIECE = 1 << 20
 LIMIT_MB = 50
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class Body:
@@ -58,21 +49,9 @@ def test_a_1gb_upload_streams_in_with_little_memory(tmp_path: Path) -> None:
     srv.start()
     try:
         assert srv.proc is not None
-        pid = srv.proc.pid
         requests.get(srv.url + "/v1/health", timeout=10)
-        rest = rss_mb(pid)
-        peak = [rest]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], rss_mb(pid))
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         body = Body()
-        try:
+        with PeakRSS(srv.proc.pid) as rss:
             r = requests.post(
                 srv.url + "/v1/jobs",
                 data=body,
@@ -82,9 +61,6 @@ def test_a_1gb_upload_streams_in_with_little_memory(tmp_path: Path) -> None:
                 },
                 timeout=300,
             )
-        finally:
-            done.set()
-            sampler.join()
         assert r.status_code == 201, r.text
         job = requests.get(
             f"{srv.url}/v1/jobs/{r.json()['id']}?format=json",
@@ -93,7 +69,6 @@ def test_a_1gb_upload_streams_in_with_little_memory(tmp_path: Path) -> None:
         ).json()
         big = next(f for f in job["inputs"] if f["path"] == "big.bin")
         assert (big["size"], big["sha256"]) == (GB, body.digest.hexdigest())
-        growth = peak[0] - rest
-        assert growth < LIMIT_MB, f"RSS grew by {growth:.1f} MB during a 1 GB upload"
+        assert rss.growth < LIMIT_MB, f"RSS grew by {rss.growth:.1f} MB during a 1 GB upload"
     finally:
         srv.stop()
