@@ -19,6 +19,7 @@ import requests
 from ewms_client.jobs import JobsClient, MultipartBody, Part
 from ewms_server.ops.jobs import new_runner_token
 from ewms_server.storage.base import Change
+from ewms_server.storage.files_dir import DirectoryFileStore
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import wait_until
 
@@ -26,11 +27,25 @@ SCRIPT = b"#!/bin/bash\necho hi > out.txt\n"
 
 
 @pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+async def srv(tmp_path: Path, backend: str | None) -> AsyncIterator[RunningServer]:
+    """SQLite, mongomock (both with the directory file cache), or a real MongoDB (GridFS)."""
     env = {"EWMS_DATA_DIR": str(tmp_path / "data"), "EWMS_USER_MAX_ACTIVE_JOBS": "3",
            "EWMS_JOBS_MAX_UPLOAD_BYTES": str(1 << 20)}  # fmt: skip
-    async with running_server(env=env) as s:
+    async with running_server(env=env, mongodb_url=backend) as s:
         yield s
+
+
+async def stored(srv: RunningServer, job_id: str | None = None) -> list[str]:
+    """The files the cache holds (of one job), committed or being written."""
+    files = srv.deps.files
+    if isinstance(files, DirectoryFileStore):
+        root = Path(files.root) / (job_id or "")
+        return [str(p) for p in root.rglob("*") if p.is_file()]
+    db = files._db  # type: ignore[union-attr]
+    flt = {} if job_id is None else {"metadata.ns": job_id}
+    docs = await db["ewms_files.files"].find(flt).to_list(None)
+    chunks = await db["ewms_files.chunks"].count_documents({})
+    return [d["filename"] for d in docs] + (["<chunks>"] if chunks and job_id is None and not docs else [])
 
 
 def client(srv: RunningServer, sub: str = "alice", role: str = "user") -> JobsClient:
@@ -59,8 +74,7 @@ async def nothing_stored(srv: RunningServer) -> None:
     store = srv.deps.store
     assert await store.count("jobs", {}) == 0
     assert await store.count("workflows", {}) == 0
-    root = Path(srv.server.cfg.data_dir) / "files"
-    assert not any(p.is_file() for p in root.rglob("*")), list(root.rglob("*"))
+    assert await stored(srv) == []
 
 
 async def test_a_job_is_created_queued_with_its_files(srv: RunningServer) -> None:
@@ -236,11 +250,10 @@ async def test_runner_routes_take_only_that_jobs_token(srv: RunningServer) -> No
 async def test_delete_cancels_removes_every_byte_then_404(srv: RunningServer) -> None:
     jid = await submit(srv)
     st = await asyncio.to_thread(client(srv).status, jid)
-    files_dir = Path(srv.server.cfg.data_dir) / "files" / jid
-    assert files_dir.is_dir()
+    assert await stored(srv, jid)
     r = await asyncio.to_thread(client(srv).session.delete, f"{srv.url}/v1/jobs/{jid}")
     assert r.status_code == 200
-    assert not files_dir.exists()
+    assert await stored(srv, jid) == []
     wf = await srv.deps.store.get("workflows", {"workflow_id": st["workflow_id"]})
     assert wf is not None and wf["deactivated"] == "ABORTED"
     r = await asyncio.to_thread(client(srv).session.get, f"{srv.url}/v1/jobs/{jid}")
@@ -259,9 +272,11 @@ async def test_runner_bad_output_path_is_400_and_too_large_413(srv: RunningServe
     r = await asyncio.to_thread(run.put, base + "/big", data=b"x" * (2 << 20))
     assert r.status_code == 413
     assert (await srv.deps.store.get("jobs", {"job_id": jid}) or {})["outputs"] == []
-    assert not [
-        p for p in (Path(srv.server.cfg.data_dir) / "files" / jid).iterdir() if p.name.startswith(".part")
-    ]
+    assert srv.deps.files is not None
+    names = await srv.deps.files.names(jid)
+    assert names == ["in/data/in.txt", "in/run.sh"]
+    per_file = 2 if isinstance(srv.deps.files, DirectoryFileStore) else 1  # (data and name)
+    assert len(await stored(srv, jid)) == per_file * len(names)  # no part of a refused upload
 
 
 async def test_an_aborted_workflow_shows_the_job_cancelled(srv: RunningServer) -> None:
@@ -285,8 +300,7 @@ async def test_retention_deletes_a_finished_jobs_files(tmp_path: Path) -> None:
         run = runner(s, await runner_token(s, jid))
         base = f"{s.url}/v1/jobs/{jid}/runner"
         assert (await asyncio.to_thread(run.put, base + "/outputs/o.txt", data=b"o")).status_code == 200
-        files_dir = Path(s.server.cfg.data_dir) / "files" / jid
-        assert files_dir.is_dir()  # unfinished: kept whatever the retention
+        assert await stored(s, jid)  # unfinished: kept whatever the retention
         r = await asyncio.to_thread(run.post, base + "/status", json={"state": "Failed", "exit_code": 3})
         assert r.status_code == 200
 
@@ -295,7 +309,7 @@ async def test_retention_deletes_a_finished_jobs_files(tmp_path: Path) -> None:
             return job is not None and job["files_deleted"]
 
         await wait_until(expired, 10)
-        assert not files_dir.exists()
+        assert await stored(s, jid) == []
         st = await asyncio.to_thread(client(s).status, jid)
         assert (st["status"], st["exit_code"], st["outputs"], st["files_deleted"]) == ("Failed", 3, [], True)
         r = await asyncio.to_thread(client(s).session.get, f"{s.url}/v1/jobs/{jid}")
@@ -313,16 +327,15 @@ async def test_an_upload_cut_off_by_the_client_leaves_nothing(srv: RunningServer
     )
     writer.write(head.encode() + body[: len(body) // 2])
     await writer.drain()
-    root = Path(srv.server.cfg.data_dir) / "files"
 
     async def stored_some() -> bool:
-        return any(p.is_file() for p in root.rglob("*"))
+        return bool(await stored(srv))
 
     await wait_until(stored_some, 10)  # run.sh is in, big.bin on its way
     writer.close()
 
     async def cleaned() -> bool:
-        return not any(p.is_file() for p in root.rglob("*"))
+        return not await stored(srv)
 
     await wait_until(cleaned, 10)
     await nothing_stored(srv)
