@@ -45,3 +45,19 @@ async def zip_stream(
                     yield sink.take()
             yield sink.take()
     yield sink.take()
+
+
+async def _nothing(path: str) -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+async def zip_length(entries: list[tuple[str, int]]) -> int | None:
+    """The exact length of `zip_stream(entries, …)`, so it can be sent with Content-Length;
+    None past Zip64 sizes. Below 4 GiB in all, the archive's structure does not depend on
+    the files' sizes: it is the structure of the same archive of empty files, plus the data."""
+    total = sum(size for _, size in entries)
+    if total + 1024 * (len(entries) + 1) >= zipfile.ZIP64_LIMIT // 2:
+        return None
+    empty = [(path, 0) for path, _ in entries]
+    return sum([len(c) async for c in zip_stream(empty, _nothing)]) + total

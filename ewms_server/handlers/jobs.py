@@ -12,7 +12,7 @@ from ..job_rules import FORM_FIELDS, MAX_FIELD_BYTES, MAX_FILES, check_path
 from ..multipart import MultipartError, MultipartParser, PartEnd, PartStart, boundary_of
 from ..ops import jobs as ops
 from ..storage.files_base import FileMissing, FileWriter
-from ..zipstream import zip_stream
+from ..zipstream import zip_length, zip_stream
 from .base import USERS, BaseHandler
 from .file_streams import UploadHandler, send_file
 
@@ -164,12 +164,13 @@ class JobIDHandler(BaseHandler):
         assert files is not None
         entries = ops.working_dir(job)
         names = {path: name for path, name, _ in entries}
+        sizes = [(p, size) for p, _, size in entries]
         self.set_header("Content-Disposition", f'attachment; filename="{job_id}.zip"')
         await send_file(
             self,
-            zip_stream([(p, size) for p, _, size in entries], lambda p: files.read(job_id, names[p])),
+            zip_stream(sizes, lambda p: files.read(job_id, names[p])),
             "application/zip",
-            None,
+            await zip_length(sizes),
         )
 
     async def delete(self, job_id: str) -> None:
