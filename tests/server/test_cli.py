@@ -129,7 +129,11 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                     proc.stderr.read() if proc.stderr else ""
                 )
                 time.sleep(0.1)
-        assert health["healthy"] is True and set(health["loops"]) == {"mq_activation", "launch_control"}
+        assert health["healthy"] is True and set(health["loops"]) == {
+            "mq_activation",
+            "launch_control",
+            "jobs",
+        }
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
