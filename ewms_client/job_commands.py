@@ -161,7 +161,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--secrets", metavar="KEYS", help="comma-separated secret keys, given as EWMS_SECRET_<KEY>"
     )
-    s.add_argument("--poll", type=float, default=2.0, metavar="S", help="seconds between status checks")
+    s.add_argument(
+        "--poll", type=float, default=2.0, metavar="S", help="seconds between status checks (default 2)"
+    )
     s.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     s.set_defaults(run=run)
 
