@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 
 class _Sink:
@@ -28,6 +30,15 @@ class _Sink:
         return out
 
 
+def _account(out: Any, zf: zipfile.ZipFile, chunk: bytes) -> None:
+    """What `out.write(chunk)` does for a stored entry (CRC, sizes, the archive's offset),
+    without copying the bytes through zipfile's stream: the caller sends them itself."""
+    out._crc = zlib.crc32(chunk, out._crc)
+    out._file_size += len(chunk)
+    out._compress_size += len(chunk)
+    zf.fp.offset += len(chunk)  # type: ignore[union-attr]  # zipfile's _Tellable: an unseekable sink
+
+
 async def zip_stream(
     entries: list[tuple[str, int]], read: Callable[[str], AsyncIterator[bytes]]
 ) -> AsyncIterator[bytes]:
@@ -35,15 +46,17 @@ async def zip_stream(
     sink = _Sink()
     stamp = time.localtime()[:6]
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[call-overload]
+        assert hasattr(zf.fp, "offset"), "zipfile no longer wraps an unseekable sink as before"
         for path, size in entries:
             info = zipfile.ZipInfo(path, date_time=stamp)
             info.file_size = size
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as out:
+                yield sink.take()  # the local header
                 async for chunk in read(path):
-                    out.write(chunk)
-                    yield sink.take()
-            yield sink.take()
+                    _account(out, zf, chunk)
+                    yield chunk  # the data itself goes out as it came: no copy
+            yield sink.take()  # the data descriptor
     yield sink.take()
 
 
