@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +50,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from benchmarks.bench_upload_memory import wait_ready  # noqa: E402
 from tests.processes import PeakRSS  # noqa: E402
 from tests.server.server_process import free_port  # noqa: E402
 
@@ -82,6 +82,10 @@ def serve_bare(port: int, directory: str) -> None:
             self.f.close()
             self.write({"ok": True})
 
+    class Ready(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.write({"ok": True})
+
     class Down(tornado.web.RequestHandler):
         async def get(self) -> None:
             path = os.path.join(directory, "up.bin")
@@ -92,7 +96,7 @@ def serve_bare(port: int, directory: str) -> None:
                     await self.flush()
 
     async def main() -> None:
-        app = tornado.web.Application([(r"/up", Up), (r"/down", Down)])
+        app = tornado.web.Application([(r"/", Ready), (r"/up", Up), (r"/down", Down)])
         tornado.httpserver.HTTPServer(app, max_body_size=1 << 40).listen(port, "127.0.0.1")
         await asyncio.Event().wait()
 
@@ -138,20 +142,6 @@ def serve_ewms(port: int, directory: str, messages: str) -> None:
 def spawn(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, __file__, *args], env=env, stdin=subprocess.DEVNULL)
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server at {url} did not start (exit code {proc.poll()})") from None
-            time.sleep(0.1)
 
 
 # -- transfers ----------------------------------------------------------------------------
