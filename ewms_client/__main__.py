@@ -10,7 +10,7 @@ import sys
 
 from ewms_pilot.envelope import ENVELOPE, RAW
 
-from . import commands, job_commands, paths, progress
+from . import commands, job_commands, paths, progress, secrets
 from .client import SETTINGS_DOCS, ClientError, EWMSClient
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -204,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
         _workflow_arg(s)
         s.set_defaults(run=run)
     job_commands.add_parser(sub)
+    secrets.add_parser(sub)
     return p
 
 
@@ -222,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.log_level not in LOG_LEVELS:  # a default from the environment is not checked by argparse
         p.error(f"EWMS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {args.log_level!r}")
     configure_logging(args.log_level)
+    if missing := [name for name in ("EWMS_URL", "EWMS_TOKEN") if not os.environ.get(name)]:
+        print(
+            f"ewms: configuration error: {' and '.join(missing)} not set (see ewms --help)", file=sys.stderr
+        )
+        sys.exit(2)
     try:
         args.run(EWMSClient.from_env(os.environ), args)
     except ClientError as e:

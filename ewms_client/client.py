@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from rest_tools.client import RestClient
@@ -47,6 +49,7 @@ class EWMSClient:
         self.url = url.rstrip("/")
         self.token = token
         self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
+        self._token, self._timeout = token, timeout
 
     def close(self) -> None:
         self._rc.close()
@@ -56,12 +59,44 @@ class EWMSClient:
         return cls(env.get("EWMS_URL", ""), env.get("EWMS_TOKEN", ""))
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
+        with self._errors():
             return self._rc.request_seq(method, path, body)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The server's refusals and the network's failures, as one-line ClientErrors."""
+        try:
+            yield
         except requests.HTTPError as e:
             raise ClientError(_http_error(e)) from None
         except requests.RequestException as e:
             raise ClientError(f"cannot reach the EWMS server at {self.url}: {type(e).__name__}") from None
+
+    # -- secrets (values go up, never come back) --------------------------------------------
+
+    def set_secret(self, key: str, value: str) -> dict[str, Any]:
+        return self._direct("PUT", f"/v1/secrets/{quote(key, safe='')}", {"value": value})
+
+    def secrets(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._direct("GET", "/v1/secrets")["secrets"]
+        return found
+
+    def delete_secret(self, key: str) -> dict[str, Any]:
+        return self._direct("DELETE", f"/v1/secrets/{quote(key, safe='')}")
+
+    def _direct(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request, no retry adapter: its 503 ("no EWMS_SECRETS_KEY") is shown with the
+        server's message, where RestClient's adapter turns it into a bare RetryError."""
+        with self._errors():
+            r = requests.request(
+                method,
+                self.url + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self._timeout,
+            )
+            r.raise_for_status()
+            return r.json()
 
     # -- workflows ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import textwrap
 from .chirp import Chirper, PilotStatus, make_sink
 from .config import SECRET_VARS, SETTINGS_DOCS, ConfigError, PilotConfig, queue_auth
 from .pilot import FatalError, Pilot, make_chirper
+from .secrets import load_fetch
 
 LOGGER = logging.getLogger("ewms_pilot")
 
@@ -107,6 +108,7 @@ async def amain() -> int:
     try:
         cfg = PilotConfig.from_env(os.environ)
         auth = queue_auth(cfg, os.environ)
+        secrets_fetch = load_fetch(cfg.auth_file)
     except ConfigError as e:
         LOGGER.error("bad settings: %s", e)
         await _fatal_chirp(f"bad settings: {e}")
@@ -127,7 +129,7 @@ async def amain() -> int:
     )
     chirper = make_chirper(cfg)
     try:
-        pilot = Pilot(cfg, auth, chirper, stop)
+        pilot = Pilot(cfg, auth, chirper, stop, secrets_fetch)
     except (FatalError, ValueError) as e:
         LOGGER.error("fatal: %s", e)
         await _fatal_chirp(str(e))

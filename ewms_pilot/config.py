@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .envelope import ENVELOPE, FORMATS
 
@@ -38,7 +38,9 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
     (
         "EWMS_PILOT_QUEUE_AUTH_FILE",
         "(required, unless the six EWMS variables below are set)",
-        "JSON {mqid: {auth_token, broker_type, broker_address}}; must be mode 0600",
+        "JSON {mqid: {auth_token, broker_type, broker_address}}, and ewms_secrets: {url, token} "
+        "when the task names secrets (fetched at start, given to each task as EWMS_SECRET_<key>); "
+        "must be mode 0600",
     ),
     (
         "EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN",
@@ -146,11 +148,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Command:
-    """A program (or image) with its shell-style args and extra environment."""
+    """A program (or image) with its shell-style args and extra environment; `secrets`
+    ({EWMS_SECRET_<key>: value}, the task only) reach it without a command-line flag."""
 
     image: str
     args: str
     env: dict[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ class JobRunner(Runner):
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=workdir,
-                env=process_env(self.runner, extra),
+                env=process_env(self.runner, extra, cmd.secrets),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import traceback
@@ -16,6 +17,7 @@ from .config import PilotConfig, QueueAuth
 from .consumer import Consumer, Counts, StopReason
 from .job_runner import JobRunner
 from .runner import Runner, TaskFailed
+from .secrets import SecretsError, SecretsFetch, fetch_secrets, task_variables
 from .warm_runner import WarmRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -29,9 +31,15 @@ class FatalError(Exception):
 
 class Pilot:
     def __init__(
-        self, cfg: PilotConfig, auth: dict[str, QueueAuth], chirper: Chirper, stop: asyncio.Event
+        self,
+        cfg: PilotConfig,
+        auth: dict[str, QueueAuth],
+        chirper: Chirper,
+        stop: asyncio.Event,
+        secrets_fetch: SecretsFetch | None = None,
     ) -> None:
         self.cfg = cfg
+        self.secrets_fetch = secrets_fetch
         self.chirper = chirper
         self.stop = stop
         self.runner: Runner = (
@@ -57,7 +65,9 @@ class Pilot:
         chirp_loop = asyncio.create_task(self.chirper.run(chirp_stop))
         final, code = PilotStatus.DONE, 0
         try:
-            if self.cfg.init is not None:
+            if self.secrets_fetch is not None:
+                await self._fetch_secrets(self.secrets_fetch)
+            if self.cfg.init is not None and not self.stop.is_set():
                 LOGGER.info("running the init command")
                 try:
                     await self.runner.run_init(self.cfg.init, self.cfg.init_timeout)
@@ -89,6 +99,18 @@ class Pilot:
             self.counts.failed,
         )
         return code
+
+    async def _fetch_secrets(self, fetch: SecretsFetch) -> None:
+        """The task's secrets, into its command only (names are logged, values never)."""
+        try:
+            values = await fetch_secrets(fetch, self.cfg.reconnect_timeout, self.stop)
+        except SecretsError as e:
+            raise FatalError(str(e)) from None
+        if values is None:  # stopped while waiting for the server
+            return
+        task = dataclasses.replace(self.cfg.task, secrets=task_variables(values))
+        self.cfg = dataclasses.replace(self.cfg, task=task)
+        LOGGER.info("fetched the task's secrets: %s", ", ".join(sorted(values)) or "(none)")
 
     async def _consume(self) -> None:
         while not self.stop.is_set():

@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from .config import Command
 
@@ -31,11 +31,15 @@ class TaskFailed(Exception):
 
 
 def build_argv(runner: str, cmd: Command, workdir: str, env: dict[str, str], name: str) -> list[str]:
-    """The command line; for containers, `env` (task-only variables) is passed explicitly."""
+    """The command line; for containers, `env` (task-only variables) is passed explicitly.
+    Secrets never are (any user may read a command line): docker takes each by name from its
+    own environment, apptainer as APPTAINERENV_<name> (process_env)."""
     args = shlex.split(cmd.args)
     if runner == "process":
         return [cmd.image, *args]
     env_flags = [f for k, v in sorted(env.items()) for f in ("--env", f"{k}={v}")]
+    if runner == "docker":
+        env_flags += [f for k in sorted(cmd.secrets) for f in ("--env", k)]
     if runner == "docker":
         return [
             "docker",
@@ -116,7 +120,7 @@ class Runner:
     ) -> None:
         name = f"ewms-task-{uuid.uuid4().hex[:12]}"
         argv = build_argv(self.runner, cmd, workdir, extra_env, name)
-        env = process_env(self.runner, extra_env)
+        env = process_env(self.runner, extra_env, cmd.secrets)
         stderr_path = os.path.join(workdir, ".stderr")
         with open(stderr_path, "wb") as err:
             try:  # stdout goes to the pilot's (the job's) stdout; stderr is kept for the error
@@ -150,10 +154,18 @@ class Runner:
         """Nothing outlives a task here; the warm runner stops its workers."""
 
 
-def process_env(runner: str, extra_env: dict[str, str]) -> dict[str, str]:
-    """The environment of the started program: containers get `extra_env` as --env flags."""
+def process_env(
+    runner: str, extra_env: dict[str, str], secrets: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the started program: containers get `extra_env` as --env flags,
+    and the task's secrets through the environment of the docker or apptainer command."""
     base = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    return {**base, **extra_env} if runner == "process" else base
+    secrets = secrets or {}
+    if runner == "process":
+        return {**base, **extra_env, **secrets}
+    if runner == "apptainer":  # passed into the container even with --cleanenv
+        return {**base, **{f"APPTAINERENV_{k}": v for k, v in secrets.items()}}
+    return {**base, **secrets}
 
 
 async def kill_process(runner: str, pid: int, name: str, wait: Callable[[], Awaitable[object]]) -> None:

@@ -124,7 +124,7 @@ class WarmWorker:
                 _WorkerProcess,
                 *argv,
                 cwd=None if runner == "process" else workdir,
-                env=process_env(runner, extra_env),
+                env=process_env(runner, extra_env, cmd.secrets),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=None,  # the job's, as for any task
                 stderr=asyncio.subprocess.PIPE,

@@ -10,17 +10,21 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
-from . import logs
-from .auth import ROLES, mint_token
+from . import logs, standalone
+from .auth import ROLES, mint_for, mint_token
 from .config import Config, ConfigError, settings_help
-from .server import Server, freeze_heap
+from .secrets_box import new_key_text
+from .server import PortInUse, Server, freeze_heap
 from .storage import DB_FILE
 from .storage.base import StoreTooNew
 from .storage.sqlite_backup import BackupError, backup
+from .terminal import show_secrets
 
 LOGGER = logging.getLogger("ewms_server")
+DEV_TOKENS_FILE = "dev-tokens"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="with --role system-tms (required there, repeatable): a schedd the TMS acts for",
     )
+    sub.add_parser(
+        "standalone",
+        help="run it all on this machine: the server, a local-backend TMS, the local RabbitMQ",
+        description=standalone.DESCRIPTION,
+        epilog=standalone.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     b = sub.add_parser(
         "backup",
         help="copy the embedded SQLite store to PATH, while servers run",
@@ -62,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("path", help="the file to write, or a directory (then ewms-<UTC time>.sqlite3 in it)")
     b.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    sub.add_parser(
+        "secrets-key",
+        help="print a new random EWMS_SECRETS_KEY",
+        description="Print a new EWMS_SECRETS_KEY (base64 of 32 random bytes) for users' secrets.",
+    )
     return p
 
 
@@ -74,6 +90,9 @@ use mongodump and mongorestore instead."""
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "secrets-key":  # needs no settings
+        print(new_key_text())
+        return 0
     try:
         cfg = Config.from_env(os.environ)
     except ConfigError as e:
@@ -110,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "backup":
         return _backup(cfg, args.path, args.force)
+    if args.command == "standalone":
+        return standalone.main(os.environ)
     logs.configure(cfg.log_level)
+    dev_tokens = False
     if not cfg.auth_configured:
         if not cfg.dev_mode:
             print(
@@ -120,24 +142,33 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         cfg = replace(cfg, auth_secret=secrets.token_urlsafe(48))
-        print("DEVELOPMENT INSTANCE: random signing secret; tokens valid for 24 h:", file=sys.stderr)
-        every_schedd = [loc.schedd for loc in cfg.cluster_locations.values()]
-        for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
-            token = mint_token(
-                cfg.auth_secret or "",
-                sub=sub,
-                role=role,
-                expires_s=86400,
-                claim=cfg.auth_role_claim,
-                schedds=every_schedd if role == "system-tms" else None,
-                schedds_claim=cfg.auth_schedds_claim,
-            )
-            print(f"  {role:<10} {token}", file=sys.stderr)
+        dev_tokens = True
+    return _run_server(cfg, lambda server: _show_dev_tokens(server) if dev_tokens else None)
+
+
+def _run_server(cfg: Config, started: Callable[[Server], None]) -> int:
+    """Serve until SIGINT/SIGTERM; `started` runs once the port is bound. A port in use or a
+    store too new: one line on stderr, no traceback."""
     try:
-        return asyncio.run(_serve(cfg))
+        return asyncio.run(_serve(cfg, started))
+    except PortInUse as e:
+        print(f"ewms-server: {e}", file=sys.stderr)
+        return 1
     except StoreTooNew as e:
         print(f"ewms-server: refusing to start: {e}", file=sys.stderr)
         return 2
+
+
+def _show_dev_tokens(server: Server) -> None:
+    cfg = server.cfg
+    lines = [
+        f"DEVELOPMENT INSTANCE on http://{cfg.rest_host}:{server.port}: random signing secret; tokens valid for 24 h:"
+    ]
+    for role, sub in (("user", "dev-user"), ("admin", "dev-admin"), ("system-tms", "dev-tms")):
+        lines.append(f"  {role:<10} {mint_for(cfg, sub=sub, role=role, expires_s=86400)}")
+    show_secrets(
+        "\n".join(lines) + "\n", os.path.join(cfg.data_dir, DEV_TOKENS_FILE), what="development tokens"
+    )
 
 
 def _backup(cfg: Config, dest: str, force: bool) -> int:
@@ -160,13 +191,14 @@ def _backup(cfg: Config, dest: str, force: bool) -> int:
     return 0
 
 
-async def _serve(cfg: Config) -> int:
+async def _serve(cfg: Config, started: Callable[[Server], None]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = Server(cfg)
     await server.start()
+    started(server)
     freeze_heap()
     try:
         await stop.wait()

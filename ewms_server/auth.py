@@ -61,6 +61,30 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def mint_for(
+    cfg: Config,
+    *,
+    sub: str,
+    role: str,
+    expires_s: float,
+    schedds: Iterable[str] | None = None,
+    secret: str | None = None,
+) -> str:
+    """A token with this server's claim names, signed with its local secret (or `secret`); a
+    system-tms one acts for `schedds`, by default every schedd of its cluster locations."""
+    if role == "system-tms" and schedds is None:
+        schedds = [loc.schedd for loc in cfg.cluster_locations.values()]
+    return mint_token(
+        secret or cfg.auth_secret or "",
+        sub=sub,
+        role=role,
+        expires_s=expires_s,
+        claim=cfg.auth_role_claim,
+        schedds=schedds if role == "system-tms" else None,
+        schedds_claim=cfg.auth_schedds_claim,
+    )
+
+
 class Authenticator:
     """Turns an Authorization header into a Caller; verified tokens are cached until expiry."""
 
@@ -86,6 +110,15 @@ class Authenticator:
             self._last_refresh = time.monotonic()
         # a token -> its Caller, or why it is refused; and until when
         self._cache: OrderedDict[str, tuple[Caller | str, float]] = OrderedDict()
+
+    def oidc_endpoints(self) -> dict[str, str] | None:
+        """The issuer's authorization and token endpoints, from its discovery document
+        (fetched at start); None without an issuer or when discovery did not name them."""
+        info = getattr(self._oidc, "provider_info", None) or {}
+        out = {k: info.get(k) for k in ("issuer", "authorization_endpoint", "token_endpoint")}
+        if not all(isinstance(v, str) and v for v in out.values()):
+            return None
+        return {k: str(v) for k, v in out.items()}
 
     def _decode(self, token: str) -> dict[str, Any]:
         if self._secret:

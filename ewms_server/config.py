@@ -10,8 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .autoscale.settings import AutoscaleSettings
 from .quotas import Quotas
 from .rules import JobLimits
+from .secrets_box import SecretsKeyError, parse_key
+from .webhooks.settings import WebhookSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -151,13 +154,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EWMS_BROKER_QUEUE_DELETE_GRACE_S",
         "86400",
-        "Seconds after a workflow ends before its queues are deleted.",
+        "Seconds after a workflow ends before its queues are deleted (or at the server's stop, "
+        "if sooner: EWMS_BROKER_CLEANUP_ON_STOP_S).",
     ),
     Setting(
         "EWMS_BROKER_REVOKE_MAX_WAIT_S",
         "600",
         "An ended workflow's queue credentials are revoked once all its taskforces are over "
         "(so removed pilots end cleanly), or at the latest this many seconds after it ended.",
+    ),
+    Setting(
+        "EWMS_BROKER_CLEANUP_ON_STOP_S",
+        "10",
+        "At shutdown, the longest the server spends finishing the broker cleanup of ended "
+        "workflows (their broker users revoked, their vhosts and queues deleted, without waiting "
+        "for EWMS_BROKER_QUEUE_DELETE_GRACE_S), so a stopped server leaves none behind; a workflow "
+        "whose queues still hold messages keeps them for the grace period. 0: none.",
+    ),
+    Setting(
+        "EWMS_HEALTH_BROKER_CACHE_S",
+        "5",
+        "Seconds GET /v1/health reuses its last broker check (login and rights on the management "
+        "API, the AMQP port), so health stays cheap however often it is asked.",
     ),
     Setting("EWMS_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     Setting(
@@ -218,6 +236,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the workflow and taskforce counts of GET /metrics are reused (0: counted on every scrape).",
     ),
     Setting(
+        "EWMS_DASHBOARD_OIDC_CLIENT_ID",
+        None,
+        "With EWMS_AUTH_OPENID_URL: the issuer's public client (no secret; PKCE) through which "
+        "/dashboard/ signs users in. Its redirect URI is <server>/dashboard/. Unset: the "
+        "dashboard takes a pasted token only.",
+    ),
+    Setting("EWMS_DASHBOARD_OIDC_SCOPE", "openid", "Scopes the dashboard asks the OIDC issuer for."),
+    Setting(
         "EWMS_USER_MAX_ACTIVE_WORKFLOWS",
         "100",
         "Most workflows one user may have active (not finished or aborted) at once; one more is "
@@ -275,6 +301,99 @@ SETTINGS: tuple[Setting, ...] = (
         "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_ALLOWED_HOSTS",
+        None,
+        "Hosts a workflow's notify_url may name, comma-separated: `host` (any port), `host:port`, "
+        "`*.example.org` (its subdomains). Unset: webhooks are off and a notify_url is a 400.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_SECRET",
+        None,
+        "Key of the X-EWMS-Signature HMAC-SHA256 of every delivery (>= 16 bytes; required with "
+        "EWMS_WEBHOOK_ALLOWED_HOSTS). Never logged.",
+    ),
+    Setting("EWMS_WEBHOOK_TIMEOUT_S", "10", "Seconds one delivery attempt may take (connect and answer)."),
+    Setting(
+        "EWMS_WEBHOOK_RETRY_BASE_S",
+        "2",
+        "Delay before the first retry of a failed delivery; it doubles with each further attempt.",
+    ),
+    Setting("EWMS_WEBHOOK_RETRY_MAX_S", "600", "Longest delay between two attempts of one delivery."),
+    Setting(
+        "EWMS_WEBHOOK_MAX_ATTEMPTS",
+        "20",
+        "Attempts after which a delivery is given up (recorded as failed in the outbox).",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_MAX_AGE_S",
+        "86400",
+        "Seconds after its event when a delivery not yet made is given up.",
+    ),
+    Setting(
+        "EWMS_WEBHOOK_INPUT_CHECK_S",
+        "10",
+        "Seconds between checks (from the cached progress figures) of whether a running workflow "
+        "with a notify_url has consumed all its input.",
+    ),
+    Setting(
+        "EWMS_SECRETS_KEY",
+        None,
+        "Key users' secrets are encrypted with at rest (AES-256-GCM): the base64 encoding of 32 "
+        "random bytes, e.g. from `ewms-server secrets-key`. Unset: /v1/secrets and workflows "
+        "naming secrets answer 503; everything else works. Every replica needs the same key; "
+        "without the key it was stored under, a secret cannot be read (set it again).",
+    ),
+    Setting("EWMS_SECRETS_MAX_VALUE_BYTES", "65536", "Largest secret value, in UTF-8 bytes (400 above)."),
+    Setting("EWMS_SECRETS_MAX_PER_USER", "100", "Most secrets one user may keep (429 above)."),
+    Setting(
+        "EWMS_AUTOSCALE_INTERVAL_S",
+        "5",
+        "Seconds between autoscaler passes when nothing wakes it earlier (statuses reports, "
+        "progress reads and new workflows do).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_TARGET_DRAIN_S",
+        "60",
+        "An autoscaled task gets enough workers to drain its backlog in about this long at the "
+        "measured rate per worker (within its min/max and the caps).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_MESSAGES_PER_WORKER",
+        "50",
+        "Before an autoscaled task's rate is measured (nothing finished yet): one worker per this "
+        "many messages of backlog (at least one, and twice those running).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_HOLD_DOWN_S",
+        "30",
+        "Scale in only after fewer workers were wanted for this long (scale out is at once).",
+    ),
+    Setting(
+        "EWMS_AUTOSCALE_IDLE_TIMEOUT_S",
+        "20",
+        "Idle timeout of the pilots of taskforces the autoscaler adds (their "
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING unless the task sets it): how soon an idle worker ends.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_WORKERS",
+        "0",
+        "Most workers of one user over all their live taskforces that the autoscaler sizes to "
+        "(taskforces it does not size count too); 0 = no cap.",
+    ),
+    Setting(
+        "EWMS_USER_SHARES",
+        "{}",
+        'Fair-share weights, JSON {"user": weight > 0}; absent users weigh 1 (equal shares). '
+        "Pending-starter offers the waiting taskforce of the user holding the fewest workers "
+        "for their share first, then by priority, then age; the autoscaler divides the caps so.",
+    ),
+    Setting(
+        "EWMS_LOCATION_MAX_WORKERS",
+        "{}",
+        'Most workers the autoscaler sizes to at a cluster location, JSON {"location": n}, '
+        "counting every live taskforce there; absent locations: no cap.",
     ),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -336,7 +455,16 @@ class Config:
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 10.0
+    dashboard_oidc_client_id: str | None = None
+    dashboard_oidc_scope: str = "openid"
     quotas: Quotas = field(default_factory=Quotas)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    secrets_key: bytes | None = field(default=None, repr=False)
+    secrets_max_value_bytes: int = 65536
+    secrets_max_per_user: int = 100
+    broker_cleanup_on_stop_s: float = 10.0
+    health_broker_cache_s: float = 5.0
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     jobs_max_upload_bytes: int = 400 * 1024 * 1024
     jobs_user_max_active: int = 10
     jobs_retention_s: float = 604800.0
@@ -350,35 +478,45 @@ class Config:
             value = env.get(name)
             return value if value not in (None, "") else _DEFAULTS[name]
 
+        problems: list[str] = []  # every bad setting is named at once
+
         def num(name: str, conv: Callable[[str], Any], minimum: float) -> Any:
             raw = get(name)
             try:
                 value = conv(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+                problems.append(f"{name}: expected a number, got {raw!r}")
+                return conv(_DEFAULTS[name] or "0")
             if value < minimum:
-                raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
+                problems.append(f"{name}: must be >= {minimum}, got {raw!r}")
             return value
 
         def flag(name: str) -> bool:
             raw = (get(name) or "").lower()
             if raw not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+                problems.append(f"{name}: expected true or false, got {raw!r}")
             return raw in ("true", "1", "yes")
+
+        def parsed(parse: Callable[[], Any], fallback: Any) -> Any:
+            try:
+                return parse()
+            except ConfigError as e:
+                problems.append(str(e))
+                return fallback
 
         secret = get("EWMS_AUTH_SECRET")
         if secret is not None and len(secret.encode()) < 32:
-            raise ConfigError("EWMS_AUTH_SECRET: must be at least 32 bytes")
+            problems.append("EWMS_AUTH_SECRET: must be at least 32 bytes")
         sync = (get("EWMS_SQLITE_SYNCHRONOUS") or "").upper()
         if sync not in ("FULL", "NORMAL"):
-            raise ConfigError(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
+            problems.append(f"EWMS_SQLITE_SYNCHRONOUS: expected FULL or NORMAL, got {sync!r}")
         metrics_token = get("EWMS_METRICS_TOKEN")
         if metrics_token is not None and len(metrics_token) < 16:
-            raise ConfigError("EWMS_METRICS_TOKEN: must be at least 16 characters")
+            problems.append("EWMS_METRICS_TOKEN: must be at least 16 characters")
         level = (get("EWMS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"EWMS_LOG_LEVEL: unknown level {level!r}")
-        return cls(
+            problems.append(f"EWMS_LOG_LEVEL: unknown level {level!r}")
+        cfg = cls(
             rest_host=get("EWMS_REST_HOST") or "127.0.0.1",
             rest_port=num("EWMS_REST_PORT", int, 0),
             mongodb_url=get("EWMS_MONGODB_URL"),
@@ -388,7 +526,7 @@ class Config:
             sqlite_busy_timeout_s=num("EWMS_SQLITE_BUSY_TIMEOUT_S", float, 0),
             sqlite_readers=num("EWMS_SQLITE_READERS", int, 1),
             sqlite_query_workers=num("EWMS_SQLITE_QUERY_THREADS", int, 1),
-            cluster_locations=parse_locations(get("EWMS_CLUSTER_LOCATIONS")),
+            cluster_locations=parsed(lambda: parse_locations(get("EWMS_CLUSTER_LOCATIONS")), {}),
             auth_secret=secret,
             auth_openid_url=get("EWMS_AUTH_OPENID_URL"),
             auth_audience=get("EWMS_AUTH_AUDIENCE"),
@@ -401,7 +539,7 @@ class Config:
             http_header_timeout_s=num("EWMS_HTTP_HEADER_TIMEOUT_S", float, 0.1),
             http_body_timeout_s=num("EWMS_HTTP_BODY_TIMEOUT_S", float, 0.1),
             http_max_idle_connections=num("EWMS_HTTP_MAX_IDLE_CONNECTIONS", int, 1),
-            trusted_proxies=parse_networks(get("EWMS_TRUSTED_PROXIES")),
+            trusted_proxies=parsed(lambda: parse_networks(get("EWMS_TRUSTED_PROXIES")), ()),
             query_page_docs=num("EWMS_QUERY_PAGE_DOCS", int, 1),
             query_page_bytes=num("EWMS_QUERY_PAGE_BYTES", int, 1024),
             query_max_depth=num("EWMS_QUERY_MAX_DEPTH", int, 1),
@@ -418,7 +556,7 @@ class Config:
             broker_revoke_max_wait_s=num("EWMS_BROKER_REVOKE_MAX_WAIT_S", float, 0),
             log_level=level,
             env=dict(env),
-            job_limits=_job_limits(get),
+            job_limits=parsed(lambda: _job_limits(get), JobLimits()),
             progress_cache_s=num("EWMS_PROGRESS_CACHE_S", float, 0),
             progress_sample_s=num("EWMS_PROGRESS_SAMPLE_S", float, 0),
             progress_history_len=num("EWMS_PROGRESS_HISTORY_LEN", int, 2),
@@ -427,7 +565,16 @@ class Config:
             metrics_enabled=flag("EWMS_METRICS_ENABLED"),
             metrics_token=metrics_token,
             metrics_cache_s=num("EWMS_METRICS_CACHE_S", float, 0),
-            quotas=_quotas(get),
+            quotas=parsed(lambda: _quotas(get), Quotas()),
+            webhooks=parsed(lambda: _webhooks(get), WebhookSettings()),
+            secrets_key=parsed(lambda: _secrets_key(get("EWMS_SECRETS_KEY")), None),
+            secrets_max_value_bytes=num("EWMS_SECRETS_MAX_VALUE_BYTES", int, 1),
+            secrets_max_per_user=num("EWMS_SECRETS_MAX_PER_USER", int, 0),
+            broker_cleanup_on_stop_s=num("EWMS_BROKER_CLEANUP_ON_STOP_S", float, 0),
+            health_broker_cache_s=num("EWMS_HEALTH_BROKER_CACHE_S", float, 0),
+            autoscale=parsed(lambda: _autoscale(get), AutoscaleSettings()),
+            dashboard_oidc_client_id=get("EWMS_DASHBOARD_OIDC_CLIENT_ID"),
+            dashboard_oidc_scope=get("EWMS_DASHBOARD_OIDC_SCOPE") or "openid",
             jobs_max_upload_bytes=num("EWMS_JOBS_MAX_UPLOAD_BYTES", int, 1024),
             jobs_user_max_active=num("EWMS_USER_MAX_ACTIVE_JOBS", int, 0),
             jobs_retention_s=num("EWMS_JOBS_RETENTION_S", float, 0),
@@ -435,10 +582,22 @@ class Config:
             jobs_task_image=get("EWMS_JOBS_TASK_IMAGE") or "bash",
             jobs_pilot_idle_s=num("EWMS_JOBS_PILOT_IDLE_S", float, 1),
         )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cfg
 
     @property
     def auth_configured(self) -> bool:
         return bool(self.auth_secret or self.auth_openid_url)
+
+
+def _secrets_key(raw: str | None) -> bytes | None:
+    if raw is None:
+        return None
+    try:
+        return parse_key(raw)
+    except SecretsKeyError as e:
+        raise ConfigError(str(e)) from None  # never quotes the value
 
 
 def parse_networks(raw: str | None) -> tuple[IPNetwork, ...]:
@@ -462,6 +621,20 @@ def _job_limits(get: Callable[[str], str | None]) -> JobLimits:
 def _quotas(get: Callable[[str], str | None]) -> Quotas:
     try:
         return Quotas.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _autoscale(get: Callable[[str], str | None]) -> AutoscaleSettings:
+    try:
+        return AutoscaleSettings.from_settings(get)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _webhooks(get: Callable[[str], str | None]) -> WebhookSettings:
+    try:
+        return WebhookSettings.from_settings(get)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

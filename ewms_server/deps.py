@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING
 from .auth import Authenticator
 from .config import Config
 from .loops.base import LoopState
+from .ops.fair_share import FairShare
 from .query_limits import QueryLimits
 from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
+from .secrets_box import SecretsBox
 from .storage.base import Storage
 from .storage.files_base import FileStore
 from .views import Views
 
 if TYPE_CHECKING:
+    from .broker.health import BrokerHealth
     from .metrics import ServerMetrics
     from .progress_cache import ProgressCache
+    from .webhooks.outbox import Notifier
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class Deps:
     metrics: ServerMetrics | None = None
     """None when EWMS_METRICS_ENABLED=false."""
     quotas: QuotaGate = field(default_factory=lambda: QuotaGate(Quotas()))
+    broker_health: BrokerHealth | None = None
+    """None: no broker is configured (EWMS_BROKER_URL unset)."""
+    fair_share: FairShare | None = None
+    """Orders pending-starter by users' workers against their shares (None: priority only)."""
+    notifier: Notifier | None = None
+    """Writes webhook events to the outbox (webhooks/outbox.py)."""
     files: FileStore | None = None
     """The file cache of jobs (issue 13)."""
 
@@ -41,6 +51,12 @@ class Deps:
     def views(self) -> Views:
         """Every response's documents are shaped by these (views.py)."""
         return Views(self.schema)
+
+    @cached_property
+    def secrets_box(self) -> SecretsBox | None:
+        """Users' secrets' cipher and fetch tokens; None without EWMS_SECRETS_KEY."""
+        key = self.cfg.secrets_key
+        return SecretsBox(key) if key is not None else None
 
     def wake(self, name: str) -> None:
         if name in self.loops:

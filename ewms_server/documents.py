@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .ids import new_id
 from .phases import Phase
@@ -28,6 +28,8 @@ class Workflow(TypedDict):
     taskforces_stopped: bool
     queues_revoked: bool
     queues_deleted: bool
+    notify_url: str | None
+    notify_watch: bool
 
 
 class TaskDirective(TypedDict):
@@ -44,6 +46,38 @@ class TaskDirective(TypedDict):
     input_queues: list[str]
     output_queues: list[str]
     owner: str
+    secrets: list[str]
+    autoscale: NotRequired[Autoscale | None]
+    """Absent in documents stored before autoscaling existed."""
+
+
+class Secret(TypedDict):
+    secret_id: str
+    owner: str
+    key: str
+    ciphertext: str
+    created_ts: float
+    updated_ts: float
+
+
+class Autoscale(TypedDict):
+    min_workers: int
+    max_workers: int
+    active: bool
+    low_since: float | None
+    last_decisions: list[dict[str, Any]]
+
+
+def autoscale(requested: dict[str, Any] | None) -> Autoscale | None:
+    if requested is None:
+        return None
+    return Autoscale(
+        min_workers=int(requested.get("min_workers", 0)),
+        max_workers=int(requested["max_workers"]),
+        active=True,
+        low_since=None,
+        last_decisions=[],
+    )
 
 
 class TaskCounts(TypedDict):
@@ -111,7 +145,7 @@ def log_entry(
     )
 
 
-def workflow(*, priority: int, owner: str) -> Workflow:
+def workflow(*, priority: int, owner: str, notify_url: str | None = None) -> Workflow:
     return Workflow(
         workflow_id=new_id("WF"),
         timestamp=time.time(),
@@ -122,6 +156,8 @@ def workflow(*, priority: int, owner: str) -> Workflow:
         taskforces_stopped=False,
         queues_revoked=False,
         queues_deleted=False,
+        notify_url=notify_url,
+        notify_watch=False,
     )
 
 
@@ -147,6 +183,15 @@ def task_directive(
         input_queues=input_queues,
         output_queues=output_queues,
         owner=owner,
+        secrets=list(task.get("secrets", [])),
+        autoscale=autoscale(task.get("autoscale")),
+    )
+
+
+def secret(*, owner: str, key: str, ciphertext: str) -> Secret:
+    now = time.time()
+    return Secret(
+        secret_id=new_id("SE"), owner=owner, key=key, ciphertext=ciphertext, created_ts=now, updated_ts=now
     )
 
 

@@ -125,6 +125,6 @@ def workflow_body(req: JobRequest, *, task_image: str, idle_timeout_s: float) ->
             "condor_requirements": "",
         },
     }
-    if req.secrets:  # the secrets API delivers them as EWMS_SECRET_<KEY> (wired at merge)
+    if req.secrets:  # the secrets API delivers them as EWMS_SECRET_<KEY>
         task["secrets"] = list(req.secrets)
     return {"tasks": [task]}

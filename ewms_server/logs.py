@@ -66,3 +66,5 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pika logs every connection's life at INFO; its warnings and errors are what matter
+    logging.getLogger("pika").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

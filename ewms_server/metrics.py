@@ -169,5 +169,8 @@ class MeteredBroker:
     async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
         await self._call("publish", self.inner.publish(workflow_id, mqid, payload))
 
+    async def health(self) -> str | None:
+        return await self.inner.health()
+
     async def close(self) -> None:
         await self.inner.close()

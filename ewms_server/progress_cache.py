@@ -73,6 +73,11 @@ class ProgressCache:
             raise NotFound(f"no workflow {workflow_id}")
         return entry.body
 
+    async def figures(self, workflow_id: str) -> dict[str, Any] | None:
+        """The progress answer of any workflow, for the server's own loops (None: no such one)."""
+        entry = self._fresh(workflow_id) or await self._entry(workflow_id)
+        return entry.body if entry is not None else None
+
     async def backlogs(self, workflow_id: str) -> dict[str, TaskBacklog]:
         """Per task of the workflow: its backlog and measured rate (for launch control)."""
         entry = self._fresh(workflow_id) or await self._entry(workflow_id)

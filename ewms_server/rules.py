@@ -42,6 +42,12 @@ def check_workflow_request(body: dict[str, Any], locations: Mapping[str, Any]) -
             )
         for a in (*ins, *outs):
             aliases[a] = None
+        scale = task.get("autoscale")
+        if scale is not None and scale.get("min_workers", 0) > scale["max_workers"]:
+            raise Invalid(
+                f"{where}.autoscale: min_workers ({scale['min_workers']}) is more than "
+                f"max_workers ({scale['max_workers']})"
+            )
     public = body.get("public_queue_aliases", [])
     if d := _dupes(public):
         raise Invalid(f"body.public_queue_aliases: duplicated alias(es): {', '.join(d)}")

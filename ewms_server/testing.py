@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .auth import mint_token
+from .auth import mint_for
 from .broker.base import BrokerAdapter
 from .config import Config
+from .secrets_box import new_key_text
 from .server import Server
 
 
@@ -39,18 +40,8 @@ class RunningServer:
     ) -> str:
         """A token of this server; a system-tms one names `schedds`, by default every schedd
         of the server's cluster locations."""
-        if role == "system-tms" and schedds is None:
-            schedds = [loc.schedd for loc in self.server.cfg.cluster_locations.values()]
         cfg = self.server.cfg
-        return mint_token(
-            self.secret,
-            sub=sub,
-            role=role,
-            expires_s=expires_s,
-            claim=cfg.auth_role_claim,
-            schedds=schedds if role == "system-tms" else None,
-            schedds_claim=cfg.auth_schedds_claim,
-        )
+        return mint_for(cfg, sub=sub, role=role, expires_s=expires_s, schedds=schedds, secret=self.secret)
 
 
 @contextlib.asynccontextmanager
@@ -70,6 +61,7 @@ async def running_server(
         "EWMS_REST_HOST": "127.0.0.1",
         "EWMS_REST_PORT": "0",
         "EWMS_AUTH_SECRET": secret,
+        "EWMS_SECRETS_KEY": new_key_text(),  # env={"EWMS_SECRETS_KEY": ""} turns secrets off
         "EWMS_CLUSTER_LOCATIONS": json.dumps(dict(cluster_locations or {"local": "test-schedd"})),
         **({"EWMS_MONGODB_URL": mongodb_url} if mongodb_url else {}),
         **dict(broker_env or {}),

@@ -29,6 +29,14 @@ PY
     sleep 1
 done
 
+# -- Debian's chromium for the browser tests (tests/server/test_dashboard.py drives it through
+#    Playwright; never `playwright install`: no browser download). With its recommended fonts,
+#    so the screenshots the tests save show text. EWMS_TEST_CHROMIUM names another browser. ----
+if [ -z "${EWMS_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q chromium
+fi
+
 # -- Python 3.12 for tests/pilot/test_published_pilot.py (EWMS's ewms-pilot 1.0.5 needs it; the
 #    test makes and caches its own venv from PyPI) --------------------------------------------
 if ! ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 >/dev/null 2>&1 \

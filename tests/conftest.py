@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+import requests
 from rest_tools.client import RestClient
 
+from ewms_server.broker.rabbitmq import RabbitMQSettings, username_for, vhost_for
 from ewms_server.testing import RunningServer, running_server
+
+BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+"""The RabbitMQ every broker test uses (admin credentials, management API on port 15672)."""
 
 SCHEDD = "test-schedd"
 LOCATIONS = {"local": SCHEDD, "remote": {"schedd": "remote-schedd", "collector": "remote-cm"}}
@@ -109,13 +116,40 @@ def tms(server: RunningServer) -> RestClient:
     return _client(server, "system-tms", "tms-1")
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 10, interval: float = 0.02) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+async def wait_until(
+    check: Callable[[], Awaitable[Any] | Any], timeout: float = 10, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `check` (a coroutine function or a plain one) until it returns something truthy
+    and return that; fail after `timeout` seconds, naming `what`."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    check: Callable[[], Any], timeout: float = 10, interval: float = 0.05, what: str = ""
+) -> Any:
+    """`wait_until` for code that blocks (subprocess tests, threads): the same contract."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
+        time.sleep(interval)
+    return value
+
+
+def broker_objects_gone(workflow_id: str) -> bool:
+    """Neither the workflow's broker user nor its vhost (with its queues) is on the broker."""
+    s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
+    api = s.management_url.rstrip("/") + "/api"
+    paths = [f"/users/{quote(username_for(workflow_id), safe='')}", f"/vhosts/{vhost_for(workflow_id)}"]
+    with requests.Session() as session:
+        session.auth = s.admin_auth
+        return all(session.get(api + p, timeout=5).status_code == 404 for p in paths)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import select
 import signal
 import subprocess
 import threading
@@ -55,3 +58,17 @@ class PeakRSS:
     @property
     def growth(self) -> float:
         return self.peak - self.rest
+
+
+def read_terminal(fd: int, pattern: re.Pattern[str], timeout: float) -> tuple[re.Match[str], str]:
+    """What the program wrote to its terminal, until `pattern` matches."""
+    text, deadline = "", time.monotonic() + timeout
+    while not (m := pattern.search(text)):
+        left = deadline - time.monotonic()
+        assert left > 0, f"nothing matching {pattern.pattern!r} on the terminal: {text!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                text += os.read(fd, 4096).decode(errors="replace")
+            except OSError:  # the program closed its terminal (it exited)
+                raise AssertionError(f"the terminal closed; it showed {text!r}") from None
+    return m, text

@@ -23,15 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from ewms_client import queues
 from ewms_client.client import ClientError, EWMSClient
 from ewms_server.testing import running_server
+from tests.conftest import BROKER_URL, wait_until
 from tests.processes import stop_process
 from tests.server.test_metrics import scrape, series
 from tests.test_e2e_workflow import (
-    BROKER_URL,
     EXAMPLES,
     delete_broker_leftovers,
     job_processes,
     kill_pids,
-    poll,
     start_tms,
     supervisor_pids,
 )
@@ -124,7 +123,9 @@ async def test_progress_dead_letters_retry_and_diagnosis_end_to_end(tmp_path: Pa
                     done = (t["succeeded"], t["failed"], t["dead_lettered"], t["pending"], t["in_flight"])
                     return p if done == (20, 6, 3, 0, 0) else None
 
-                p = await poll(settled, "progress to show 20 succeeded and 3 dead letters", 60)
+                p = await wait_until(
+                    settled, 60, 0.2, what="progress to show 20 succeeded and 3 dead letters"
+                )
                 assert p["tasks"][task_id]["succeeded"] == 20 and p["tasks"][task_id]["failed"] == 6
                 # each pilot's last error: the square task's own message
                 errors = p["tasks"][task_id]["top_errors"]
@@ -167,13 +168,14 @@ async def test_progress_dead_letters_retry_and_diagnosis_end_to_end(tmp_path: Pa
                     t = (await progress())["totals"]
                     return t if (t["succeeded"], t["failed"], t["dead_lettered"]) == (20, 12, 3) else None
 
-                await poll(failed_again, "the retried messages to fail again", 60)
+                await wait_until(failed_again, 60, 0.2, what="the retried messages to fail again")
 
                 await call(alice.finish, wf_id)
-                await poll(
+                await wait_until(
                     lambda: _all_complete(call(alice.taskforces, wf_id)),
-                    "condor-complete",
                     30,
+                    0.2,
+                    what="condor-complete",
                 )
         finally:
             if tms is not None:

@@ -20,12 +20,10 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pika
 import requests
@@ -36,16 +34,15 @@ from ewms_server.broker.rabbitmq import (
     RabbitMQSettings,
     dead_letter_queue,
     leftover_paths,
-    username_for,
     vhost_for,
 )
 from ewms_server.testing import RunningServer, running_server
+from tests.conftest import BROKER_URL, broker_objects_gone, wait_until
 from tests.processes import stop_process
 from tests.tms.isolation import ISOLATED, JOB_PYTHON, job_root, pilot_command, readable, uid_range
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "resources" / "examples"
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 SCHEDD = "e2e-schedd"
 N_MESSAGES = 200
 N_WORKERS = 2  # per task: 4 pilots in all
@@ -197,25 +194,6 @@ def broker_queue_depths(workflow_id: str, mqids: list[str]) -> dict[str, int]:
         conn.close()
 
 
-def broker_objects_gone(workflow_id: str) -> bool:
-    s = RabbitMQSettings.from_env({"EWMS_BROKER_URL": BROKER_URL})
-    api = s.management_url.rstrip("/") + "/api"
-    paths = [f"/users/{quote(username_for(workflow_id), safe='')}", f"/vhosts/{vhost_for(workflow_id)}"]
-    with requests.Session() as session:
-        session.auth = s.admin_auth
-        return all(session.get(api + p, timeout=5).status_code == 404 for p in paths)
-
-
-async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(interval)
-
-
 async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
     jobs = Path(job_root(tmp_path.name)) / "jobs"
     tms_log = tmp_path / "tms.log"
@@ -280,7 +258,7 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 }
 
                 # all 4 pilots are up and the TMS watcher's statuses reached the server
-                tfs = await poll(
+                tfs = await wait_until(
                     lambda: _all(
                         taskforces(),
                         lambda tf: (
@@ -288,8 +266,9 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                             and sum(tf["compound_statuses"].get("RUNNING", {}).values()) == N_WORKERS
                         ),
                     ),
-                    "every taskforce running its 2 pilots",
                     20,
+                    0.2,
+                    what="every taskforce running its 2 pilots",
                 )
                 assert all(tf["n_workers"] == N_WORKERS for tf in tfs)
                 for auth in jobs.glob("*/pilot-queue-auth.json"):  # removed with its cluster
@@ -301,15 +280,17 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 # finish: the pilots stop and every taskforce ends in condor-complete
                 r = await call(c.finish, wf_id)
                 assert r["n_taskforces"] == 2
-                tfs = await poll(
+                tfs = await wait_until(
                     lambda: _all(taskforces(), lambda tf: tf["phase"] == "condor-complete"),
-                    "condor-complete",
                     30,
+                    0.2,
+                    what="condor-complete",
                 )
-                await poll(
+                await wait_until(
                     lambda: asyncio.to_thread(lambda: not job_processes(uuids) and not supervisor_pids(jobs)),
-                    "the pilots to be gone",
                     15,
+                    0.2,
+                    what="the pilots to be gone",
                 )
                 assert tms.poll() is None, "the TMS died"
                 for uuid in uuids:
@@ -321,10 +302,11 @@ async def test_chained_workflow_200_messages_4_pilots(tmp_path: Path) -> None:
                 wf = await call(c.workflow, wf_id)
                 assert wf["deactivated"] == "FINISHED"
                 # the broker user went with the workflow, and (zero delete grace) its vhost of queues
-                await poll(
+                await wait_until(
                     lambda: asyncio.to_thread(broker_objects_gone, wf_id),
-                    "the broker user and queues to be deleted",
                     15,
+                    0.2,
+                    what="the broker user and queues to be deleted",
                 )
         finally:
             if tms is not None:

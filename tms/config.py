@@ -110,6 +110,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EWMS_TMS_SERVER_URL", "server_url", _url, None, "base URL of ewms_server"),
     Setting("EWMS_TMS_TOKEN", "token", str, None, "bearer token with role system-tms (never logged)"),
     Setting(
+        "EWMS_TMS_SERVER_URL_FOR_PILOTS",
+        "server_url_for_pilots",
+        _url,
+        "",
+        "base URL of ewms_server as the pilots reach it, to fetch their task's secrets "
+        "(default: EWMS_TMS_SERVER_URL)",
+    ),
+    Setting(
         "EWMS_TMS_SCHEDD", "schedd", str, _HOST, "schedd this TMS serves; taskforces are polled by this name"
     ),
     Setting(
@@ -315,6 +323,7 @@ class TmsConfig:
     token: str
     schedd: str
     job_event_log_dir: str
+    server_url_for_pilots: str = ""
     backend: str = "htcondor"
     starter_interval: float = 0.5
     stopper_interval: float = 2.0
@@ -391,6 +400,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> TmsConfig:
     values["job_event_log_dir"] = os.path.abspath(values["job_event_log_dir"])
     if values["metrics_port"] == "":
         values["metrics_port"] = None
+    values["server_url_for_pilots"] = values["server_url_for_pilots"] or values.get("server_url", "")
     if not values["local_state_dir"]:
         values["local_state_dir"] = os.path.join(values["job_event_log_dir"], ".local-schedd")
     return TmsConfig(**values)

@@ -54,6 +54,7 @@ async def start_one(deps: StarterDeps) -> bool:
             found.get("mqprofiles") or [],
             runner=runner,
             chirp=chirp,
+            secrets_fetch_token=found.get("secrets_fetch_token"),
         )
         cluster_id = await deps.backend.find_cluster(uuid)
         if cluster_id is not None:

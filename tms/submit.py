@@ -13,6 +13,9 @@ from .backends.base import ClusterSpec
 from .config import TmsConfig
 
 AUTH_FILE_NAME = "pilot-queue-auth.json"
+SECRETS_ENTRY = "ewms_secrets"
+"""The auth file's entry (beside the mqids) telling the pilot where and how to fetch its
+task's secrets: {"url": …, "token": …}. The values themselves never pass through the TMS."""
 EVENT_LOG_NAME = "job-events.log"
 TASKFORCE_ATTR = "EWMSTaskforceUUID"
 
@@ -131,6 +134,7 @@ def build_spec(
     *,
     runner: str,
     chirp: str,
+    secrets_fetch_token: str | None = None,
 ) -> tuple[ClusterSpec, dict[str, dict[str, Any]]]:
     """The cluster spec and the secrets to write into its auth file (kept apart on purpose)."""
     uuid = taskforce["taskforce_uuid"]
@@ -194,7 +198,16 @@ def build_spec(
         max_runtime=runtime,
         transfer_stdouterr=stdouterr,
     )
-    return spec, auth_payload(directive, mqprofiles)
+    payload = auth_payload(directive, mqprofiles)
+    if directive.get("secrets"):
+        if not secrets_fetch_token:
+            raise InvalidTaskforce(
+                "the task names secrets, but the server sent no secrets fetch token "
+                "(the server needs EWMS_SECRETS_KEY)"
+            )
+        base = cfg.server_url_for_pilots or cfg.server_url
+        payload[SECRETS_ENTRY] = {"url": f"{base}/v1/pilot/secrets", "token": secrets_fetch_token}
+    return spec, payload
 
 
 def prepare_job_dir(spec: ClusterSpec, secrets: dict[str, dict[str, Any]]) -> str:

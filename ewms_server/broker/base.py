@@ -62,4 +62,8 @@ class BrokerAdapter(Protocol):
         """Put one persistent message on `mqid` (a job's one message). Raise QueuesMissing
         when the queue is not there, BrokerUnavailable when the broker cannot be asked."""
 
+    async def health(self) -> str | None:
+        """None when the broker answers with the admin rights the adapter needs; else what is
+        wrong, in words (no secret in them)."""
+
     async def close(self) -> None: ...

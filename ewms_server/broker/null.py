@@ -26,5 +26,8 @@ class NullBrokerAdapter:
     async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
         raise BrokerUnavailable("no broker is configured (EWMS_BROKER_URL is unset)")
 
+    async def health(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -27,6 +27,7 @@ import base64
 import logging
 import re
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -292,6 +293,32 @@ class RabbitMQBrokerAdapter:
         if not resp.json().get("routed"):
             raise QueuesMissing(f"queue {mqid} is not on the broker")
 
+    async def health(self) -> str | None:
+        """The management API answers the admin login with the administrator tag, and the
+        AMQP port accepts connections (pilots and users publish there)."""
+        url = self.settings.management_url.rstrip("/")
+        try:
+            resp = await self._request("GET", "/api/whoami", None)
+        except BrokerUnavailable:
+            return f"RabbitMQ management API unreachable at {url}"
+        if resp.status_code == 401:
+            return f"RabbitMQ management API at {url} refused the admin login of EWMS_BROKER_URL (401)"
+        if resp.status_code != 200:
+            return f"RabbitMQ management API at {url} answered {resp.status_code} to GET /api/whoami"
+        try:
+            tags = resp.json().get("tags", "")
+        except ValueError:
+            return f"RabbitMQ management API at {url} answered GET /api/whoami with no JSON"
+        if "administrator" not in (tags if isinstance(tags, list) else str(tags).split(",")):
+            return "the admin user of EWMS_BROKER_URL is not tagged administrator on RabbitMQ"
+        parts = urlsplit(self.settings.broker_url)
+        host, port = parts.hostname or "", parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        try:
+            await asyncio.to_thread(_connect, host, port, self.settings.timeout_s)
+        except OSError as e:
+            return f"RabbitMQ AMQP port {host}:{port} unreachable ({e.strerror or type(e).__name__})"
+        return None
+
     async def close(self) -> None:
         self._session.close()
 
@@ -331,6 +358,10 @@ class RabbitMQBrokerAdapter:
             return
         if resp.status_code >= 400:
             raise RabbitMQError(f"RabbitMQ management {method} {path}: {resp.status_code} {resp.text[:200]}")
+
+
+def _connect(host: str, port: int, timeout: float) -> None:
+    socket.create_connection((host, port), timeout=timeout).close()
 
 
 _ALL = {"configure": ".*", "write": ".*", "read": ".*"}

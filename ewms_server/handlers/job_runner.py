@@ -41,7 +41,7 @@ class JobIDRunnerInputsHandler(_RunnerHandler):
         self.send({"id": job_id, "files": self.job["inputs"], "max_runtime": self.job["max_runtime"]})
 
 
-class JobIDRunnerInputsPathHandler(_RunnerHandler):
+class JobIDRunnerInputsIDHandler(_RunnerHandler):
     ROUTE = r"/v1/jobs/(?P<job_id>[^/]+)/runner/inputs/(?P<path>.+)"
     OPENAPI_PATH = "/v1/jobs/{job_id}/runner/inputs/{path}"
     ROLES = {"GET": RUNNER}
@@ -66,7 +66,7 @@ class JobIDRunnerInputsPathHandler(_RunnerHandler):
         await send_file(self, whole(), "application/octet-stream", entry["size"])
 
 
-class JobIDRunnerOutputsPathHandler(_RunnerHandler, UploadHandler):
+class JobIDRunnerOutputsIDHandler(_RunnerHandler, UploadHandler):
     ROUTE = r"/v1/jobs/(?P<job_id>[^/]+)/runner/outputs/(?P<path>.+)"
     OPENAPI_PATH = "/v1/jobs/{job_id}/runner/outputs/{path}"
     ROLES = {"PUT": RUNNER}

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import documents
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, NotFound, Unavailable
 from ..ids import new_id
-from ..job_rules import FORM_FIELDS, MAX_FIELD_BYTES, MAX_FILES, check_path
+from ..job_rules import FORM_FIELDS, MAX_FIELD_BYTES, MAX_FILES, check_path, parse_secrets
 from ..multipart import MultipartError, MultipartParser, PartEnd, PartStart, boundary_of
 from ..ops import jobs as ops
 from ..storage.files_base import FileMissing, FileWriter
 from ..zipstream import zip_length, zip_stream
 from .base import USERS, BaseHandler
 from .file_streams import UploadHandler, send_file
+from .secrets import NO_KEY
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +131,8 @@ class JobsHandler(UploadHandler):
                 self._parser.close()
             except MultipartError as e:
                 raise Invalid(f"body: {e}") from None
+            if self.deps.secrets_box is None and parse_secrets(self._fields.get("secrets", "")):
+                raise Unavailable(f"form field secrets names secrets, but {NO_KEY}")
             job = await ops.create_job(
                 self.deps.store,
                 self.deps.cfg,
@@ -190,7 +193,7 @@ class JobIDFilesHandler(BaseHandler):
         self.send({"id": job_id, "files": job["outputs"], "files_deleted": job["files_deleted"]})
 
 
-class JobIDFilesPathHandler(BaseHandler):
+class JobIDFilesIDHandler(BaseHandler):
     ROUTE = r"/v1/jobs/(?P<job_id>[^/]+)/files/(?P<path>.+)"
     OPENAPI_PATH = "/v1/jobs/{job_id}/files/{path}"
     ROLES = {"GET": USERS}

@@ -31,8 +31,14 @@ class HealthHandler(BaseHandler):
             name: {"healthy": s.healthy(), "last_pass_ts": s.last_pass_ts, "last_error": s.last_error}
             for name, s in self.deps.loops.items()
         }
-        healthy = bool(db["healthy"]) and all(v["healthy"] for v in loops.values())
-        self.send({"healthy": healthy, "database": db, "loops": loops}, 200 if healthy else 503)
+        broker: dict[str, object] = {"healthy": True, "configured": self.deps.broker_health is not None}
+        if self.deps.broker_health is not None and (problem := await self.deps.broker_health.problem()):
+            broker.update(healthy=False, error=problem)
+        healthy = (
+            bool(db["healthy"]) and bool(broker["healthy"]) and all(v["healthy"] for v in loops.values())
+        )
+        body = {"healthy": healthy, "database": db, "broker": broker, "loops": loops}
+        self.send(body, 200 if healthy else 503)
 
 
 class SchemaHandler(BaseHandler):

@@ -5,14 +5,16 @@ from __future__ import annotations
 from .base import BaseHandler
 from .job_runner import (
     JobIDRunnerInputsHandler,
-    JobIDRunnerInputsPathHandler,
-    JobIDRunnerOutputsPathHandler,
+    JobIDRunnerInputsIDHandler,
+    JobIDRunnerOutputsIDHandler,
     JobIDRunnerStatusHandler,
 )
-from .jobs import JobIDFilesHandler, JobIDFilesPathHandler, JobIDHandler, JobsHandler
+from .jobs import JobIDFilesHandler, JobIDFilesIDHandler, JobIDHandler, JobsHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
+from .pages import DashboardConfigHandler, DashboardIDHandler, DocsHandler, DocsIDHandler
 from .progress import WorkflowIDActionsRetryDeadLettersHandler, WorkflowIDProgressHandler
+from .secrets import PilotSecretsHandler, SecretsHandler, SecretsIDHandler
 from .task_directives import (
     QueryTaskDirectivesHandler,
     TaskDirectiveIDActionsAddWorkersHandler,
@@ -66,12 +68,19 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     WorkflowIDProgressHandler,
     WorkflowIDActionsRetryDeadLettersHandler,
     MetricsHandler,
+    SecretsHandler,
+    SecretsIDHandler,
+    PilotSecretsHandler,
+    DocsHandler,
+    DocsIDHandler,
+    DashboardConfigHandler,
+    DashboardIDHandler,
     JobsHandler,
     JobIDHandler,
     JobIDFilesHandler,
-    JobIDFilesPathHandler,
+    JobIDFilesIDHandler,
     JobIDRunnerInputsHandler,
-    JobIDRunnerInputsPathHandler,
-    JobIDRunnerOutputsPathHandler,
+    JobIDRunnerInputsIDHandler,
+    JobIDRunnerOutputsIDHandler,
     JobIDRunnerStatusHandler,
 )

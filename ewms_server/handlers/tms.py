@@ -45,9 +45,14 @@ class TMSPendingStarterHandler(_ScheddHandler):
 
     async def get(self) -> None:
         found = await ops.next_pending_starter(
-            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s
+            self.deps.store, self.query["schedd"], self.deps.cfg.starter_lease_s, self.deps.fair_share
         )
-        self.send(self.deps.views.pending_starter(found))
+        answer = self.deps.views.pending_starter(found)
+        if (answer.get("task_directive") or {}).get("secrets"):  # the pilots fetch their values
+            box = self.deps.secrets_box
+            uuid = answer["taskforce"]["taskforce_uuid"]
+            answer["secrets_fetch_token"] = box.fetch_token(uuid) if box is not None else None
+        self.send(answer)
 
 
 class TMSPendingStopperHandler(_ScheddHandler):
@@ -79,14 +84,17 @@ class TMSCondorSubmitUUIDFailedHandler(_TaskforceReportHandler):
 
     async def post(self, taskforce_uuid: str) -> None:
         cfg = self.deps.cfg
-        await ops.condor_submit_failed(
+        error = self.body().get("error", "(no error given)")
+        n = await ops.condor_submit_failed(
             self.deps.store,
             taskforce_uuid,
-            self.body().get("error", "(no error given)"),
+            error,
             self.caller,
             cfg.max_submit_attempts,
             cfg.submit_retry_delay_s,
         )
+        if n >= cfg.max_submit_attempts and self.deps.notifier is not None:
+            await self.deps.notifier.submit_failed(taskforce_uuid, n, error)
         self.send({"taskforce_uuid": taskforce_uuid})
 
 
@@ -151,6 +159,9 @@ class TMSStatusesTaskforcesHandler(BaseHandler):
             min_interval_s=cfg.progress_sample_s,
             max_len=cfg.progress_history_len,
         )
+        self.deps.wake("autoscale")  # workers started or ended: the autoscaler's figures moved
+        if self.deps.notifier is not None:
+            await self.deps.notifier.statuses_reported(body.get("compound_statuses_by_taskforce", {}))
         for uuid in refused:
             by_uuid[uuid] = {"uuid": uuid, "status": "failed", "error": "not at a schedd this token acts for"}
         results = [by_uuid[u] for u in uuids]

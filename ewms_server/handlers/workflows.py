@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import coercion
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..ops import workflows as ops
 from ..ops.queries import run_query
 from ..ops.reads import get_scoped, public_mqprofiles
@@ -11,6 +11,7 @@ from ..query_filter import check_projection
 from ..rules import check_job_inputs
 from ..storage.collections import COLLECTIONS
 from .base import USERS, BaseHandler
+from .secrets import NO_KEY
 
 
 class WorkflowsHandler(BaseHandler):
@@ -21,10 +22,19 @@ class WorkflowsHandler(BaseHandler):
     async def post(self) -> None:
         body = coercion.workflow_request(self.body())
         check_job_inputs(body, self.deps.cfg.job_limits)
+        self.deps.cfg.webhooks.check_url(body.get("notify_url"))
+        if self.deps.secrets_box is None and any(t.get("secrets") for t in body["tasks"]):
+            raise Unavailable(f"a task names secrets, but {NO_KEY}")
         created = await ops.create_workflow(
-            self.deps.store, self.deps.cfg.cluster_locations, self.caller, body, quotas=self.deps.quotas
+            self.deps.store,
+            self.deps.cfg.cluster_locations,
+            self.caller,
+            body,
+            quotas=self.deps.quotas,
+            autoscaled_pilot_env=self.deps.cfg.autoscale.pilot_env(),
         )
         self.deps.wake("mq_activation")
+        self.deps.wake("autoscale")
         self.send(self.deps.views.created(created))
 
 
@@ -46,7 +56,9 @@ class _DeactivateHandler(BaseHandler):
 
     async def post(self, workflow_id: str) -> None:
         self.body()  # no body is defined: reject junk rather than ignore it
-        n = await ops.deactivate_workflow(self.deps.store, workflow_id, self.KIND, self.caller)
+        n = await ops.deactivate_workflow(
+            self.deps.store, workflow_id, self.KIND, self.caller, notifier=self.deps.notifier
+        )
         self.deps.wake("mq_activation")
         self.send({"workflow_id": workflow_id, "n_taskforces": n})
 

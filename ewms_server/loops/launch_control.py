@@ -11,6 +11,7 @@ from .. import documents
 from ..ops.workflows import stop_taskforces
 from ..phases import Phase
 from ..storage.base import Change, Storage
+from ..webhooks.outbox import Notifier
 
 LOGGER = logging.getLogger("ewms_server.launch_control")
 ENTITY = "server:launch-control"
@@ -26,6 +27,7 @@ class LaunchControl:
     orphan_age_s: float
     sweep_interval_s: float
     _last_sweep: float = 0.0
+    notifier: Notifier | None = None
 
     async def one_pass(self) -> bool:
         busy = await self._release()
@@ -43,7 +45,7 @@ class LaunchControl:
         for wid in dict.fromkeys(tf["workflow_id"] for tf in ready):
             wf = await self.store.get("workflows", {"workflow_id": wid}, projection=["deactivated"])
             if wf is None or wf["deactivated"] is not None:
-                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated", notifier=self.notifier)
                 continue
             try:
                 await self._release_workflow(wid)
@@ -68,7 +70,9 @@ class LaunchControl:
             projection=["workflow_id"],
             limit=BATCH,
         ):
-            await stop_taskforces(self.store, wf["workflow_id"], ENTITY, "workflow deactivated")
+            await stop_taskforces(
+                self.store, wf["workflow_id"], ENTITY, "workflow deactivated", notifier=self.notifier
+            )
 
     async def _remove_orphans(self) -> None:
         """Parts of a create that crashed before its workflow document was written."""

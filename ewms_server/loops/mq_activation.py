@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import documents
-from ..broker.base import BrokerAdapter, BrokerUnavailable
+from ..broker.base import BrokerAdapter, BrokerUnavailable, QueuesMissing
 from ..ops.workflows import stop_taskforces
 from ..phases import TERMINAL, Phase
 from ..storage.base import Change, Storage
+from ..webhooks.outbox import Event, Notifier
 
 LOGGER = logging.getLogger("ewms_server.mq_activation")
 ENTITY = "server:mq-activation"
@@ -40,6 +41,7 @@ class MQActivation:
     revoke_max_wait_s: float = 600.0
     retry_s: float = 1.0
     _retry_after: float = 0.0
+    notifier: Notifier | None = None
 
     async def one_pass(self) -> bool:
         busy = await self._activate()
@@ -58,7 +60,7 @@ class MQActivation:
             if wf is None:
                 continue  # being created, or an orphan that launch control removes
             if wf["deactivated"] is not None:
-                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated")
+                await stop_taskforces(self.store, wid, ENTITY, "workflow deactivated", notifier=self.notifier)
                 continue
             lease = await self._lease(wid)
             if lease is None:
@@ -131,6 +133,8 @@ class MQActivation:
                     for mqid, a in access.items()
                 ],
             )
+        if self.notifier is not None:  # before the release: a crash in between re-runs all this
+            await self.notifier.emit(wid, Event.QUEUES_ACTIVATED, details={"n_queues": len(mqids)})
         # compare-and-set on the phase: a deactivation that got here first is never undone
         entry = documents.log_entry(
             target_phase=Phase.PRE_LAUNCH,
@@ -150,6 +154,73 @@ class MQActivation:
     async def _mqids(self, wid: str) -> list[str]:
         profiles = await self.store.find("mqprofiles", {"workflow_id": wid}, projection=["mqid"])
         return [p["mqid"] for p in profiles]
+
+    async def retire_all_now(self) -> int:
+        """At shutdown: revoke the broker users of every ended workflow, and delete its vhost
+        and queues unless a message is still in one (results not pulled, dead letters not
+        read: those wait for the grace period, as without a stop), without waiting for
+        taskforces (the caller bounds the time). Returns how many workflows it removed."""
+        done = 0
+        seen: set[str] = set()
+        while True:
+            ended = [
+                wf
+                for wf in await self.store.find(
+                    "workflows",
+                    {"queues_deleted": False, "deactivated": {"$in": ["ABORTED", "FINISHED"]}},
+                    projection=["workflow_id", "queues_revoked"],
+                    limit=BATCH + len(seen),
+                )
+                if wf["workflow_id"] not in seen
+            ]
+            for wf in ended:
+                wid = wf["workflow_id"]
+                seen.add(wid)
+                if not wf["queues_revoked"]:  # first: its connections close, unacked return
+                    await self._clean_up(wid, revoked=False, delete=False)
+                unread = await self._unread(wid)
+                if unread:
+                    LOGGER.info(
+                        "workflow %s ended with %d message(s) still queued: its queues stay for "
+                        "their grace period (its broker user is revoked)",
+                        wid,
+                        unread,
+                    )
+                else:
+                    await self._clean_up(wid, revoked=True, delete=True)
+                    done += 1
+            if len(ended) < BATCH:
+                return done
+
+    async def _unread(self, wid: str) -> int:
+        """Messages still in the workflow's queues and dead-letter queues, as the management
+        API counts them (its figures are refreshed every 5 s; a queue it has no figure for
+        yet counts as empty)."""
+        try:
+            depths = await self.broker.queue_depths(wid, await self._mqids(wid))
+        except QueuesMissing:
+            return 0
+        total = 0
+        for d in depths.values():
+            for n in (d.pending, d.in_flight, d.dead_lettered):
+                total += n or 0
+        return total
+
+    async def _clean_up(self, wid: str, *, revoked: bool, delete: bool) -> None:
+        mqids = await self._mqids(wid)
+        if not revoked:
+            await self.broker.deactivate_workflow(wid, mqids)
+            await self.store.update_where(
+                "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
+            )
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
+            )
+        if delete:
+            await self.broker.delete_queues(wid, mqids)
+            await self.store.transition(
+                "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
+            )
 
     async def _retire(self) -> None:
         now = time.time()
@@ -175,21 +246,10 @@ class MQActivation:
                 )
                 if live:
                     continue  # pilots are still being removed: let them end cleanly
-            mqids = await self._mqids(wid)
             try:
-                if not wf["queues_revoked"]:
-                    await self.broker.deactivate_workflow(wid, mqids)
-                    await self.store.update_where(
-                        "mqprofiles", {"workflow_id": wid}, Change(set={"is_activated": False})
-                    )
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_revoked": True})
-                    )
-                if ended_for >= self.delete_grace_s:
-                    await self.broker.delete_queues(wid, mqids)
-                    await self.store.transition(
-                        "workflows", {"workflow_id": wid}, Change(set={"queues_deleted": True})
-                    )
+                await self._clean_up(
+                    wid, revoked=wf["queues_revoked"], delete=ended_for >= self.delete_grace_s
+                )
             except BrokerUnavailable as e:
                 LOGGER.warning("broker unavailable while retiring %s: %s", wid, e)
                 return

@@ -25,6 +25,7 @@ from ..rules import check_job_inputs
 from ..storage.base import Change, Storage
 from ..storage.files_base import FileStore
 from .reads import get_scoped
+from .secrets import check_named
 from .workflows import create_workflow, deactivate_workflow
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "Queued", "Running", "Completed", "Failed", "Cancelled"
@@ -64,6 +65,10 @@ async def create_job(
         field = str(e).replace("body.tasks[0].worker_config.", "").split(":")[0]
         name = {"n_cores": "n_cores", "worker_memory": "memory"}.get(field, field)
         raise Invalid(f"form field {name}:{str(e).split(':', 1)[1]}") from None
+    try:  # the secrets API's check (create_workflow makes it too), in the form's words
+        await check_named(store, caller.subject, req.secrets)
+    except Invalid as e:
+        raise Invalid(str(e).replace("tasks[].secrets", "form field secrets", 1)) from None
     async with quotas.creating_job(store, caller, cfg.jobs_user_max_active):
         created = await create_workflow(store, cfg.cluster_locations, caller, body)
         job = documents.job(

@@ -11,6 +11,7 @@ from ..caller import Caller
 from ..errors import NotFound
 from ..phases import WATCHED, Phase
 from ..storage.base import Change, Storage
+from .fair_share import FairShare
 
 STARTER_ORDER = [("priority", -1), ("n_failed_submits", 1), ("timestamp", 1)]
 STOPPER_ORDER = [("priority", -1), ("timestamp", 1)]
@@ -57,14 +58,23 @@ async def _transition(
     return await store.transition("taskforces", filter, change)
 
 
-async def next_pending_starter(store: Storage, schedd: str, lease_s: float) -> dict[str, Any] | None:
+async def next_pending_starter(
+    store: Storage, schedd: str, lease_s: float, fair: FairShare | None = None
+) -> dict[str, Any] | None:
+    """The next taskforce for `schedd`: with `fair`, of the owner holding the fewest workers for
+    their share (ops/fair_share.py); then by priority, fewest failed submits, age."""
     now = time.time()
-    tf = await store.claim(
-        "taskforces",
-        {"schedd": schedd, "phase": str(Phase.PENDING_STARTER), "lease_until": {"$lte": now}},
-        sort=STARTER_ORDER,
-        change=Change(set={"lease_until": now + lease_s}),
-    )
+    waiting = {"schedd": schedd, "phase": str(Phase.PENDING_STARTER), "lease_until": {"$lte": now}}
+    change = Change(set={"lease_until": now + lease_s})
+    tf = None
+    for owners in await fair.ranked_owners(store, schedd, waiting) if fair else []:
+        tf = await store.claim(
+            "taskforces", {**waiting, "owner": {"$in": owners}}, sort=STARTER_ORDER, change=change
+        )
+        if tf is not None:
+            break
+    if tf is None:
+        tf = await store.claim("taskforces", waiting, sort=STARTER_ORDER, change=change)
     if tf is None:
         return None
     td = await store.get("task_directives", {"task_id": tf["task_id"]})
@@ -113,7 +123,8 @@ async def condor_submit(store: Storage, uuid: str, body: dict[str, Any], caller:
 
 async def condor_submit_failed(
     store: Storage, uuid: str, error: str, caller: Caller, max_attempts: int, retry_delay_s: float
-) -> None:
+) -> int:
+    """Record it; return the taskforce's failed submits so far (max_attempts: now submit-failed)."""
     for _ in range(20):  # compare-and-set on the counter; retried only under contention
         tf = await store.get(
             "taskforces",
@@ -147,7 +158,7 @@ async def condor_submit_failed(
             {"taskforce_uuid": uuid, "phase": str(Phase.PENDING_STARTER), "n_failed_submits": n - 1},
             Change(set=fields, push={"phase_change_log": entries}),
         ):
-            return
+            return n
     raise RuntimeError(f"taskforce {uuid}: too much contention recording a failed submit")
 
 

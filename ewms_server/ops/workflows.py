@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import documents
 from ..caller import Caller
@@ -21,7 +21,11 @@ from ..phases import IN_HTCONDOR, NOT_YET_IN_HTCONDOR, Phase
 from ..quotas import ADD_WORKERS, QuotaGate, Quotas
 from ..rules import check_location, check_workflow_request, with_defaults
 from ..storage.base import Change, DuplicateKey, Storage
+from . import secrets
 from .reads import get_scoped
+
+if TYPE_CHECKING:
+    from ..webhooks.outbox import Notifier
 
 _NO_QUOTAS = QuotaGate(Quotas(0, 0, 0, 0))
 
@@ -33,13 +37,18 @@ async def create_workflow(
     body: dict[str, Any],
     *,
     quotas: QuotaGate = _NO_QUOTAS,
+    autoscaled_pilot_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`autoscaled_pilot_env`: pilot environment defaults of autoscaled tasks' taskforces."""
     aliases = check_workflow_request(body, locations)
+    await secrets.check_named(store, caller.subject, [k for t in body["tasks"] for k in t.get("secrets", [])])
     n_taskforces = sum(len(task["cluster_locations"]) for task in body["tasks"])
     async with quotas.creating_workflow(store, caller, n_taskforces):
         for attempt in range(3):
             try:
-                return await _insert_bundle(store, locations, caller, body, aliases)
+                return await _insert_bundle(
+                    store, locations, caller, body, aliases, autoscaled_pilot_env or {}
+                )
             except DuplicateKey:  # an id collision: vanishingly rare; new ids, try again
                 if attempt == 2:
                     raise
@@ -52,8 +61,11 @@ async def _insert_bundle(
     caller: Caller,
     body: dict[str, Any],
     aliases: list[str],
+    autoscaled_pilot_env: Mapping[str, str],
 ) -> dict[str, Any]:
-    wf = documents.workflow(priority=body.get("priority", 50), owner=caller.subject)
+    wf = documents.workflow(
+        priority=body.get("priority", 50), owner=caller.subject, notify_url=body.get("notify_url")
+    )
     wid = wf["workflow_id"]
     public = set(body.get("public_queue_aliases", []))
     profiles = {
@@ -70,6 +82,10 @@ async def _insert_bundle(
             output_queues=[profiles[a]["mqid"] for a in task.get("output_queue_aliases", [])],
         )
         tds.append(td)
+        pilot_config = with_defaults(task.get("pilot_config"), documents.PILOT_CONFIG_DEFAULTS)
+        if task.get("autoscale") is not None:
+            env = {**autoscaled_pilot_env, **pilot_config["environment"]}
+            pilot_config = {**pilot_config, "environment": env}
         for loc in task["cluster_locations"]:
             tfs.append(
                 documents.taskforce(
@@ -81,7 +97,7 @@ async def _insert_bundle(
                     schedd=locations[loc].schedd,
                     collector=locations[loc].collector,
                     n_workers=task.get("n_workers", 1),
-                    pilot_config=with_defaults(task.get("pilot_config"), documents.PILOT_CONFIG_DEFAULTS),
+                    pilot_config=pilot_config,
                     worker_config=with_defaults(task["worker_config"], documents.WORKER_CONFIG_DEFAULTS),
                     phase=Phase.PRE_MQ_ACTIVATION,
                     source_entity=caller.entity,
@@ -99,7 +115,9 @@ async def _insert_bundle(
     return {"workflow": wf, "task_directives": tds, "taskforces": tfs}
 
 
-async def deactivate_workflow(store: Storage, workflow_id: str, kind: str, caller: Caller) -> int:
+async def deactivate_workflow(
+    store: Storage, workflow_id: str, kind: str, caller: Caller, *, notifier: Notifier | None = None
+) -> int:
     wf = await get_scoped(store, "workflows", workflow_id, caller, ["deactivated"])
     if wf is None:
         raise NotFound(f"no workflow {workflow_id}")
@@ -109,7 +127,9 @@ async def deactivate_workflow(store: Storage, workflow_id: str, kind: str, calle
             {"workflow_id": workflow_id, "deactivated": None},
             Change(set={"deactivated": kind, "deactivated_ts": time.time()}),
         )
-    return await stop_taskforces(store, workflow_id, caller.entity, f"workflow {kind.lower()}")
+    return await stop_taskforces(
+        store, workflow_id, caller.entity, f"workflow {kind.lower()}", notifier=notifier
+    )
 
 
 def _to(phase: Phase, entity: str, reason: str, **fields: Any) -> Change:
@@ -117,8 +137,12 @@ def _to(phase: Phase, entity: str, reason: str, **fields: Any) -> Change:
     return Change(set={"phase": str(phase), **fields}, push={"phase_change_log": [entry]})
 
 
-async def stop_taskforces(store: Storage, workflow_id: str, entity: str, reason: str) -> int:
-    """Cancel what never reached HTCondor; send the rest to pending-stopper. Idempotent."""
+async def stop_taskforces(
+    store: Storage, workflow_id: str, entity: str, reason: str, *, notifier: Notifier | None = None
+) -> int:
+    """Cancel what never reached HTCondor; send the rest to pending-stopper. Idempotent. With a
+    notifier, the workflow's end event is written before the stop is marked done, so a crash
+    in between leaves it to launch control's repair sweep (which passes its notifier)."""
     n = await store.update_where(
         "taskforces",
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in NOT_YET_IN_HTCONDOR]}},
@@ -129,6 +153,10 @@ async def stop_taskforces(store: Storage, workflow_id: str, entity: str, reason:
         {"workflow_id": workflow_id, "phase": {"$in": [str(p) for p in IN_HTCONDOR]}},
         _to(Phase.PENDING_STOPPER, entity, reason, lease_until=0.0),
     )
+    if notifier is not None:
+        wf = await store.get("workflows", {"workflow_id": workflow_id}, projection=["deactivated"])
+        if wf is not None and wf["deactivated"] is not None:
+            await notifier.workflow_ended(workflow_id, wf["deactivated"])
     await store.transition(
         "workflows", {"workflow_id": workflow_id}, Change(set={"taskforces_stopped": True})
     )
@@ -144,7 +172,9 @@ async def add_workers(
     n_workers: int,
     *,
     quotas: QuotaGate = _NO_QUOTAS,
+    pilot_env_defaults: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`pilot_env_defaults`: pilot environment values the copied pilot_config does not set."""
     td = await get_scoped(store, "task_directives", task_id, caller)
     if td is None:
         raise NotFound(f"no task directive {task_id}")
@@ -165,6 +195,10 @@ async def add_workers(
     )
     if not first:
         raise Invalid(f"task directive {task_id} has no taskforce to copy settings from")
+    pilot_config = first[0]["pilot_config"]
+    if pilot_env_defaults:
+        env = {**pilot_env_defaults, **pilot_config.get("environment", {})}
+        pilot_config = {**pilot_config, "environment": env}
     mqids = [*td["input_queues"], *td["output_queues"]]
     n_inactive = await store.count("mqprofiles", {"mqid": {"$in": mqids}, "is_activated": False})
     tf = documents.taskforce(
@@ -176,7 +210,7 @@ async def add_workers(
         schedd=locations[location].schedd,
         collector=locations[location].collector,
         n_workers=n_workers,
-        pilot_config=first[0]["pilot_config"],
+        pilot_config=pilot_config,
         worker_config=first[0]["worker_config"],
         phase=Phase.PRE_LAUNCH if n_inactive == 0 else Phase.PRE_MQ_ACTIVATION,
         source_entity=caller.entity,

@@ -19,9 +19,10 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 """The store layout this code writes; `migrate` brings older stores up to it (2: taskforces
-in EWMS's form; 3: the `workflow_progress` collection; 4: the `jobs` collection)."""
+in EWMS's form; 3: the `workflow_progress` collection; 4: the `secrets` collection; 5: the
+`webhook_outbox` collection and workflows' `notify_url`; 6: the `jobs` collection)."""
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,17 @@ class CollectionSpec:
 
 
 def _spec(
-    name: str, id_field: str, prefix: str, component: str, queryable: bool, *extra: Index, **kinds: str
+    name: str,
+    id_field: str,
+    prefix: str,
+    component: str,
+    queryable: bool,
+    *extra: Index,
+    per_workflow: bool = True,
+    **kinds: str,
 ) -> CollectionSpec:
     base: tuple[Index, ...] = (Index((id_field,), unique=True), Index(("owner",)))
-    if id_field != "workflow_id":
+    if id_field != "workflow_id" and per_workflow:
         base += (Index(("workflow_id",)),)
     spec = CollectionSpec(name, id_field, prefix, component, queryable, base + extra, kinds)
     missing = set(spec.columns()) - set(kinds)
@@ -62,11 +69,13 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             # the loops' repair sweeps: ended workflows not yet fully stopped / retired
             Index(("taskforces_stopped", "deactivated")),
             Index(("queues_deleted", "deactivated")),
+            Index(("notify_watch",)),  # the webhook loop's input-consumed check
             workflow_id="string",
             owner="string",
             taskforces_stopped="boolean",
             deactivated="string|null",
             queues_deleted="boolean",
+            notify_watch="boolean",
         ),
         _spec(
             "task_directives",
@@ -136,6 +145,38 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             state="string",
             files_deleted="boolean",
             finished_ts="number|null",
+        ),
+        # users' secrets, encrypted (layout 4): one per (owner, key); never queryable
+        _spec(
+            "secrets",
+            "secret_id",
+            "SE",
+            "SecretObject",
+            False,
+            Index(("owner", "key"), unique=True),
+            per_workflow=False,
+            secret_id="string",
+            owner="string",
+            key="string",
+        ),
+        # the webhook outbox (webhooks/outbox.py): one row per event, claimed with a lease
+        _spec(
+            "webhook_outbox",
+            "delivery_id",
+            "WH",
+            "WebhookDeliveryObject",
+            False,
+            Index(("event_key",), unique=True),
+            Index(("status", "next_attempt_ts", "lease_until")),
+            Index(("workflow_id", "status", "created_ts")),
+            delivery_id="string",
+            owner="string",
+            workflow_id="string",
+            event_key="string",
+            status="string",
+            next_attempt_ts="number",
+            lease_until="number",
+            created_ts="number",
         ),
     )
 }

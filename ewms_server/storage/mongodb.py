@@ -88,6 +88,13 @@ class MongoStorage:
             zero = {"succeeded": 0, "failed": 0}
             await tfs.update_many({"task_counts": {"$exists": False}}, {"$set": {"task_counts": zero}})
             await tfs.update_many({"diagnosis": {"$exists": False}}, {"$set": {"diagnosis": None}})
+        if 0 < version < 4:  # task directives name their secrets, older ones none (sqlite_schema._v4)
+            tds = self._db["task_directives"]
+            await tds.update_many({"secrets": {"$exists": False}}, {"$set": {"secrets": []}})
+        if 0 < version < 5:  # every workflow shows its notify_url (sqlite_schema._v5)
+            wfs = self._db["workflows"]
+            await wfs.update_many({"notify_url": {"$exists": False}}, {"$set": {"notify_url": None}})
+            await wfs.update_many({"notify_watch": {"$exists": False}}, {"$set": {"notify_watch": False}})
         await self._db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
         return SCHEMA_VERSION
 

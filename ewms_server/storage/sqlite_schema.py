@@ -33,11 +33,25 @@ def table_ddl(spec: CollectionSpec) -> list[str]:
     return out
 
 
-def _v1(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
-    """The first layout: the collection tables and their indexes."""
+def make_tables(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """Every collection's table and indexes as the table says now: a missing table is made, an
+    existing one gains the generated columns of fields indexed since (before their indexes)."""
     for spec in specs:
+        have = {r[1] for r in conn.execute(f'PRAGMA table_xinfo("{spec.name}")')}
+        if have:
+            for c in spec.columns():
+                if c not in have:
+                    conn.execute(
+                        f'ALTER TABLE "{spec.name}" ADD COLUMN "{c}" '
+                        f"GENERATED ALWAYS AS (json_extract(ix, '$.\"{c}\"')) VIRTUAL"
+                    )
         for stmt in table_ddl(spec):
             conn.execute(stmt)
+
+
+def _v1(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The first layout: the collection tables and their indexes."""
+    make_tables(conn, specs)
 
 
 def _v2(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
@@ -58,9 +72,7 @@ def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
     """The `workflow_progress` table (progress history; every statement is IF NOT EXISTS, so
     only the new table is made), and taskforces with `task_counts` (zero) and `diagnosis`
     (null), which every taskforce shows from now on."""
-    for spec in specs:
-        for stmt in table_ddl(spec):
-            conn.execute(stmt)
+    make_tables(conn, specs)
     if "taskforces" not in {s.name for s in specs}:
         return
     for field, value in (
@@ -74,11 +86,37 @@ def _v3(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
 
 
 def _v4(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
-    """The `jobs` table (script-and-files jobs; every statement is IF NOT EXISTS, so only the
-    new table is made)."""
-    for spec in specs:
-        for stmt in table_ddl(spec):
-            conn.execute(stmt)
+    """The `secrets` table (users' encrypted secrets; the other tables exist already), and
+    task directives with `secrets` (none on older ones), which every one shows from now on."""
+    make_tables(conn, specs)
+    if "task_directives" in {s.name for s in specs}:
+        conn.execute(
+            """UPDATE task_directives SET doc = json_set(doc, '$."secrets"', json('[]')) """
+            """WHERE json_type(doc, '$."secrets"') IS NULL"""
+        )
+
+
+def _v5(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `webhook_outbox` table and the workflows' `notify_watch` index (IF NOT EXISTS, as in
+    _v3), and workflows with `notify_url` (null) and `notify_watch` (false)."""
+    make_tables(conn, specs)
+    if "workflows" not in {s.name for s in specs}:
+        return
+    for field, value in (("notify_url", "json('null')"), ("notify_watch", "json('false')")):
+        path = f"'$.\"{field}\"'"
+        conn.execute(
+            f"UPDATE workflows SET doc = json_set(doc, {path}, {value}) WHERE json_type(doc, {path}) IS NULL"
+        )
+    # `notify_watch` is an indexed field: its column reads `ix`
+    conn.execute(
+        """UPDATE workflows SET ix = json_set(ix, '$."notify_watch"', json('false'))
+        WHERE json_type(ix, '$."notify_watch"') IS NULL"""
+    )
+
+
+def _v6(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `jobs` table (script-and-files jobs; the other tables exist already)."""
+    make_tables(conn, specs)
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
@@ -86,6 +124,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], N
     2: _v2,
     3: _v3,
     4: _v4,
+    5: _v5,
+    6: _v6,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

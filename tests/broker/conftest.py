@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -14,8 +13,7 @@ import requests
 from ewms_pilot.broker import connection_url
 from ewms_server.broker.base import QueueAccess
 from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings, vhost_for
-
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+from tests.conftest import BROKER_URL
 
 
 def broker_settings(**overrides: str) -> RabbitMQSettings:

@@ -23,8 +23,9 @@ from ewms_server.broker.rabbitmq import (
     username_for,
     vhost_for,
 )
+from tests.conftest import BROKER_URL
 
-from .conftest import BROKER_URL, admin_channel, broker_settings, connect, management_get
+from .conftest import admin_channel, broker_settings, connect, management_get
 
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 QUORUM = {"x-queue-type": "quorum"}  # all oms-mqclient declares

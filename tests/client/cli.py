@@ -15,7 +15,6 @@ from ewms_server.testing import RunningServer
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "resources" / "examples"
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def cli_env(srv: RunningServer, sub: str = "alice") -> dict[str, str]:

@@ -10,9 +10,8 @@ import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.testing import RunningServer, running_server
-from tests.test_e2e_workflow import broker_objects_gone, delete_broker_leftovers
-
-from .cli import BROKER_URL
+from tests.conftest import BROKER_URL, broker_objects_gone, wait_until
+from tests.test_e2e_workflow import delete_broker_leftovers
 
 SCHEDD = "client-tests-schedd"
 
@@ -48,11 +47,14 @@ async def _end_every_workflow(s: RunningServer) -> None:
         body["after"] = page["next_after"]
     admin.close()
     left = list(ids)
-    for _ in range(150):
-        left = [w for w in left if not await asyncio.to_thread(broker_objects_gone, w)]
-        if not left:
-            return
-        await asyncio.sleep(0.2)
-    for w in left:
-        await asyncio.to_thread(delete_broker_leftovers, w)
-    raise AssertionError(f"the server did not delete the broker objects of {left}")
+
+    async def all_gone() -> bool:
+        left[:] = [w for w in left if not await asyncio.to_thread(broker_objects_gone, w)]
+        return not left
+
+    try:
+        await wait_until(all_gone, 30, 0.2, what="the server deleting every workflow's broker objects")
+    except AssertionError:
+        for w in left:
+            await asyncio.to_thread(delete_broker_leftovers, w)
+        raise AssertionError(f"the server did not delete the broker objects of {left}") from None

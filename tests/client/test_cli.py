@@ -87,7 +87,9 @@ async def test_bad_requests_and_settings_are_reported(srv: RunningServer, tmp_pa
     code, _out, err = await ewms(env, "push", out.strip(), "--queue", "nope", "-", stdin=b"x")
     assert code == 1 and "no public queue 'nope'" in err and "numbers" in err
     code, _out, err = await ewms({k: v for k, v in env.items() if k != "EWMS_URL"}, "abort", "W")
-    assert code == 1 and "EWMS_URL is not set" in err
+    assert code == 2 and err == "ewms: configuration error: EWMS_URL not set (see ewms --help)\n"
+    code, _out, err = await ewms({k: v for k, v in env.items() if not k.startswith("EWMS_")}, "list")
+    assert code == 2 and "EWMS_URL and EWMS_TOKEN not set" in err  # every missing setting at once
 
 
 async def test_another_user_cannot_reach_the_workflow(srv: RunningServer) -> None:

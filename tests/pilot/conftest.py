@@ -22,11 +22,12 @@ from ewms_pilot.broker import connection_url
 from ewms_pilot.envelope import ENVELOPE, unwrap, wrap
 from ewms_server.broker.base import QueueAccess
 from ewms_server.broker.rabbitmq import RabbitMQBrokerAdapter, RabbitMQSettings
+from tests.conftest import BROKER_URL
 
 REPO = Path(__file__).resolve().parents[2]
 SQUARE = str(REPO / "resources" / "examples" / "tasks" / "square.py")
 ECHO = str(Path(__file__).with_name("echo_task.py"))
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
 CHIRP_RE = re.compile(r'^HTChirpEWMSPilot(\w+): "((?:[^"\\]|\\.)*)"$')
 
 

@@ -1,8 +1,9 @@
 """A `docker` stand-in for EWMS's published pilot (no docker engine here): runs the task locally.
 
 `docker pull IMAGE` succeeds. `docker run [--rm] [--shm-size=…] [--mount type=bind,source=S,
-target=T[,readonly]]… [--env K=V]… IMAGE ARG…` runs IMAGE (a program on this machine) with
-ARG…, with PATH and the --env variables only (as a container gets), every bind-mount target in
+target=T[,readonly]]… [--env K=V | --env K]… IMAGE ARG…` runs IMAGE (a program on this machine)
+with ARG…, with PATH and the --env variables only (as a container gets; a bare K is the
+stand-in's own K, as docker does), every bind-mount target in
 them replaced by its source. Any other command line exits 125, as docker does.
 """
 
@@ -27,14 +28,20 @@ def main(argv: list[str]) -> None:
     rest = argv[1:]
     while rest and rest[0].startswith("--"):
         opt = rest.pop(0)
-        if opt == "--rm" or opt.startswith("--shm-size="):
+        if opt in ("--rm", "--init") or opt.startswith("--shm-size="):
+            continue
+        if opt in ("--name", "--user", "--workdir") and rest:  # our runner's: no effect here
+            rest.pop(0)
             continue
         if opt not in ("--mount", "--env") or not rest:
             bad(f"unsupported option {opt}")
         value = rest.pop(0)
         if opt == "--env":
-            name, _, val = value.partition("=")
-            env[name] = val
+            name, eq, val = value.partition("=")
+            if eq:
+                env[name] = val
+            elif name in os.environ:  # `--env NAME`: docker passes its own NAME, if set
+                env[name] = os.environ[name]
         else:
             fields = dict(f.partition("=")[::2] for f in value.split(","))
             if fields.get("type") != "bind" or not fields.get("source") or not fields.get("target"):

@@ -81,6 +81,21 @@ ln -s /etc/hostname link
     assert env_txt.getvalue() == f"from-task-env {jid}\n".encode()
 
 
+async def test_the_tasks_secrets_reach_run_sh_in_its_environment(srv: RunningServer, tmp_path: Path) -> None:
+    """The secrets the pilot fetched for its task (Command.secrets, as in process mode) are
+    in run.sh's environment as EWMS_SECRET_<KEY>, and only there (not in its arguments)."""
+    cmd = Command("bash", "run.sh", {}, secrets={"EWMS_SECRET_API_KEY": "s3cret-value"})
+    body = await job_message(srv, b'echo "$EWMS_SECRET_API_KEY" > secret.txt\necho "$@" > args.txt\n')
+    out = json.loads(await JobRunner("process", work(tmp_path)).run_task(cmd, body, 30))
+    assert out["status"] == "Completed", out
+    jc, jid = JobsClient(srv.url, srv.token(sub="alice")), json.loads(body)["job_id"]
+    got = {name: io.BytesIO() for name in ("secret.txt", "args.txt")}
+    for name, buf in got.items():
+        await asyncio.to_thread(jc.download, jid, buf, name)
+    assert got["secret.txt"].getvalue() == b"s3cret-value\n"
+    assert b"s3cret" not in got["args.txt"].getvalue()
+
+
 async def test_max_runtime_kills_the_script_and_the_job_fails(srv: RunningServer, tmp_path: Path) -> None:
     body = await job_message(srv, b"echo before > partial.txt\nexec sleep 60\n", max_runtime="1")
     out = json.loads(await JobRunner("process", work(tmp_path)).run_task(BASH, body, 60))

@@ -9,14 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import wait_until_sync
+
 from .conftest import ECHO, SQUARE, Workflow
-
-
-def wait_for(predicate, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_tasks_flow_through_and_are_reported(workflow: Workflow) -> None:
@@ -95,7 +90,7 @@ def test_a_pilot_killed_mid_task_loses_nothing(workflow: Workflow) -> None:
         EWMS_PILOT_TASK_ARGS=ECHO,
         EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}),
     )
-    wait_for(lambda: any(pids.iterdir()))
+    wait_until_sync(lambda: any(pids.iterdir()), 15)
     doomed.kill()  # SIGKILL: no chance to return the message
     doomed.wait()
 
@@ -115,7 +110,7 @@ def test_sigterm_returns_unfinished_messages(workflow: Workflow) -> None:
         EWMS_PILOT_STOP_GRACE="0.5",
         EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "30", "TEST_PID_DIR": str(pids)}),
     )
-    wait_for(lambda: any(pids.iterdir()))
+    wait_until_sync(lambda: any(pids.iterdir()), 15)
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(10) == 0
 
@@ -138,7 +133,7 @@ def test_sigterm_lets_a_task_within_the_grace_finish(workflow: Workflow) -> None
         EWMS_PILOT_STOP_GRACE="20",
         EWMS_PILOT_TASK_ENV_JSON=json.dumps({"TEST_SLEEP": "1", "TEST_PID_DIR": str(pids)}),
     )
-    wait_for(lambda: any(pids.iterdir()))
+    wait_until_sync(lambda: any(pids.iterdir()), 15)
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(15) == 0
     done, back = workflow.drain(q_out), workflow.drain(q_in)
@@ -191,8 +186,16 @@ def test_revoked_credentials_end_the_pilot_with_a_fatal_error(workflow: Workflow
     pilot = workflow.start_pilot(
         EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="60", EWMS_PILOT_BROKER_RECONNECT_TIMEOUT="5"
     )
-    wait_for(lambda: "AwaitingFirstMessage" in workflow.statuses() or pilot.poll() is not None)
-    time.sleep(0.5)  # consuming
+    wait_until_sync(lambda: "AwaitingFirstMessage" in workflow.statuses() or pilot.poll() is not None, 15)
+
+    def consuming() -> bool:
+        ch = workflow.channel()
+        try:
+            return ch.queue_declare(workflow.q[0], passive=True).method.consumer_count > 0
+        finally:
+            ch.connection.close()
+
+    wait_until_sync(consuming, 15, 0.1, what="the pilot consuming its queue")
     asyncio.run(_call(3, "deactivate_workflow", workflow.workflow_id, workflow.q))
     assert pilot.wait(20) == 1
     assert workflow.statuses()[-1] == "FatalError"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ewms_client.paths import resolve
 from ewms_server.schema import OpenAPI
+from tests.conftest import wait_until_sync
 
 from .conftest import REPO, Workflow
-from .test_pilot import wait_for
 from .test_warm_runner import alive
 
 HERE = Path(__file__).parent
@@ -42,7 +42,7 @@ def warm(script: str, pids: Path, busy: Path, hold: Path, **settings: str) -> di
 
 
 def held_worker(busy: Path) -> int:
-    wait_for(lambda: any(busy.iterdir()), timeout=30)
+    wait_until_sync(lambda: any(busy.iterdir()), 30, what="a task started")
     (marker,) = busy.iterdir()
     return int(marker.name.removeprefix("busy-"))
 
@@ -83,7 +83,9 @@ def test_a_pilot_killed_mid_task_loses_nothing_and_leaves_no_worker_behind(workf
     doomed.kill()  # SIGKILL: no chance to return the message or stop the worker
     doomed.wait()
     hold.unlink()
-    wait_for(lambda: not alive(orphan), timeout=30)  # its task done, it finds the pilot gone
+    wait_until_sync(
+        lambda: not alive(orphan), 30, what="the orphan gone"
+    )  # its task done, it finds the pilot gone
 
     assert workflow.run_pilot(**warm(WARM_TASK, pids, busy, hold)) == 0
     (result,) = workflow.drain(q_out)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from ewms_pilot.config import Command
 from ewms_pilot.runner import TaskFailed
 from ewms_pilot.warm_protocol import INLINE_MAX
 from ewms_pilot.warm_runner import WarmRunner, worker_command
+from tests.conftest import wait_until
 
 HERE = Path(__file__).parent
 WARM_TASK = str(HERE / "warm_task.py")
@@ -35,13 +35,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -86,7 +79,7 @@ async def test_a_worker_that_died_while_idle_is_replaced_without_failing_a_task(
     first = pid_of(await runner.run_task(task(), b"a", None))
     os.kill(first, 9)
     (idle,) = runner._idle
-    await until(lambda: idle.exited)
+    await wait_until(lambda: idle.exited, 20, what="the idle worker to exit")
     assert pid_of(await runner.run_task(task(), b"b", None)) != first
 
 
@@ -151,7 +144,7 @@ async def test_a_cancelled_task_kills_its_worker(runner: WarmRunner, tmp_path: P
     running = asyncio.create_task(
         runner.run_task(task(TEST_HOLD=str(hold), TEST_BUSY_DIR=str(busy)), b"a", None)
     )
-    await until(lambda: any(busy.iterdir()))
+    await wait_until(lambda: any(busy.iterdir()), 20, what="a busy marker")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running

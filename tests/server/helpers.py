@@ -65,3 +65,18 @@ async def error_of(call: Any) -> tuple[int, dict[str, Any]]:
 
 def now() -> float:
     return time.time()
+
+
+async def loop_passes(
+    deps: Any, n: int = 2, names: tuple[str, ...] = ("mq_activation", "launch_control")
+) -> None:
+    """Wake the loops and wait until each has run `n` whole passes more: what a test waits
+    for before saying they did not (wrongly) act."""
+    target = {name: deps.loops[name].n_passes + n for name in names}
+
+    def done() -> bool:
+        for name in names:
+            deps.wake(name)
+        return all(deps.loops[name].n_passes >= target[name] for name in names)
+
+    await wait_until(done, 10, what=f"{n} passes of {', '.join(names)}")

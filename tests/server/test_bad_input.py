@@ -112,9 +112,9 @@ BAD_WORKFLOWS = [
 ]
 
 
-@pytest.mark.parametrize("name,body,message", BAD_WORKFLOWS, ids=[b[0] for b in BAD_WORKFLOWS])
+@pytest.mark.parametrize("body,message", [b[1:] for b in BAD_WORKFLOWS], ids=[b[0] for b in BAD_WORKFLOWS])
 async def test_bad_workflow_post(
-    server: RunningServer, seeded: dict[str, Any], name: str, body: Any, message: str
+    server: RunningServer, seeded: dict[str, Any], body: Any, message: str
 ) -> None:
     before = await snapshot(server)
     code, err = await raw(server, "POST", "/v1/workflows", body)

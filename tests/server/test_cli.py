@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -19,8 +20,9 @@ import jwt
 import pytest
 
 from ewms_server.broker.rabbitmq import SETTINGS_DOCS
-from ewms_server.config import SETTINGS
+from ewms_server.config import SETTINGS, Config
 from tests.conftest import workflow_body
+from tests.processes import read_terminal
 
 SECRET = "s" * 40
 
@@ -40,7 +42,11 @@ def test_help_documents_every_setting() -> None:
         assert s.name in res.stdout
     for name, _, _ in SETTINGS_DOCS:
         assert name in res.stdout
-    assert "mint-token" in res.stdout and "backup" in res.stdout
+    assert "mint-token" in res.stdout and "backup" in res.stdout and "standalone" in res.stdout
+    res = run("standalone", "--help")
+    assert res.returncode == 0
+    for said in ("EWMS_TMS_LOCAL_SINGLE_TENANT=true", "resources/pilot-venv.sh", "rabbitmq-server -detached"):
+        assert said in res.stdout
 
 
 def test_refuses_to_start_without_auth() -> None:
@@ -57,11 +63,28 @@ def test_refuses_to_start_without_auth() -> None:
         ({"EWMS_CLUSTER_LOCATIONS": "[1]"}, "EWMS_CLUSTER_LOCATIONS"),
         ({"EWMS_CLUSTER_LOCATIONS": '{"a": {}}'}, "location 'a' needs a schedd"),
         ({"EWMS_DEV_MODE": "maybe"}, "EWMS_DEV_MODE"),
+        ({"EWMS_SECRETS_KEY": "not-base64-of-32-bytes"}, "EWMS_SECRETS_KEY: expected the base64"),
     ],
 )
 def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
     res = run(env=env)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_every_bad_setting_is_named_at_once() -> None:
+    res = run(
+        env={
+            "EWMS_REST_PORT": "x",
+            "EWMS_LOOP_INTERVAL_S": "-1",
+            "EWMS_DEV_MODE": "maybe",
+            "EWMS_CLUSTER_LOCATIONS": "[1]",
+        }
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ewms-server: configuration error: ")
+    for name in ("EWMS_REST_PORT", "EWMS_LOOP_INTERVAL_S", "EWMS_DEV_MODE", "EWMS_CLUSTER_LOCATIONS"):
+        assert name in line
 
 
 def test_mint_token() -> None:
@@ -74,6 +97,13 @@ def test_mint_token() -> None:
     assert 55 <= claims["exp"] - time.time() <= 61
     assert run("mint-token", "--sub", "x", "--role", "user").returncode == 2  # no secret
     assert run("mint-token", "--sub", "x", "--role", "root", env={"EWMS_AUTH_SECRET": SECRET}).returncode == 2
+
+
+def test_secrets_key_prints_a_new_usable_key() -> None:
+    keys = {run("secrets-key").stdout.strip() for _ in range(2)}
+    assert len(keys) == 2  # random
+    for key in keys:
+        assert Config.from_env({"EWMS_SECRETS_KEY": key}).secrets_key is not None
 
 
 def test_mint_token_for_a_tms_names_its_schedds() -> None:
@@ -132,6 +162,7 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert health["healthy"] is True and set(health["loops"]) == {
             "mq_activation",
             "launch_control",
+            "autoscale",
             "jobs",
         }
         proc.send_signal(signal.SIGTERM)
@@ -140,14 +171,20 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    assert "DEVELOPMENT INSTANCE" in err and "system-tms" in err
     assert f"data: SQLite at {data / 'ewms.sqlite3'}" in err  # where the data lives is logged
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "ewms.sqlite3").stat().st_mode) == 0o600
-    token = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("user "))
+    # stderr is a pipe here, as a log file would be: the tokens are in a 0600 file, not in it
+    tokens_file = data / "dev-tokens"
+    assert f"development tokens: in {tokens_file}" in err
+    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+    text = tokens_file.read_text()
+    assert "DEVELOPMENT INSTANCE" in text
+    token = next(line.split()[-1] for line in text.splitlines() if line.strip().startswith("user "))
     assert jwt.decode(token, options={"verify_signature": False})["ewms_role"] == "user"
-    tms = next(line.split()[-1] for line in err.splitlines() if line.strip().startswith("system-tms "))
+    tms = next(line.split()[-1] for line in text.splitlines() if line.strip().startswith("system-tms "))
     assert jwt.decode(tms, options={"verify_signature": False})["ewms_schedds"] == [socket.gethostname()]
+    assert token not in err and tms not in err
 
 
 def _request(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
@@ -221,3 +258,51 @@ def test_refuses_a_store_newer_than_the_code(tmp_path: Path) -> None:
     assert res.returncode == 2
     refusal = [line for line in res.stderr.splitlines() if line.startswith("ewms-server:")]
     assert len(refusal) == 1 and "version 999, newer than this server's" in refusal[0], res.stderr
+
+
+def test_port_in_use_is_one_line_naming_the_setting_and_no_token_is_shown(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = run(
+            "serve",
+            env={"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port), "EWMS_DATA_DIR": str(tmp_path)},
+        )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"ewms-server: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(set EWMS_REST_PORT to a free port, or stop the program holding it)"
+    )
+    assert "Traceback" not in res.stderr and "eyJ" not in res.stdout + res.stderr  # no JWT
+    assert not (tmp_path / "dev-tokens").exists()  # tokens are minted only once bound
+
+
+def test_dev_tokens_go_to_the_terminal_never_into_the_log(tmp_path: Path) -> None:
+    """stdout on a terminal, stderr (the log) redirected to a file, as `ewms-server 2>log`:
+    the tokens are on the terminal and in the 0600 file, not in the log."""
+    import pty
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWMS_")}
+    env.update({"EWMS_DEV_MODE": "true", "EWMS_REST_PORT": str(port), "EWMS_DATA_DIR": str(tmp_path)})
+    terminal, tty = pty.openpty()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "ewms_server"], env=env, stdout=tty, stderr=log_file)
+    os.close(tty)
+    try:
+        _, text = read_terminal(terminal, re.compile(r"system-tms .*\n"), 30)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(terminal)
+    assert f"DEVELOPMENT INSTANCE on http://127.0.0.1:{port}" in text
+    tokens = [line.split()[-1] for line in text.splitlines() if line.strip().startswith(("user ", "admin "))]
+    assert len(tokens) == 2
+    logged = log.read_text()
+    assert "listening on" in logged and not any(t in logged for t in tokens)
+    assert (tmp_path / "dev-tokens").read_text().replace("\n", "\r\n") in text  # a tty writes CRLF
+    assert "development tokens: in" not in logged  # shown, so the log need not point at the file

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_until_sync
 from tests.processes import stop_process
 from tests.tms.isolation import job_root, uid_range
 from tests.tms.test_e2e_local import local_settings
@@ -52,13 +52,6 @@ def read_store(data_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
         }
     finally:
         conn.close()
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def start_tms(url: str, jobs: str, log: Path) -> subprocess.Popen[bytes]:
@@ -111,12 +104,13 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
                 time.sleep(rng.uniform(0.05, 0.6))
                 srv.kill()
             srv.start()
-        wait_until(
-            "the real TMS's workflows to be posted",
+        wait_until_sync(
             lambda: len(real.acked) == real.limit or bool(real.error),
             30,
+            0.2,
+            what="the real TMS's workflows to be posted",
         )
-        wait_until("a claim after the last restart", lambda: len(ledger.offers) > 0, 10)
+        wait_until_sync(lambda: len(ledger.offers) > 0, 10, 0.2, what="a claim after the last restart")
     finally:
         for a in actors:
             a.stopping.set()
@@ -140,16 +134,18 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
             tfs = read_store(srv.data_dir)["taskforces"]
             return Counter(tfs[tf["taskforce_uuid"]]["phase"] for w in wids for tf in posted[w]["taskforces"])
 
-        wait_until(
-            "aborted workflows' taskforces to be cancelled",
+        wait_until_sync(
             lambda: set(tf_phases(aborted)) == {"cancelled"},
             30,
+            0.2,
+            what="aborted workflows' taskforces to be cancelled",
         )
         real_wids = list(real.acked)
-        wait_until(
-            "the real TMS's taskforces to complete",
+        wait_until_sync(
             lambda: set(tf_phases(real_wids)) == {"condor-complete"},
             60,
+            0.2,
+            what="the real TMS's taskforces to complete",
         )
         store = read_store(srv.data_dir)
         api = Api(srv.port, token())

@@ -5,7 +5,7 @@ The requests are shaped as EWMS's own clients send them (the example bodies of
 `pilot_config.environment`, integer sizes, `image_source: "auto"`, priorities above 100, the
 deprecated `collector` query parameter). Every response is validated against the schema the
 server serves, and carries exactly the fields that schema lists: EWMS's, plus our documented
-`owner`, `cluster_location`, `condor_complete_ts`, `task_counts` and `diagnosis`, never the
+`owner`, `notify_url`, `cluster_location`, `condor_complete_ts`, `task_counts` and `diagnosis`, never the
 server's bookkeeping.
 """
 
@@ -42,7 +42,7 @@ EWMS_TASKFORCE = {
 }  # fmt: skip
 OURS = {"owner", "cluster_location", "condor_complete_ts", "task_counts", "diagnosis"}  # documented additions
 BOOKKEEPING = ("taskforces_stopped", "queues_revoked", "queues_deleted", "lease_until", "n_failed_submits")
-BOOKKEEPING += ("statuses_ts", "origin")
+BOOKKEEPING += ("statuses_ts", "origin", "notify_watch")
 
 
 def ewms_body() -> dict[str, Any]:
@@ -178,7 +178,11 @@ async def test_whole_objects_carry_documented_fields_only(
     uuid = {tf["cluster_location"]: tf["taskforce_uuid"] for tf in created["taskforces"]}["local"]
     wf_fields, td_fields = served.fields("WorkflowObject"), served.fields("TaskDirectiveObject")
     tf_fields = served.fields("TaskforceObject")
-    assert wf_fields == EWMS_WORKFLOW | {"owner"} and td_fields == EWMS_TASK_DIRECTIVE | {"owner"}
+    assert wf_fields == EWMS_WORKFLOW | {"owner", "notify_url"} and td_fields == EWMS_TASK_DIRECTIVE | {
+        "owner",
+        "secrets",
+        "autoscale",
+    }
     assert tf_fields == EWMS_TASKFORCE | OURS
 
     async def get(path: str, template: str) -> Any:

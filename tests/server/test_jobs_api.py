@@ -70,6 +70,16 @@ async def submit(srv: RunningServer, sub: str = "alice", **fields: str) -> str:
     return str(r.json()["id"])
 
 
+def put_secret(srv: RunningServer, key: str, sub: str = "alice") -> None:
+    r = requests.put(
+        f"{srv.url}/v1/secrets/{key}",
+        json={"value": f"value-of-{key}"},
+        headers={"Authorization": f"Bearer {srv.token(sub=sub)}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
 async def nothing_stored(srv: RunningServer) -> None:
     store = srv.deps.store
     assert await store.count("jobs", {}) == 0
@@ -78,6 +88,8 @@ async def nothing_stored(srv: RunningServer) -> None:
 
 
 async def test_a_job_is_created_queued_with_its_files(srv: RunningServer) -> None:
+    for key in ("API_KEY", "other_1"):
+        await asyncio.to_thread(put_secret, srv, key)
     jid = await submit(srv, n_cores="2", memory="2G", max_runtime="60", secrets="API_KEY, other_1")
     c = client(srv)
     st = await asyncio.to_thread(c.status, jid)
@@ -98,6 +110,32 @@ async def test_a_job_is_created_queued_with_its_files(srv: RunningServer) -> Non
     # unfinished: GET without format is still the status
     r = await asyncio.to_thread(c._call, "GET", f"/v1/jobs/{jid}")
     assert r.headers["Content-Type"] == "application/json" and r.json()["status"] == "Queued"
+
+
+async def test_a_jobs_secrets_are_its_tasks_and_must_be_the_users(srv: RunningServer) -> None:
+    """A job's `secrets` become its one task's `secrets` (the secrets API delivers them to
+    run.sh as EWMS_SECRET_<KEY>): a key the user has no secret for is a 400, even when another
+    user has it; one the user has is accepted and the task directive names it."""
+    await asyncio.to_thread(put_secret, srv, "BOBS", "bob")
+    await asyncio.to_thread(put_secret, srv, "MINE")
+    r = await asyncio.to_thread(post, srv, MultipartBody(parts(secrets="MINE,BOBS")))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("form field secrets: you have no secret named BOBS"), r.text
+    await nothing_stored(srv)
+    jid = await submit(srv, secrets="MINE")
+    job = await srv.deps.store.get("jobs", {"job_id": jid})
+    assert job is not None and job["secrets"] == ["MINE"]
+    td = await srv.deps.store.get("task_directives", {"workflow_id": job["workflow_id"]})
+    assert td is not None and td["secrets"] == ["MINE"]
+
+
+async def test_a_job_naming_secrets_is_503_without_a_secrets_key(tmp_path: Path) -> None:
+    env = {"EWMS_DATA_DIR": str(tmp_path / "data"), "EWMS_SECRETS_KEY": ""}
+    async with running_server(env=env) as s:
+        r = await asyncio.to_thread(post, s, MultipartBody(parts(secrets="MINE")))
+        assert r.status_code == 503 and "EWMS_SECRETS_KEY" in r.json()["error"], r.text
+        await nothing_stored(s)
+        await submit(s)  # a job naming none is fine
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from tests.conftest import SCHEDD, workflow_body
 from tests.server.helpers import (
     create,
     error_of,
+    loop_passes,
     now,
     phase_of,
     submit,
@@ -97,14 +98,16 @@ async def test_new_workflow_reaches_pending_starter_fast(user: RestClient, tms: 
     assert asyncio.get_running_loop().time() - t0 < 0.9
 
 
-async def test_abort_before_htcondor_cancels_without_tms(user: RestClient, tms: RestClient) -> None:
+async def test_abort_before_htcondor_cancels_without_tms(
+    server: RunningServer, user: RestClient, tms: RestClient
+) -> None:
     made = await create(user, workflow_body(n_tasks=2))
     wid = made["workflow"]["workflow_id"]
     res = await user.request("POST", f"/v1/workflows/{wid}/actions/abort")
     assert res["n_taskforces"] == 2
     for tf in made["taskforces"]:
         await wait_phase(user, tf["taskforce_uuid"], "cancelled")
-    await asyncio.sleep(0.3)  # give the loops a chance to (wrongly) move them on
+    await loop_passes(server.deps)  # give the loops a chance to (wrongly) move them on
     for tf in made["taskforces"]:
         assert await phase_of(user, tf["taskforce_uuid"]) == "cancelled"
     assert await tms.request("GET", "/v1/tms/pending-starter/taskforces", {"schedd": SCHEDD}) == {}

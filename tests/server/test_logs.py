@@ -154,3 +154,21 @@ async def test_forwarded_headers_only_from_trusted_proxies(
             assert r.code == 404 and json.loads(r.body)["code"] == 404
             (line,) = [rec.getMessage() for rec in caplog.records if rec.name == "tornado.access"]
             assert line.startswith("404 GET /v1/nope (") and f"({expected})" in line, line
+
+
+@pytest.mark.parametrize(
+    "level,pika_level", [("INFO", logging.WARNING), ("WARNING", logging.WARNING), ("DEBUG", logging.DEBUG)]
+)
+def test_pika_logs_at_warning_unless_debugging(
+    level: str, pika_level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pika logs each connection's life at INFO; the server shows it only at DEBUG."""
+    from ewms_server import logs
+
+    root, pika_logger = logging.getLogger(), logging.getLogger("pika")
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(pika_logger, "level", pika_logger.level)
+    logs.configure(level)
+    assert pika_logger.getEffectiveLevel() == pika_level
+    assert logging.getLogger("ewms_server").getEffectiveLevel() == getattr(logging, level)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-import pytest
 from rest_tools.client import RestClient
 
 from ewms_server.broker.base import BrokerUnavailable, QueueAccess
@@ -16,7 +16,7 @@ from ewms_server.ops.workflows import create_workflow
 from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
 from tests.conftest import LOCATIONS, wait_until, workflow_body
-from tests.server.helpers import phase_of, submit, take_starter, wait_phase
+from tests.server.helpers import loop_passes, phase_of, submit, take_starter, wait_phase
 
 
 async def test_interrupted_create_leaves_orphans_that_are_removed(backend: str | None) -> None:
@@ -72,6 +72,9 @@ async def test_interrupted_deactivation_is_finished(
     )
     server.deps.wake("launch_control")
     await wait_phase(user, uuid, "cancelled")
+    last = (await user.request("GET", f"/v1/taskforces/{uuid}"))["phase_change_log"][-1]
+    assert last["target_phase"] == "cancelled" and last["was_successful"] is True
+    assert last["source_entity"] == "server:launch-control"
 
 
 class FlakyBroker:
@@ -91,6 +94,9 @@ class FlakyBroker:
     async def deactivate_workflow(self, workflow_id: str, mqids: list[str]) -> None: ...
 
     async def delete_queues(self, workflow_id: str, mqids: list[str]) -> None: ...
+
+    async def health(self) -> str | None:
+        return None
 
     async def close(self) -> None: ...
 
@@ -161,8 +167,10 @@ async def test_abort_while_broker_down_is_not_undone(backend: str | None) -> Non
         made = await user.request("POST", "/v1/workflows", workflow_body())
         uuid = made["taskforces"][0]["taskforce_uuid"]
         await wait_until(lambda: asyncio.sleep(0, broker.calls >= 1))
+        failed_at = time.time()
         await user.request("POST", f"/v1/workflows/{made['workflow']['workflow_id']}/actions/abort")
-        await asyncio.sleep(2.5)  # past the activation retry
+        # the failed activation is retried 2 s later (the loop wakes itself): wait for that pass
+        await wait_until(lambda: (srv.deps.loops["mq_activation"].last_pass_ts or 0) > failed_at + 1.5, 10)
         assert await phase_of(user, uuid) == "cancelled"
 
 
@@ -206,15 +214,22 @@ async def test_wake_runs_a_pass_at_once() -> None:
     await asyncio.wait_for(task, 1)
 
 
-@pytest.mark.parametrize("kind", ["abort", "finished"])
-async def test_health_endpoint(server: RunningServer, kind: str) -> None:
+async def test_health_endpoint_reports_every_part(server: RunningServer) -> None:
     import json
 
     from tornado.httpclient import AsyncHTTPClient
 
+    await wait_until(
+        lambda: all(s.last_pass_ts for s in server.deps.loops.values()), what="a pass of each loop"
+    )
     resp = await AsyncHTTPClient().fetch(server.url + "/v1/health")
     body = json.loads(resp.body)
-    assert body["healthy"] and body["database"]["healthy"]
+    assert resp.code == 200 and body["healthy"] is True
+    assert body["database"] == {"healthy": True}
+    assert body["broker"] == {"healthy": True, "configured": False}  # no EWMS_BROKER_URL here
+    assert set(body["loops"]) == {"mq_activation", "launch_control"}
+    for loop in body["loops"].values():
+        assert loop["healthy"] is True and loop["last_error"] is None and loop["last_pass_ts"] > 0
 
 
 class RecordingBroker(FlakyBroker):
@@ -251,7 +266,7 @@ async def test_credentials_revoked_once_pilots_are_gone(backend: str | None) -> 
         cluster_locations=LOCATIONS, mongodb_url=backend, broker=broker, env=env
     ) as srv:
         wid, uuid, tms = await end_submitted_workflow(srv, "finished")
-        await asyncio.sleep(1.0)  # several loop passes
+        await loop_passes(srv.deps, 3)
         assert broker.revoked == [] and broker.deleted == []
         await tms.request("POST", f"/v1/tms/condor-rm/taskforces/{uuid}")
         await tms.request("POST", f"/v1/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": 1.0})

@@ -14,8 +14,8 @@ from rest_tools.client import RestClient
 from ewms_pilot.broker import connection_url
 from ewms_server.broker.rabbitmq import dead_letter_queue, leftover_paths, vhost_for
 from ewms_server.testing import running_server
-from tests.broker.conftest import BROKER_URL, broker_settings
-from tests.conftest import wait_until, workflow_body
+from tests.broker.conftest import broker_settings
+from tests.conftest import BROKER_URL, wait_until, workflow_body
 from tests.server.helpers import error_of
 from tests.server.test_metrics import scrape, series
 
@@ -55,6 +55,19 @@ def push_and_fail(profile: dict[str, Any], n_good: int, n_bad: int) -> None:
         ch.connection.close()
 
 
+async def activated_profile(user: RestClient, workflow_id: str, alias: str) -> dict[str, Any]:
+    """The public queue `alias` of the workflow, once the server activated it on the broker."""
+
+    async def activated() -> dict[str, Any] | None:
+        profiles = (await user.request("GET", f"/v1/workflows/{workflow_id}/mq-profiles/public"))[
+            "mqprofiles"
+        ]
+        return next((p for p in profiles if p["alias"] == alias and p["is_activated"]), None)
+
+    profile: dict[str, Any] = await wait_until(activated, timeout=40, interval=0.3)
+    return profile
+
+
 def cleanup(workflow_id: str) -> None:
     s = broker_settings()
     for path in leftover_paths(workflow_id):
@@ -78,14 +91,7 @@ async def test_queue_depths_dead_letters_and_retry_on_the_real_broker() -> None:
         try:
             created = await user.request("POST", "/v1/workflows", workflow())
             wid = created["workflow"]["workflow_id"]
-
-            async def activated() -> dict[str, Any] | None:
-                profiles = (await user.request("GET", f"/v1/workflows/{wid}/mq-profiles/public"))[
-                    "mqprofiles"
-                ]
-                return next((p for p in profiles if p["alias"] == "in" and p["is_activated"]), None)
-
-            inq = await wait_until(activated, timeout=40, interval=0.3)
+            inq = await activated_profile(user, wid, "in")
             await asyncio.to_thread(push_and_fail, inq, 4, 3)
 
             async def figures() -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient
 from ewms_server import documents
 from ewms_server.phases import Phase
 from ewms_server.testing import RunningServer, running_server
-from tests.conftest import LOCATIONS, WORKER_CONFIG
+from tests.conftest import LOCATIONS, WORKER_CONFIG, wait_until
 
 N_WORKFLOWS = 25_000
 BUDGET_S = 2.0
@@ -102,7 +102,7 @@ async def query_while_polling_health(
             await asyncio.sleep(0.02)
 
     poller = asyncio.create_task(poll())
-    await asyncio.sleep(0.1)  # the poller is running before the query starts
+    await wait_until(lambda: healths, what="a first health answer")  # polling before the query starts
     started = time.monotonic()
     r = await http.fetch(
         srv.url + "/v1/query/taskforces",

@@ -6,7 +6,6 @@ side by side (fast) and neither undoes a deactivation made through the other."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -18,8 +17,8 @@ import pika
 import pytest
 
 from ewms_pilot.broker import connection_url
-from tests.conftest import workflow_body
-from tests.test_e2e_workflow import broker_objects_gone, delete_broker_leftovers
+from tests.conftest import BROKER_URL, broker_objects_gone, wait_until_sync, workflow_body
+from tests.test_e2e_workflow import delete_broker_leftovers
 
 from .server_process import Api, ServerProcess, free_port, token
 
@@ -52,11 +51,11 @@ def body(location: str) -> dict[str, Any]:
 
 
 def wait_phase(api: Api, uuid: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (tf := api.ok("GET", f"/v1/taskforces/{uuid}"))["phase"] != phase:
-        assert time.monotonic() < deadline, f"{uuid} stuck in {tf['phase']}, not {phase}"
-        time.sleep(0.05)
-    return tf
+    def reached() -> dict[str, Any] | None:
+        tf: dict[str, Any] = api.ok("GET", f"/v1/taskforces/{uuid}")
+        return tf if tf["phase"] == phase else None
+
+    return wait_until_sync(reached, timeout, what=f"{uuid} to reach {phase}")  # type: ignore[no-any-return]
 
 
 def test_one_taskforce_life_with_requests_alternating(replicas: tuple[ServerProcess, ServerProcess]) -> None:
@@ -191,9 +190,6 @@ def test_a_deactivation_made_on_one_is_never_undone_by_the_others_loops(
         assert starter.ok("GET", f"/v1/tms/pending-starter/taskforces?schedd={LOCATIONS['ended']}") == {}
     finally:
         starter.close()
-
-
-BROKER_URL = os.environ.get("EWMS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def test_both_activate_queues_and_what_users_are_given_works(tmp_path: Path) -> None:

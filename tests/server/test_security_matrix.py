@@ -98,6 +98,15 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("GET",  WF + "/progress"):                                          (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("POST", WF + "/actions/retry-dead-letters"):                        (401, 401, 401, 200, 404, 403, 403, 403, 200),
     ("GET",  "/metrics"):                                                (401, 401, 401, 403, 403, 403, 403, 403, 200),
+    ("GET",  "/v1/secrets"):                                             (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("PUT",  "/v1/secrets/{key}"):                                       (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("DELETE", "/v1/secrets/{key}"):                                     (401, 401, 401, 200, 404, 403, 403, 403, 404),
+    # a pilot's secrets fetch token only (tests/server/test_secrets.py): no JWT opens it
+    ("GET",  "/v1/pilot/secrets"):                                       (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    ("GET",  "/v1/docs"):                                                (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/docs/{asset}"):                                        (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/v1/dashboard/config"):                                    (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET",  "/dashboard/{path}"):                                       (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",  "/v1/jobs"):                                                (401, 401, 401, 200, 200, 403, 403, 403, 200),
     ("POST", "/v1/jobs"):                                                (401, 401, 401, 201, 201, 403, 403, 403, 201),
     ("GET",  JOB):                                                       (401, 401, 401, 200, 404, 403, 403, 403, 200),
@@ -119,6 +128,8 @@ SUBMIT_BODY = {
     "job_event_log_fpath": "/var/log/ewms/tf.log",
 }
 SECRET_RE = re.compile(r"mq-secret-Q-[0-9a-f-]+")
+USER_SECRET = "matrix-user-secret-value-0123456789"
+"""The value of every user secret the table sets: no answer may ever carry it."""
 
 
 class TokenBroker:
@@ -140,6 +151,9 @@ class TokenBroker:
         return 2 * len(mqids)
 
     async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        return None
+
+    async def health(self) -> str | None:
         return None
 
     async def close(self) -> None:
@@ -316,7 +330,7 @@ class Ctx:
 
     async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         out = {}
-        for name in ("workflows", "task_directives", "taskforces", "mqprofiles", "jobs"):
+        for name in ("workflows", "task_directives", "taskforces", "mqprofiles", "secrets", "jobs"):
             docs = await self.store.find(name, {})
             out[name] = sorted((_plain(d) for d in docs), key=lambda d: json.dumps(d, sort_keys=True))
         return out
@@ -548,6 +562,19 @@ async def _check_metrics(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
     assert {"ewms_workflows", "ewms_taskforces", "ewms_http_request_duration_seconds"} <= names
 
 
+def _check_page(expected: str) -> Check:
+    """A public page: the same file for everyone (its data is behind the API)."""
+
+    async def check(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+        assert isinstance(body, str) and expected in body
+
+    return check
+
+
+async def _check_dashboard_config(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"oidc": None}  # a local secret: sign-in by a pasted token only
+
+
 def _static(path: str) -> Prepare:
     async def prepare(ctx: Ctx) -> Req:
         return Req(path)
@@ -568,6 +595,38 @@ async def _check_created(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
     assert body["workflow"]["owner"] == sub
     assert all(x["owner"] == sub for x in [*body["task_directives"], *body["taskforces"]])
     assert all(tf["phase_change_log"][0]["source_entity"] == ENTITY[ident] for tf in body["taskforces"])
+
+
+async def _alice_secret(ctx: Ctx) -> Req:
+    await ctx.ok("alice", "PUT", "/v1/secrets/ALICE_ONLY", {"value": USER_SECRET})
+    return Req("/v1/secrets/ALICE_ONLY", ids={"key": "ALICE_ONLY"})
+
+
+async def _list_secrets(ctx: Ctx) -> Req:
+    await _alice_secret(ctx)
+    return Req("/v1/secrets")
+
+
+async def _check_list_secrets(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    keys = [s["key"] for s in body["secrets"]]
+    assert ("ALICE_ONLY" in keys) == (ident == "alice")  # an admin sees its own only
+    assert all(set(s) == {"key", "created_ts", "updated_ts"} for s in body["secrets"])
+
+
+async def _put_secret(ctx: Ctx) -> Req:
+    return Req("/v1/secrets/MATRIX_KEY", body={"value": USER_SECRET}, ids={"key": "MATRIX_KEY"})
+
+
+async def _check_put_secret(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert set(body) == {"key", "created_ts", "updated_ts"} and body["key"] == "MATRIX_KEY"
+    sub = SUBJECT_ROLE[ident][0]
+    doc = await ctx.store.get("secrets", {"owner": sub, "key": "MATRIX_KEY"})
+    assert doc is not None and USER_SECRET not in json.dumps(doc)
+
+
+async def _check_deleted_secret(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["key"] == "ALICE_ONLY"
+    assert await ctx.store.get("secrets", {"owner": "alice", "key": "ALICE_ONLY"}) is None
 
 
 JOB_SCRIPT = b"echo hi > out.txt\n"
@@ -687,6 +746,14 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("GET", WF + "/progress"): (_progress, _check_progress),
     ("POST", WF + "/actions/retry-dead-letters"): (_retry, _check_retry),
     ("GET", "/metrics"): (_static("/metrics"), _check_metrics),
+    ("GET", "/v1/secrets"): (_list_secrets, _check_list_secrets),
+    ("PUT", "/v1/secrets/{key}"): (_put_secret, _check_put_secret),
+    ("DELETE", "/v1/secrets/{key}"): (_alice_secret, _check_deleted_secret),
+    ("GET", "/v1/pilot/secrets"): (_static("/v1/pilot/secrets"), _nothing),
+    ("GET", "/v1/docs"): (_static("/v1/docs"), _check_page("swagger-ui-bundle.js")),
+    ("GET", "/v1/docs/{asset}"): (_static("/v1/docs/init.js"), _check_page("SwaggerUIBundle")),
+    ("GET", "/v1/dashboard/config"): (_static("/v1/dashboard/config"), _check_dashboard_config),
+    ("GET", "/dashboard/{path}"): (_static("/dashboard/"), _check_page("<title>EWMS dashboard</title>")),
     ("GET", "/v1/jobs"): (_static("/v1/jobs"), _check_job_list),
     ("POST", "/v1/jobs"): (_jobs_upload, _check_job_created),
     ("GET", JOB): (_job_route(""), _check_job),
@@ -764,6 +831,7 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
         if expected >= 400 or expected == 207:  # 207: every taskforce of the report refused
             await ctx.settle()
             assert await ctx.snapshot() == before, f"{where}: a refused request changed the database"
+        assert USER_SECRET not in r.text, f"{where}: a secret's value in the answer"
         # queue credentials: a user sees only the public queues of its own workflows
         secrets = await ctx.secrets()
         seen = set(SECRET_RE.findall(r.text))
@@ -773,9 +841,9 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
             for s in seen:
                 assert secrets[s]["owner"] == "alice" and secrets[s]["is_public"], f"{where}: leaked {s}"
         # a state-changing request names its actual subject in the log
-        if method == "POST":
+        if method in ("POST", "PUT", "DELETE"):
             entity = ENTITY.get(ident, "none:anonymous")
-            line = f"POST {req.path} {expected} by {entity}"
+            line = f"{method} {req.path} {expected} by {entity}"
             lines = [rec.getMessage() for rec in caplog.records if rec.name == "ewms_server.requests"]
             assert line in lines, f"{where}: no log line {line!r} in {lines}"
     assert not failures, "\n".join(failures)
@@ -792,7 +860,7 @@ async def test_unscoped_tms_token_with_the_legacy_setting(backend: str) -> None:
     ) as srv:
         ctx = Ctx(srv)
         ops = [op for op, row in MATRIX.items() if row[IDENTITIES.index("tms")] == 200]
-        assert len(ops) == 13  # every TMS route and taskforce read, /v1/, health, schema
+        assert len(ops) == 17  # every TMS route and taskforce read, /v1/, health, schema, the pages
         for method, path in ops:
             prepare, check = ROWS[(method, path)]
             req = await prepare(ctx)

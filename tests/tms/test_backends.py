@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import htcondor2
 import pytest
 
+from tests.conftest import wait_until_sync
 from tms.backends.base import BackendError
 from tms.backends.htcondor import HTCondorBackend
 from tms.backends.local import LocalBackend
@@ -58,7 +58,7 @@ async def test_submit_find_remove(backend: Any, tmp_path: Any) -> None:
     # a removed cluster is still found (history): a late re-submit must not happen
     assert await backend.find_cluster("TF-1") == cluster
     if backend.name == "local":
-        _wait_for(lambda: not backend.live_supervisors())
+        wait_until_sync(lambda: not backend.live_supervisors(), 15, what="the supervisors to end")
         with open(spec.job_event_log_fpath) as f:
             text = f.read()
         assert text.count("Job was aborted") == 2 and "Cluster removed" in text
@@ -75,13 +75,6 @@ async def test_errors_are_backend_errors(backend: Any, tmp_path: Any) -> None:
 
 def _raise() -> None:
     raise BackendError("the fake accepts any cluster id")
-
-
-def _wait_for(cond: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_htcondor_backend_passes_a_real_submit_object(tmp_path: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -116,3 +117,18 @@ def test_housekeeping_sweep(tmp_path: Any) -> None:
     # the compressed log keeps its age: it is deleted later, not kept forever
     later = sweep(str(root), set(), set(), 3 * 86400, 14 * 86400, now=now + 10 * 86400)
     assert sorted(later["deleted"]) == ["TF-live", "TF-mid"]  # TF-live ended meanwhile
+
+
+def test_the_job_directory_is_absolute_whatever_the_start_directory(tmp_path: Any, monkeypatch: Any) -> None:
+    """Issue 10 B10: a TMS started elsewhere later must find the same directories."""
+    monkeypatch.chdir(tmp_path)
+    base = {"EWMS_TMS_SERVER_URL": "http://x", "EWMS_TMS_TOKEN": "t"}
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert from_env(base).job_event_log_dir == "/var/lib/ewms-tms/jobs"
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as a user, with a relative XDG_STATE_HOME
+    cfg = from_env({**base, "XDG_STATE_HOME": "state", "HOME": "/home/u"})
+    assert cfg.job_event_log_dir == str(tmp_path / "state" / "ewms-tms" / "jobs")
+    assert from_env({**base, "HOME": "/home/u"}).job_event_log_dir == "/home/u/.local/state/ewms-tms/jobs"
+    cfg = from_env({**base, "EWMS_TMS_JOB_EVENT_LOG_DIR": "jobs"})
+    assert cfg.job_event_log_dir == str(tmp_path / "jobs")
+    assert cfg.local_state_dir == str(tmp_path / "jobs" / ".local-schedd")

@@ -8,13 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 from rest_tools.client import RestClient
 
 from ewms_server.storage.base import Change
 from ewms_server.testing import running_server
+from tests.conftest import wait_until
 from tests.processes import stop_process
 from tms.backends.local import LocalBackend
 from tms.submit import build_spec, prepare_job_dir
@@ -84,13 +84,17 @@ def start_tms(srv: Any, jobs: str, log: str, uids: tuple[int, int]) -> subproces
 
 
 async def wait_for(rc: RestClient, uuid: str, cond: Any, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        tf = await rc.request("GET", f"/v1/taskforces/{uuid}")
-        if cond(tf):
-            return tf
-        assert time.monotonic() < deadline, f"timed out; taskforce is {json.dumps(tf)[:1500]}"
-        await asyncio.sleep(0.1)
+    """The taskforce, once `cond` holds for it."""
+    seen: list[dict[str, Any]] = []
+
+    async def met() -> dict[str, Any] | None:
+        seen[:] = [await rc.request("GET", f"/v1/taskforces/{uuid}")]
+        return seen[0] if cond(seen[0]) else None
+
+    try:
+        return await wait_until(met, timeout, 0.1)  # type: ignore[no-any-return]
+    except AssertionError:
+        raise AssertionError(f"timed out; taskforce is {json.dumps(seen[-1])[:1500]}") from None
 
 
 async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any) -> None:
@@ -107,14 +111,12 @@ async def test_crash_between_submit_and_report_then_full_lifecycle(tmp_path: Any
         wf_id = wf["workflow"]["workflow_id"]
 
         # a first TMS gets the taskforce and submits it, then dies before reporting condor-submit
-        deadline = time.monotonic() + 20
-        while not (
-            got := await tms_rc.request(
-                "GET", "/v1/tms/pending-starter/taskforces", {"schedd": "test-schedd"}
-            )
-        ):
-            assert time.monotonic() < deadline, "taskforce never reached pending-starter"
-            await asyncio.sleep(0.1)
+        got = await wait_until(
+            lambda: tms_rc.request("GET", "/v1/tms/pending-starter/taskforces", {"schedd": "test-schedd"}),
+            20,
+            0.1,
+            what="the taskforce in pending-starter",
+        )
         assert got["taskforce"]["taskforce_uuid"] == uuid
         from tms.config import from_env
 

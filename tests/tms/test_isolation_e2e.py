@@ -25,13 +25,12 @@ import pytest
 from ewms_client import queues
 from ewms_client.client import EWMSClient
 from ewms_server.testing import running_server
+from tests.conftest import BROKER_URL, wait_until
 from tests.processes import stop_process
 from tests.test_e2e_workflow import (
-    BROKER_URL,
     _all,
     delete_broker_leftovers,
     kill_pids,
-    poll,
     start_tms,
     supervisor_pids,
 )
@@ -131,8 +130,10 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
                 a_id, b_id = made[0][0], made[1][0]
 
                 tms = start_tms(srv, Path(jobs), tmp_path / "tms.log", schedd=SCHEDD, token=tms_token)
-                [tf_a] = await poll(lambda: running(alice, a_id, 2), "A's 2 pilots to run", 60)
-                [tf_b] = await poll(lambda: running(bob, b_id, 1), "B's pilot to run", 60)
+                [tf_a] = await wait_until(
+                    lambda: running(alice, a_id, 2), 60, 0.2, what="A's 2 pilots to run"
+                )
+                [tf_b] = await wait_until(lambda: running(bob, b_id, 1), 60, 0.2, what="B's pilot to run")
 
                 # A's work goes on meanwhile
                 numbers = await call(alice.pick_queue, a_id, "numbers", "push", 30)
@@ -196,12 +197,13 @@ async def test_a_task_of_b_finds_nothing_of_a_nor_of_the_tms(tmp_path: Path) -> 
                 for c, wf_id in ((alice, a_id), (bob, b_id)):
                     await call(c.finish, wf_id)
                 for c, wf_id in ((alice, a_id), (bob, b_id)):
-                    await poll(
+                    await wait_until(
                         lambda c=c, wf_id=wf_id: _all(
                             call(c.taskforces, wf_id), lambda tf: tf["phase"] == "condor-complete"
                         ),
-                        "condor-complete",
                         40,
+                        0.2,
+                        what="condor-complete",
                     )
                 assert tms.poll() is None, "the TMS died"
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tms import loops, starter
 from tms.backends.base import BackendError
 from tms.client import AuthRejected, ServerRejected
@@ -15,12 +16,6 @@ from tms.tracking import Registry
 
 from .conftest import make_cfg, pending
 from .fakes import RecordingClient
-
-
-async def until(cond: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 async def test_a_failing_loop_never_stops_the_others() -> None:
@@ -36,7 +31,7 @@ async def test_a_failing_loop_never_stops_the_others() -> None:
     runner = asyncio.create_task(
         loops.run_all([(broken, bug), (healthy, fine)], stop, backoff_min=0.001, backoff_max=0.01)
     )
-    await until(lambda: broken.n_errors >= 5 and healthy.n_passes >= 20)
+    await wait_until(lambda: broken.n_errors >= 5 and healthy.n_passes >= 20)
     assert not runner.done()
     assert broken.last_error == "KeyError: 'taskforce'" and healthy.n_errors == 0
     stop.set()
@@ -72,9 +67,10 @@ async def test_stop_ends_every_loop_promptly() -> None:
         return False
 
     runner = asyncio.create_task(loops.run_all([(s, idle) for s in states], stop))
-    await until(lambda: all(s.n_passes for s in states))
+    await wait_until(lambda: all(s.n_passes for s in states))
     stop.set()
     await asyncio.wait_for(runner, 2)  # not the hour of their interval
+    assert runner.done() and runner.result() is None and all(s.n_passes == 1 for s in states)
 
 
 async def test_a_refused_token_ends_them_all_with_the_reason() -> None:

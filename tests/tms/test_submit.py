@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -165,3 +166,34 @@ def test_input_file_urls_are_transferred(tmp_path: Any) -> None:
     files = htcondor2.Submit(spec.submit_dict)["transfer_input_files"].split(",")
     assert files[1:] == ["https://example.org/a.tar", "osdf:///ospool/x/y"]
     assert files[0].endswith("pilot-queue-auth.json")
+
+
+def _build(cfg: Any, p: dict[str, Any], runner: str = "process", **kw: Any) -> Any:
+    chirp = "file" if runner == "process" else "htcondor"
+    return build_spec(
+        cfg, p["taskforce"], p["task_directive"], p["mqprofiles"], runner=runner, chirp=chirp, **kw
+    )
+
+
+def test_a_task_naming_secrets_gets_the_fetch_entry_in_its_auth_file_only(tmp_path: Any) -> None:
+    cfg = make_cfg(tmp_path)
+    p = pending()
+    p["task_directive"]["secrets"] = ["DB_PASSWORD"]
+    fetch_token = "TF-0001.signature-of-the-server"
+    for url_for_pilots, expected in (
+        ("", cfg.server_url),
+        ("https://ewms.example.org", "https://ewms.example.org"),
+    ):
+        c = dataclasses.replace(cfg, server_url_for_pilots=url_for_pilots)
+        spec, payload = _build(c, p, "apptainer", secrets_fetch_token=fetch_token)
+        assert payload["ewms_secrets"] == {"url": f"{expected}/v1/pilot/secrets", "token": fetch_token}
+        assert set(payload) == {"MQ-in", "MQ-out", "ewms_secrets"}
+        assert fetch_token not in json.dumps(spec.submit_dict) and fetch_token not in json.dumps(
+            spec.environment
+        )
+    # no token from the server (no EWMS_SECRETS_KEY there): a failed submit, never a run without them
+    with pytest.raises(InvalidTaskforce, match="EWMS_SECRETS_KEY"):
+        _build(cfg, p)
+    # a task naming none gets no entry, even if a token came along
+    p["task_directive"]["secrets"] = []
+    assert "ewms_secrets" not in _build(cfg, p, secrets_fetch_token="x")[1]
