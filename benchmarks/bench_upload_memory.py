@@ -59,17 +59,11 @@ PIECE = 64 * 1024
 TARGET_RSS_GROWTH_MB = 20.0
 VARIANTS = ("no_token", "no_token_chunked", "token_oversize", "token_chunked_oversize")
 
+from tests.processes import rss_mb  # noqa: E402
+
 
 def log(*a: Any) -> None:
     print("[bench_upload_memory]", *a, file=sys.stderr, flush=True)
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def free_port() -> int:

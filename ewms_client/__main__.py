@@ -10,7 +10,7 @@ import sys
 
 from ewms_pilot.envelope import ENVELOPE, RAW
 
-from . import commands, paths, progress, secrets
+from . import commands, job_commands, paths, progress, secrets
 from .client import SETTINGS_DOCS, ClientError, EWMSClient
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -203,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
         )
         _workflow_arg(s)
         s.set_defaults(run=run)
+    job_commands.add_parser(sub)
     secrets.add_parser(sub)
     return p
 

@@ -47,6 +47,7 @@ class EWMSClient:
         if not token:
             raise ClientError("EWMS_TOKEN is not set")
         self.url = url.rstrip("/")
+        self.token = token
         self._rc = RestClient(self.url, token, timeout=timeout, retries=0)
         self._token, self._timeout = token, timeout
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .envelope import ENVELOPE, FORMATS
 
 RUNNERS = ("apptainer", "docker", "process")
-TASK_MODES = ("per-message", "warm")
+TASK_MODES = ("per-message", "warm", "job")
 CHIRP_MODES = ("htcondor", "file", "none")
 
 SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
@@ -71,7 +71,9 @@ SETTINGS_DOCS: tuple[tuple[str, str, str], ...] = (
         "per-message",
         "per-message (a fresh task program per message) | warm (the task program starts once "
         "per concurrent task and serves message after message over $EWMS_WARM_SOCKET; "
-        "docs/warm-runner.md, ewms_pilot.worker.serve)",
+        "docs/warm-runner.md, ewms_pilot.worker.serve) | job (each message names an EWMS job: "
+        "fetch its files from the server, run run.sh with the task program (bash) in a fresh "
+        "directory, upload what it made; ewms_pilot/job_runner.py)",
     ),
     (
         "EWMS_PILOT_WARM_START_TIMEOUT",

@@ -15,6 +15,7 @@ from .broker import BrokerLost, BrokerRefused, BrokerSession, connection_url
 from .chirp import Chirper, PilotStatus
 from .config import PilotConfig, QueueAuth
 from .consumer import Consumer, Counts, StopReason
+from .job_runner import JobRunner
 from .runner import Runner, TaskFailed
 from .secrets import SecretsError, SecretsFetch, fetch_secrets, task_variables
 from .warm_runner import WarmRunner
@@ -41,9 +42,11 @@ class Pilot:
         self.secrets_fetch = secrets_fetch
         self.chirper = chirper
         self.stop = stop
-        self.runner = (
+        self.runner: Runner = (
             WarmRunner(cfg.runner, cfg.work_dir, cfg.warm_start_timeout)
             if cfg.task_mode == "warm"
+            else JobRunner(cfg.runner, cfg.work_dir)
+            if cfg.task_mode == "job"
             else Runner(cfg.runner, cfg.work_dir)
         )
         self.counts = Counts()

@@ -263,6 +263,42 @@ SETTINGS: tuple[Setting, ...] = (
         "with more (tasks x cluster locations) is a 400.",
     ),
     Setting(
+        "EWMS_JOBS_MAX_UPLOAD_BYTES",
+        str(400 * 1024 * 1024),
+        "Largest POST /v1/jobs upload (all its files and fields; a JSON 413 above), and largest "
+        "output file a job's runner may upload.",
+    ),
+    Setting(
+        "EWMS_USER_MAX_ACTIVE_JOBS",
+        "10",
+        "Most unfinished jobs (Queued or Running) one user may have at once; one more is a 429 "
+        "with Retry-After (0 = no limit; admins are exempt).",
+    ),
+    Setting(
+        "EWMS_JOBS_RETENTION_S",
+        "604800",
+        "Seconds a finished job's files (inputs, outputs) are kept; then they are deleted and "
+        "the job shows its status only.",
+    ),
+    Setting(
+        "EWMS_JOBS_SERVER_URL",
+        None,
+        "URL at which a job's runner (on the worker) reaches this server to fetch inputs and "
+        "upload outputs. Default: http://<EWMS_REST_HOST>:<port>.",
+    ),
+    Setting(
+        "EWMS_JOBS_TASK_IMAGE",
+        "bash",
+        "What runs a job's run.sh: with the process runner the program (bash), with containers "
+        "an image that has bash.",
+    ),
+    Setting(
+        "EWMS_JOBS_PILOT_IDLE_S",
+        "600",
+        "Seconds a job's pilot waits for its one message before it ends (the job's workflow is "
+        "finished when its result is in, which ends the pilot sooner).",
+    ),
+    Setting(
         "EWMS_USER_MAX_ADD_WORKERS_PER_MIN",
         "60",
         "Most add-workers calls one user may make in any 60 s (429 above, with Retry-After).",
@@ -454,6 +490,12 @@ class Config:
     health_broker_cache_s: float = 5.0
     autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
+    jobs_max_upload_bytes: int = 400 * 1024 * 1024
+    jobs_user_max_active: int = 10
+    jobs_retention_s: float = 604800.0
+    jobs_server_url: str | None = None
+    jobs_task_image: str = "bash"
+    jobs_pilot_idle_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -559,6 +601,12 @@ class Config:
             dashboard_oidc_client_id=get("EWMS_DASHBOARD_OIDC_CLIENT_ID"),
             dashboard_oidc_scope=get("EWMS_DASHBOARD_OIDC_SCOPE") or "openid",
             quarantine=parsed(lambda: _quarantine(get), QuarantinePolicy()),
+            jobs_max_upload_bytes=num("EWMS_JOBS_MAX_UPLOAD_BYTES", int, 1024),
+            jobs_user_max_active=num("EWMS_USER_MAX_ACTIVE_JOBS", int, 0),
+            jobs_retention_s=num("EWMS_JOBS_RETENTION_S", float, 0),
+            jobs_server_url=(get("EWMS_JOBS_SERVER_URL") or "").rstrip("/") or None,
+            jobs_task_image=get("EWMS_JOBS_TASK_IMAGE") or "bash",
+            jobs_pilot_idle_s=num("EWMS_JOBS_PILOT_IDLE_S", float, 1),
         )
         if problems:
             raise ConfigError("; ".join(problems))

@@ -15,6 +15,7 @@ from .quotas import QuotaGate, Quotas
 from .schema import OpenAPI
 from .secrets_box import SecretsBox
 from .storage.base import Storage
+from .storage.files_base import FileStore
 from .views import Views
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Deps:
     """Orders pending-starter by users' workers against their shares (None: priority only)."""
     notifier: Notifier | None = None
     """Writes webhook events to the outbox (webhooks/outbox.py)."""
+    files: FileStore | None = None
+    """The file cache of jobs (issue 13)."""
 
     @cached_property
     def views(self) -> Views:

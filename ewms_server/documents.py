@@ -276,3 +276,70 @@ WORKER_CONFIG_DEFAULTS: dict[str, Any] = {
     "priority": 50,
     "condor_requirements": "",
 }
+
+
+class JobFile(TypedDict):
+    path: str
+    size: int
+    sha256: str
+
+
+class Job(TypedDict):
+    job_id: str
+    owner: str
+    timestamp: float
+    workflow_id: str
+    task_id: str
+    state: str
+    message: str
+    exit_code: int | None
+    cluster_location: str
+    n_cores: int
+    memory: str
+    max_runtime: int
+    secrets: list[str]
+    inputs: list[JobFile]
+    outputs: list[JobFile]
+    runner_token_sha256: str
+    published: bool
+    started_ts: float | None
+    finished_ts: float | None
+    files_deleted: bool
+
+
+def job(
+    *,
+    job_id: str,
+    owner: str,
+    workflow_id: str,
+    task_id: str,
+    cluster_location: str,
+    n_cores: int,
+    memory: str,
+    max_runtime: int,
+    secrets: list[str],
+    inputs: list[JobFile],
+    runner_token_sha256: str,
+) -> Job:
+    return Job(
+        job_id=job_id,
+        owner=owner,
+        timestamp=time.time(),
+        workflow_id=workflow_id,
+        task_id=task_id,
+        state="Queued",
+        message="waiting for a pilot",
+        exit_code=None,
+        cluster_location=cluster_location,
+        n_cores=n_cores,
+        memory=memory,
+        max_runtime=max_runtime,
+        secrets=secrets,
+        inputs=inputs,
+        outputs=[],
+        runner_token_sha256=runner_token_sha256,
+        published=False,
+        started_ts=None,
+        finished_ts=None,
+        files_deleted=False,
+    )

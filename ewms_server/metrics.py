@@ -166,6 +166,9 @@ class MeteredBroker:
             "requeue_dead_letters", self.inner.requeue_dead_letters(workflow_id, mqids, limit)
         )
 
+    async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        await self._call("publish", self.inner.publish(workflow_id, mqid, payload))
+
     async def health(self) -> str | None:
         return await self.inner.health()
 

@@ -92,6 +92,9 @@ class ProgressCache:
     async def _entry(self, workflow_id: str) -> Entry | None:
         fut = self._inflight.get(workflow_id)
         if fut is None:
+            made_meanwhile = self._fresh(workflow_id)  # while this caller awaited its scope check
+            if made_meanwhile is not None:
+                return made_meanwhile
             fut = asyncio.ensure_future(self._compute(workflow_id))
             self._inflight[workflow_id] = fut
             fut.add_done_callback(lambda _: self._inflight.pop(workflow_id, None))

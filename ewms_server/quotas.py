@@ -145,6 +145,27 @@ class QuotaGate:
             ),
         )  # fmt: skip
 
+    def creating_job(
+        self, store: Storage, caller: Caller, max_active_jobs: int
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around the insert of a new job (EWMS_USER_MAX_ACTIVE_JOBS; its workflow does not
+        count towards the workflow quotas)."""
+        return self._admitting(
+            caller,
+            (max_active_jobs,),
+            lambda: self.check_active_jobs(store, caller, max_active_jobs),
+        )
+
+    async def check_active_jobs(self, store: Storage, caller: Caller, max_active_jobs: int) -> None:
+        """429 when `caller` already has the most unfinished jobs allowed (admins pass)."""
+        if caller.role == "admin":
+            return
+        await self._hold(
+            store, "jobs", {"owner": caller.subject, "finished_ts": None}, max_active_jobs,
+            "EWMS_USER_MAX_ACTIVE_JOBS", f"user {caller.subject}", "unfinished jobs",
+            ": wait for one to finish, or delete one",
+        )  # fmt: skip
+
     @contextlib.asynccontextmanager
     async def _admitting(
         self, caller: Caller, limits: tuple[int, ...], *checks: Callable[[], Awaitable[None]]

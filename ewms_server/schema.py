@@ -147,7 +147,7 @@ class OpenAPI:
                 key = (path, method.upper())
                 self._params[key] = op.get("parameters", [])
                 rb = op.get("requestBody")
-                if rb:
+                if rb and "application/json" in rb["content"]:
                     schema = _inline_refs(rb["content"]["application/json"]["schema"], components)
                     self._bodies[key] = Checker(schema)
                     self._body_required[key] = bool(rb.get("required"))

@@ -23,6 +23,7 @@ from .handlers.connections import HTTPServer
 from .handlers.routes import HANDLERS
 from .loops.autoscale import Autoscaler
 from .loops.base import LoopState, run_loop
+from .loops.jobs import JobsLoop
 from .loops.launch_control import LaunchControl
 from .loops.mq_activation import MQActivation
 from .loops.webhooks import WebhookDelivery
@@ -32,7 +33,7 @@ from .progress_cache import ProgressCache
 from .query_limits import QueryLimits
 from .quotas import QuotaGate
 from .schema import OpenAPI
-from .storage import open_storage
+from .storage import open_file_store, open_storage
 from .storage.base import Storage
 from .storage.checked import CheckedStorage
 from .storage.collections import COLLECTIONS
@@ -163,7 +164,9 @@ class Server:
             "mq_activation": LoopState("mq_activation", cfg.loop_interval_s),
             "launch_control": LoopState("launch_control", cfg.loop_interval_s),
             "autoscale": LoopState("autoscale", cfg.autoscale.interval_s),
+            "jobs": LoopState("jobs", cfg.loop_interval_s),
         }
+        files = open_file_store(cfg, self.storage)
         notifier = None  # webhooks off: no events are recorded, and the state changes cost nothing more
         if cfg.webhooks.enabled:
             loops["webhooks"] = LoopState("webhooks", cfg.loop_interval_s)
@@ -194,11 +197,12 @@ class Server:
             broker_health=BrokerHealth(broker, cfg.health_broker_cache_s) if cfg.broker_url else None,
             fair_share=FairShare(cfg.autoscale.share),
             notifier=notifier,
+            files=files,
         )
         self._activation = activation = MQActivation(
             store,
             broker,
-            wake_launch=lambda: self.deps.wake("launch_control"),
+            wake_launch=self._queues_activated,
             wake_self=lambda: self.deps.wake("mq_activation"),
             delete_grace_s=cfg.broker_queue_delete_grace_s,
             revoke_max_wait_s=cfg.broker_revoke_max_wait_s,
@@ -214,10 +218,12 @@ class Server:
             cfg.cluster_locations,
             wake_launch=lambda: self.deps.wake("launch_control"),
         )
+        jobs = JobsLoop(store, files, broker, self._jobs_server_url, cfg.jobs_retention_s)
         passes = {
             "mq_activation": activation.one_pass,
             "launch_control": launch.one_pass,
             "autoscale": autoscaler.one_pass,
+            "jobs": jobs.one_pass,
         }
         if notifier is not None:
             self._webhooks = WebhookDelivery(
@@ -244,6 +250,13 @@ class Server:
         self.port = sockets[0].getsockname()[1]
         LOGGER.info("listening on http://%s:%d", cfg.rest_host, self.port)
 
+    def _queues_activated(self) -> None:
+        self.deps.wake("launch_control")
+        self.deps.wake("jobs")  # a job's message goes out once its queues exist
+
+    def _jobs_server_url(self) -> str:
+        return self.cfg.jobs_server_url or f"http://{self.cfg.rest_host}:{self.port}"
+
     async def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         if self._http is not None:
@@ -261,6 +274,8 @@ class Server:
             self._webhooks.close()
         if self.broker is not None:
             await self.broker.close()
+        if self.deps.files is not None:
+            await self.deps.files.close()
         await self.deps.store.close()
 
     async def _finish_broker_cleanups(self) -> None:

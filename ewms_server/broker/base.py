@@ -58,6 +58,10 @@ class BrokerAdapter(Protocol):
         (and confirmed) before it leaves the dead-letter queue; return how many moved. Raise
         QueuesMissing when the workflow's queues are not there."""
 
+    async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        """Put one persistent message on `mqid` (a job's one message). Raise QueuesMissing
+        when the queue is not there, BrokerUnavailable when the broker cannot be asked."""
+
     async def health(self) -> str | None:
         """None when the broker answers with the admin rights the adapter needs; else what is
         wrong, in words (no secret in them)."""

@@ -23,6 +23,9 @@ class NullBrokerAdapter:
     async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
         return 0  # no broker, so nothing was ever dead-lettered
 
+    async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        raise BrokerUnavailable("no broker is configured (EWMS_BROKER_URL is unset)")
+
     async def health(self) -> str | None:
         return None
 

@@ -23,6 +23,7 @@ Deactivation deletes the user and closes its connections; `delete_queues` delete
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import secrets
@@ -273,6 +274,24 @@ class RabbitMQBrokerAdapter:
         moved = await asyncio.to_thread(dead_letters.requeue, params, pairs, limit)
         LOGGER.info("moved %d dead-lettered message(s) of %s back to their queues", moved, workflow_id)
         return moved
+
+    async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        """Through the management API's publish call (persistent, to the default exchange):
+        one small message, so no AMQP connection is needed."""
+        v = quote(vhost_for(workflow_id), safe="")
+        path = f"/api/exchanges/{v}/amq.default/publish"
+        body = {
+            "properties": {"delivery_mode": 2},
+            "routing_key": mqid,
+            "payload": base64.b64encode(payload).decode(),
+            "payload_encoding": "base64",
+        }
+        resp = await self._request("POST", path, body)
+        if resp.status_code == 404:
+            raise QueuesMissing(f"no vhost {vhost_for(workflow_id)} on the broker")
+        self._check("POST", path, resp, missing_ok=False)
+        if not resp.json().get("routed"):
+            raise QueuesMissing(f"queue {mqid} is not on the broker")
 
     async def health(self) -> str | None:
         """The management API answers the admin login with the administrator tag, and the

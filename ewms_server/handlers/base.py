@@ -80,14 +80,7 @@ class BaseHandler(StreamedBodyHandler):
         method = self.request.method or "GET"
         if method not in self.ROLES:
             raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.request.path}")
-        roles = self.ROLES[method]
-        if roles:
-            self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
-            if self.caller.role not in roles:
-                raise Forbidden(f"role {self.caller.role!r} may not {method} {self.OPENAPI_PATH}")
-            self.deps.auth.check_schedds_claim(self.caller)
-        else:
-            self.caller = Caller(subject="anonymous", role="none")
+        self.caller = await self.identify(method, self.ROLES[method])
         declared = self._declared_length()
         if declared is not None and declared > self._body_limit:
             raise TooLarge(f"request body is larger than {self._body_limit} bytes")
@@ -95,6 +88,16 @@ class BaseHandler(StreamedBodyHandler):
             self.OPENAPI_PATH, method, self.path_kwargs, self.request.query_arguments
         )
         await self.authorize()
+
+    async def identify(self, method: str, roles: frozenset[str]) -> Caller:
+        """Who asks, from the token (none needed when `roles` is PUBLIC); 401/403 otherwise."""
+        if not roles:
+            return Caller(subject="anonymous", role="none")
+        caller = self.caller = await self.deps.auth.authenticate(self.request.headers.get("Authorization"))
+        if caller.role not in roles:  # the log line of the refusal names who asked
+            raise Forbidden(f"role {caller.role!r} may not {method} {self.OPENAPI_PATH}")
+        self.deps.auth.check_schedds_claim(caller)
+        return caller
 
     async def authorize(self) -> None:
         """Route-specific checks that may need the database; still before the body is read."""

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .base import BaseHandler
+from .job_runner import (
+    JobIDRunnerInputsHandler,
+    JobIDRunnerInputsIDHandler,
+    JobIDRunnerOutputsIDHandler,
+    JobIDRunnerStatusHandler,
+)
+from .jobs import JobIDFilesHandler, JobIDFilesIDHandler, JobIDHandler, JobsHandler
 from .meta import HealthHandler, MainHandler, SchemaHandler
 from .metrics import MetricsHandler
 from .pages import DashboardConfigHandler, DashboardIDHandler, DocsHandler, DocsIDHandler
@@ -72,4 +79,12 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     DocsIDHandler,
     DashboardConfigHandler,
     DashboardIDHandler,
+    JobsHandler,
+    JobIDHandler,
+    JobIDFilesHandler,
+    JobIDFilesIDHandler,
+    JobIDRunnerInputsHandler,
+    JobIDRunnerInputsIDHandler,
+    JobIDRunnerOutputsIDHandler,
+    JobIDRunnerStatusHandler,
 )

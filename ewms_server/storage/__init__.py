@@ -6,6 +6,7 @@ import os
 
 from ..config import Config
 from .base import Storage
+from .files_base import FileStore
 
 DB_FILE = "ewms.sqlite3"
 
@@ -32,6 +33,20 @@ def open_storage(cfg: Config) -> tuple[Storage, str]:
         query_workers=cfg.sqlite_query_workers,
     )
     return store, f"SQLite at {path} (synchronous={cfg.sqlite_synchronous})"
+
+
+def open_file_store(cfg: Config, storage: Storage) -> FileStore:
+    """The file cache beside the store: GridFS in a real MongoDB's database, else a directory
+    `files` in EWMS_DATA_DIR (also for mongomock in tests, which has no GridFS)."""
+    from .mongodb import MongoStorage
+
+    if cfg.mongodb_url and isinstance(storage, MongoStorage):
+        from .files_gridfs import GridFSFileStore
+
+        return GridFSFileStore(storage.database)
+    from .files_dir import DirectoryFileStore
+
+    return DirectoryFileStore(os.path.join(make_data_dir(cfg.data_dir), "files"))
 
 
 def make_data_dir(path: str) -> str:

@@ -19,10 +19,10 @@ Sort = Sequence[tuple[str, int]]
 Projection = Sequence[str] | None
 """Field paths to include (MongoDB inclusion projection); None = the whole document."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The store layout this code writes; `migrate` brings older stores up to it (2: taskforces
 in EWMS's form; 3: the `workflow_progress` collection; 4: the `secrets` collection; 5: the
-`webhook_outbox` collection and workflows' `notify_url`; 6: `quarantine` and `machine_stats`)."""
+`webhook_outbox` collection and workflows' `notify_url`; 6: `quarantine` and `machine_stats`; 7: the `jobs` collection)."""
 
 
 @dataclass(frozen=True)

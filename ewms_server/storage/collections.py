@@ -128,6 +128,24 @@ COLLECTIONS: dict[str, CollectionSpec] = {
             workflow_id="string",
             owner="string",
         ),
+        # script-and-files jobs (issue 13); their files are in the file cache (files_base.py)
+        _spec(
+            "jobs",
+            "job_id",
+            "JB",
+            "JobObject",
+            False,
+            # the jobs loop: messages to publish, finished jobs' files to delete
+            Index(("published", "state")),
+            Index(("files_deleted", "finished_ts")),
+            job_id="string",
+            owner="string",
+            workflow_id="string",
+            published="boolean",
+            state="string",
+            files_deleted="boolean",
+            finished_ts="number|null",
+        ),
         # users' secrets, encrypted (layout 4): one per (owner, key); never queryable
         _spec(
             "secrets",

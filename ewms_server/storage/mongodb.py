@@ -52,6 +52,11 @@ class MongoStorage:
         self._client = client
         self._db = client[db_name]
 
+    @property
+    def database(self) -> Any:
+        """The motor database (the file cache's GridFS bucket lives in it)."""
+        return self._db
+
     @classmethod
     def from_url(cls, url: str, db_name: str) -> MongoStorage:
         from motor.motor_asyncio import AsyncIOMotorClient

@@ -119,6 +119,11 @@ def _v6(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
     make_tables(conn, specs)
 
 
+def _v7(conn: sqlite3.Connection, specs: Iterable[CollectionSpec]) -> None:
+    """The `jobs` table (script-and-files jobs; the other tables exist already)."""
+    make_tables(conn, specs)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], None]] = {
     1: _v1,
     2: _v2,
@@ -126,6 +131,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Iterable[CollectionSpec]], N
     4: _v4,
     5: _v5,
     6: _v6,
+    7: _v7,
 }
 """version -> the step that brings version-1 to it (append; never edit a released step)."""
 assert max(MIGRATIONS) == SCHEMA_VERSION

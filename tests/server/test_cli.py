@@ -163,6 +163,7 @@ def test_dev_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             "mq_activation",
             "launch_control",
             "autoscale",
+            "jobs",
         }
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

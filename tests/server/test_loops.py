@@ -227,7 +227,7 @@ async def test_health_endpoint_reports_every_part(server: RunningServer) -> None
     assert resp.code == 200 and body["healthy"] is True
     assert body["database"] == {"healthy": True}
     assert body["broker"] == {"healthy": True, "configured": False}  # no EWMS_BROKER_URL here
-    assert set(body["loops"]) == {"mq_activation", "launch_control"}
+    assert set(body["loops"]) == {"mq_activation", "launch_control", "autoscale", "jobs"}
     for loop in body["loops"].values():
         assert loop["healthy"] is True and loop["last_error"] is None and loop["last_pass_ts"] > 0
 

@@ -9,6 +9,7 @@ import secrets
 import pytest
 
 from tests.server.test_bad_input import *  # noqa: F403
+from tests.server.test_jobs_api import *  # noqa: F403
 from tests.server.test_lifecycle import *  # noqa: F403
 from tests.server.test_pagination import *  # noqa: F403
 

@@ -180,7 +180,7 @@ async def test_encrypted_at_rest_in_the_sqlite_file(tmp_path: Any) -> None:
         doc = await srv.deps.store.get("secrets", {"owner": "alice", "key": "DB_PASSWORD"})
         assert doc is not None and doc["ciphertext"].startswith("v1:") and value not in json.dumps(doc)
         key = parse_key(srv.deps.cfg.env["EWMS_SECRETS_KEY"])
-        files = glob.glob(str(data / "*"))
+        files = [f for f in glob.glob(str(data / "*")) if os.path.isfile(f)]  # not files/ (jobs)
         assert any(f.endswith(".sqlite3") for f in files)
         for path in files:  # the database, its WAL and shared memory: no value, no key
             raw = Path(path).read_bytes()
@@ -192,7 +192,7 @@ async def test_encrypted_at_rest_in_the_sqlite_file(tmp_path: Any) -> None:
             box.decrypt("bob", "DB_PASSWORD", doc["ciphertext"])
         with pytest.raises(Exception, match="does not decrypt"):
             box.decrypt("alice", "OTHER", doc["ciphertext"])
-    for path in glob.glob(str(data / "*")):
+    for path in filter(os.path.isfile, glob.glob(str(data / "*"))):
         assert value.encode() not in Path(path).read_bytes(), path
     assert oct(os.stat(data / "ewms.sqlite3").st_mode & 0o777) == "0o600"
 

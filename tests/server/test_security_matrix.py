@@ -32,9 +32,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
+from ewms_client.jobs import MultipartBody, Part
 from ewms_server.auth import mint_token
 from ewms_server.broker.base import QueueAccess, QueueDepth
 from ewms_server.handlers.routes import HANDLERS
+from ewms_server.ops.jobs import new_runner_token
 from ewms_server.schema import load_openapi_text
 from ewms_server.storage.base import Change
 from ewms_server.testing import RunningServer, running_server
@@ -65,6 +67,7 @@ WF = "/v1/workflows/{workflow_id}"
 MQS = "/v1/mqs/workflows/{workflow_id}"  # where EWMS's clients reach its queue service
 TD = "/v1/task-directives/{task_id}"
 TF = "/v1/taskforces/{taskforce_uuid}"
+JOB = "/v1/jobs/{job_id}"
 
 # fmt: off
 MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]] = {
@@ -108,6 +111,17 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int, int, int, int]
     ("GET",  "/v1/quarantine"):                                          (401, 401, 401, 200, 200, 403, 403, 403, 200),
     ("POST", "/v1/quarantine"):                                          (401, 401, 401, 403, 403, 403, 403, 403, 200),
     ("DELETE", "/v1/quarantine/{machine}"):                              (401, 401, 401, 403, 403, 403, 403, 403, 200),
+    ("GET",  "/v1/jobs"):                                                (401, 401, 401, 200, 200, 403, 403, 403, 200),
+    ("POST", "/v1/jobs"):                                                (401, 401, 401, 201, 201, 403, 403, 403, 201),
+    ("GET",  JOB):                                                       (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("DELETE", JOB):                                                     (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  JOB + "/files"):                                            (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    ("GET",  JOB + "/files/{path}"):                                     (401, 401, 401, 200, 404, 403, 403, 403, 200),
+    # only the job's runner token opens these (tests/server/test_jobs_api.py): no caller here
+    ("GET",  JOB + "/runner/inputs"):                                    (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    ("GET",  JOB + "/runner/inputs/{path}"):                             (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    ("PUT",  JOB + "/runner/outputs/{path}"):                            (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    ("POST", JOB + "/runner/status"):                                    (401, 401, 401, 401, 401, 401, 401, 401, 401),
 }
 # fmt: on
 
@@ -139,6 +153,9 @@ class TokenBroker:
 
     async def requeue_dead_letters(self, workflow_id: str, mqids: list[str], limit: int) -> int:
         return 2 * len(mqids)
+
+    async def publish(self, workflow_id: str, mqid: str, payload: bytes) -> None:
+        return None
 
     async def health(self) -> str | None:
         return None
@@ -183,6 +200,9 @@ class Req:
     query: dict[str, str] | None = None
     ids: dict[str, Any] = field(default_factory=dict)
     """The objects the request is about, for the per-cell checks."""
+    raw: bytes | None = None
+    """A body that is not JSON (a multipart upload), sent with `content_type`."""
+    content_type: str = "application/json"
 
 
 class Ctx:
@@ -200,6 +220,7 @@ class Ctx:
         self.tokens["tmsB"] = srv.token(role="system-tms", sub="tms-b", schedds=[OTHER_SCHEDD])
         self.tokens["tms0"] = mint_token(srv.secret, sub="tms-0", role="system-tms")  # no schedds claim
         self._shared: dict[str, Any] | None = None
+        self.jobs: dict[str, str] = {}
 
     async def call(
         self,
@@ -211,15 +232,18 @@ class Ctx:
         *,
         token: str | None = None,
         authorization: str | None = None,
+        raw_body: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Reply:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": content_type}
         tok = token if token is not None else self.tokens.get(ident)
         if authorization is not None:
             headers["Authorization"] = authorization
         elif tok:
             headers["Authorization"] = f"Bearer {tok}"
         url = self.srv.url + path + (f"?{urlencode(query)}" if query else "")
-        raw = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        raw = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "PUT") else None)
+        raw = raw_body if raw_body is not None else raw
         r = await self.http.fetch(
             url,
             method=method,
@@ -310,7 +334,7 @@ class Ctx:
 
     async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         out = {}
-        for name in ("workflows", "task_directives", "taskforces", "mqprofiles", "secrets"):
+        for name in ("workflows", "task_directives", "taskforces", "mqprofiles", "secrets", "jobs"):
             docs = await self.store.find(name, {})
             out[name] = sorted((_plain(d) for d in docs), key=lambda d: json.dumps(d, sort_keys=True))
         return out
@@ -686,6 +710,86 @@ async def _check_deleted_secret(ctx: Ctx, ident: str, req: Req, body: Any) -> No
     assert await ctx.store.get("secrets", {"owner": "alice", "key": "ALICE_ONLY"}) is None
 
 
+JOB_SCRIPT = b"echo hi > out.txt\n"
+
+
+def _job_upload() -> tuple[bytes, str]:
+    body = MultipartBody([Part("file", "run.sh", data=JOB_SCRIPT), Part("n_cores", data=b"1")])
+    return b"".join(body), body.content_type
+
+
+async def _new_job(ctx: Ctx, *, finished: bool = False) -> str:
+    """A fresh job of alice; `finished`: its runner (with a token made here) uploaded out.txt
+    and reported Completed."""
+    raw, ctype = _job_upload()
+    r = await ctx.call("alice", "POST", "/v1/jobs", raw_body=raw, content_type=ctype)
+    assert r.status == 201, r.text
+    jid = str(r.json["id"])
+    if finished:
+        token, digest = new_runner_token()
+        await ctx.store.transition(
+            "jobs", {"job_id": jid}, Change(set={"runner_token_sha256": digest, "published": True})
+        )
+        base = f"/v1/jobs/{jid}/runner"
+        out = await ctx.call("x", "PUT", base + "/outputs/out.txt", token=token, raw_body=b"hi\n",
+                             content_type="application/octet-stream")  # fmt: skip
+        assert out.status == 200, out.text
+        done = await ctx.call(
+            "x", "POST", base + "/status", {"state": "Completed", "exit_code": 0}, token=token
+        )
+        assert done.status == 200, done.text
+    return jid
+
+
+def _job_route(suffix: str, *, finished: bool = False, fresh: bool = False) -> Prepare:
+    async def prepare(ctx: Ctx) -> Req:
+        key = f"job-{finished}"
+        if fresh or key not in ctx.jobs:
+            ctx.jobs[key] = await _new_job(ctx, finished=finished)
+        jid = ctx.jobs[key]
+        req = Req(f"/v1/jobs/{jid}{suffix}", ids={"job_id": jid})
+        if suffix.startswith("/runner/outputs"):
+            req.raw, req.content_type = b"forged", "application/octet-stream"
+        if suffix == "/runner/status":
+            req.body = {"state": "Completed", "exit_code": 0}
+        return req
+
+    return prepare
+
+
+async def _jobs_upload(ctx: Ctx) -> Req:
+    raw, ctype = _job_upload()
+    return Req("/v1/jobs", raw=raw, content_type=ctype)
+
+
+async def _check_job_created(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    job = await ctx.store.get("jobs", {"job_id": body["id"]})
+    assert job is not None and job["owner"] == SUBJECT_ROLE[ident][0] and body["status"] == "Queued"
+
+
+async def _check_job_list(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    owners = {j["owner"] for j in body["jobs"]}
+    assert owners <= {SUBJECT_ROLE[ident][0]} if ident != "admin" else True
+
+
+async def _check_job(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body["id"] == req.ids["job_id"] and body["owner"] == "alice"
+    assert "runner_token_sha256" not in body
+
+
+async def _check_job_deleted(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == {"id": req.ids["job_id"], "deleted": True}
+    assert await ctx.store.get("jobs", {"job_id": req.ids["job_id"]}) is None
+
+
+async def _check_job_files(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert [f["path"] for f in body["files"]] == ["out.txt"]
+
+
+async def _check_job_file(ctx: Ctx, ident: str, req: Req, body: Any) -> None:
+    assert body == "hi\n"
+
+
 ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("GET", "/v1/"): (_static("/v1/"), _nothing),
     ("GET", "/v1/health"): (_static("/v1/health"), _nothing),
@@ -735,6 +839,16 @@ ROWS: dict[tuple[str, str], tuple[Prepare, Check]] = {
     ("GET", "/v1/quarantine"): (_get_quarantine, _check_get_quarantine),
     ("POST", "/v1/quarantine"): (_post_quarantine, _check_post_quarantine),
     ("DELETE", "/v1/quarantine/{machine}"): (_delete_quarantine, _check_delete_quarantine),
+    ("GET", "/v1/jobs"): (_static("/v1/jobs"), _check_job_list),
+    ("POST", "/v1/jobs"): (_jobs_upload, _check_job_created),
+    ("GET", JOB): (_job_route(""), _check_job),
+    ("DELETE", JOB): (_job_route("", fresh=True), _check_job_deleted),
+    ("GET", JOB + "/files"): (_job_route("/files", finished=True), _check_job_files),
+    ("GET", JOB + "/files/{path}"): (_job_route("/files/out.txt", finished=True), _check_job_file),
+    ("GET", JOB + "/runner/inputs"): (_job_route("/runner/inputs"), _nothing),
+    ("GET", JOB + "/runner/inputs/{path}"): (_job_route("/runner/inputs/run.sh"), _nothing),
+    ("PUT", JOB + "/runner/outputs/{path}"): (_job_route("/runner/outputs/x.txt"), _nothing),
+    ("POST", JOB + "/runner/status"): (_job_route("/runner/status"), _nothing),
 }
 
 
@@ -785,7 +899,9 @@ async def test_matrix(server: RunningServer, op: tuple[str, str], caplog: pytest
         await ctx.settle()
         before = await ctx.snapshot()
         caplog.clear()
-        r = await ctx.call(ident, method, req.path, req.body, req.query)
+        r = await ctx.call(
+            ident, method, req.path, req.body, req.query, raw_body=req.raw, content_type=req.content_type
+        )
         where = f"{ident}: {method} {req.path}"
         if r.status != expected:
             failures.append(f"{where}: expected {expected}, got {r.status} {r.text[:300]}")

@@ -141,10 +141,17 @@ async def test_v3_taskforces_show_task_counts_and_a_diagnosis(store: Storage) ->
 
 
 def _older_specs(version: int) -> list[CollectionSpec]:
-    """The collection table as this older layout had it: before 6 no quarantine, before 5 no
+    """The collection table as this older layout had it: before 7 no jobs, before 6 no quarantine, before 5 no
     outbox and workflows without `notify_watch`, before 4 no secrets, before 3 no progress
     history."""
-    since = {"workflow_progress": 3, "secrets": 4, "webhook_outbox": 5, "quarantine": 6, "machine_stats": 6}
+    since = {
+        "workflow_progress": 3,
+        "secrets": 4,
+        "webhook_outbox": 5,
+        "quarantine": 6,
+        "machine_stats": 6,
+        "jobs": 7,
+    }
     wf = COLLECTIONS["workflows"]
     old_wf = replace(wf, indexes=tuple(ix for ix in wf.indexes if "notify_watch" not in ix.fields))
     return [
@@ -216,5 +223,26 @@ async def test_v6_a_sqlite_store_of_layout_5_gains_the_quarantine_tables(tmp_pat
         await store.insert("quarantine", [entry])
         assert await store.get("quarantine", {"location": "local", "machine": "m2"}) == entry
         assert await store.find("machine_stats", {"location": "local", "machine": "m2"}) == []
+    finally:
+        await store.close()
+
+
+async def test_v7_a_sqlite_store_of_layout_6_gains_the_jobs_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "ewms.sqlite3")
+    _old_sqlite_store(path, _older_specs(6), 6)
+    store = SQLiteStorage(path)
+    try:
+        assert "jobs" not in await store._readers.run(
+            lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        )
+        assert await store.migrate() == SCHEMA_VERSION == 7
+        await store.insert("jobs", [{"job_id": "JB-1", "owner": "a", "published": False, "state": "queued"}])
+        assert await store.count("jobs", {"owner": "a"}) == 1
+        assert await store.count("jobs", {"published": False, "state": "queued"}) == 1
+        # older layouts' tables, left as they were
+        await store.insert(
+            "webhook_outbox", [{"delivery_id": "WH-1", "event_key": "WF-1:x", "status": "pending"}]
+        )
+        assert await store.count("webhook_outbox", {"status": "pending"}) == 1
     finally:
         await store.close()
