@@ -34,7 +34,8 @@ class WorkflowsHandler(BaseHandler):
             autoscaled_pilot_env=self.deps.cfg.autoscale.pilot_env(),
         )
         self.deps.wake("mq_activation")
-        self.deps.wake("autoscale")
+        if any(t.get("autoscale") for t in body["tasks"]):  # each pass scans the directives
+            self.deps.wake("autoscale")
         self.send(self.deps.views.created(created))
 
 
